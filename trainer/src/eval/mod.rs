@@ -1,0 +1,1 @@
+//! Retrieval metrics: Recall@K, NMI, MAP@R.
