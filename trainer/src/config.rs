@@ -1,0 +1,240 @@
+//! The resolved training configuration: defaults (the paper's), then a TOML file, then
+//! command-line flags. Saved as `config.toml` in every run directory; evaluation, export
+//! and `--resume` rebuild exactly what was trained from it.
+
+use std::path::{Path, PathBuf};
+
+use models::{Arch, ModelConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// Which optimiser updates the student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamP with Nesterov momentum (Heo et al., 2021): the paper's choice.
+    Adamp,
+    Adamw,
+    Sgd,
+}
+
+/// Where training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// CUDA when libtorch sees a GPU, otherwise CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Where the training images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A folder of images, or a dataset layout (see `format`).
+    pub path: PathBuf,
+    /// auto | folder | labeled | cub | cars | sop | idx
+    pub format: String,
+    /// Largest number of training images to use (a seeded random subset); 0 = all.
+    #[serde(default)]
+    pub limit: usize,
+    /// Largest number of evaluation images (seeded subset); 0 = all.
+    #[serde(default)]
+    pub eval_limit: usize,
+}
+
+/// STML's hyper-parameters (STML.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StmlConfig {
+    /// Bandwidth of the pairwise similarity exp(-d^2 / sigma).
+    pub sigma: f64,
+    /// Margin of the relaxed contrastive loss.
+    pub delta: f64,
+    /// Neighbours per query in batch construction (K); k = K * view in the contextual similarity.
+    pub num_neighbors: usize,
+    /// Augmented views per image.
+    pub view: usize,
+    /// EMA momentum of the teacher.
+    pub momentum: f64,
+    /// Use the true labels as W instead of STML's pseudo labels (supervised upper bound).
+    #[serde(default)]
+    pub supervised: bool,
+}
+
+/// Optimisation schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// Learning rate of the embedding heads' parameter group.
+    pub emb_lr: f64,
+    pub weight_decay: f64,
+    pub epochs: usize,
+    /// Images per batch (each augmented `view` times).
+    pub batch_size: usize,
+    /// Batch norm in eval mode with frozen affine parameters.
+    pub bn_freeze: bool,
+    /// Keep the learning rate constant (no cosine annealing).
+    pub fix_lr: bool,
+    /// Stop each epoch after this many steps (0 = a full epoch of floor(N / B) batches).
+    #[serde(default)]
+    pub max_steps_per_epoch: usize,
+}
+
+/// The whole configuration of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    /// Backbone weights (safetensors). `None`: the pretrained file set-up installed for
+    /// the architecture, or random initialisation where there is none.
+    pub weights: Option<PathBuf>,
+    pub stml: StmlConfig,
+    pub optim: OptimConfig,
+    /// Side of the squashed sampling-transform images used for batch construction.
+    pub sampling_size: u32,
+    pub seed: u64,
+    /// Threads for libtorch and for image decoding (0 = all cores).
+    pub threads: usize,
+    pub device: DeviceKind,
+    /// Evaluate on the test split every this many epochs, when the data has labels (0 = only at the end).
+    pub eval_every: usize,
+    /// Recall@K values to report; empty = the protocol's defaults (1,2,4,8; SOP 1,10,100,1000).
+    #[serde(default)]
+    pub recall_ks: Vec<usize>,
+    /// Write a checkpoint every this many epochs (the last epoch always).
+    pub checkpoint_every: usize,
+}
+
+impl TrainConfig {
+    /// The paper's defaults with the product's default backbone (MobileNetV2, d = 128).
+    pub fn defaults(data: PathBuf) -> Self {
+        let model = ModelConfig::new(Arch::MobilenetV2, 128);
+        Self {
+            data: DataConfig { path: data, format: "auto".into(), limit: 0, eval_limit: 0 },
+            sampling_size: 256,
+            model,
+            weights: None,
+            stml: StmlConfig { sigma: 3.0, delta: 1.0, num_neighbors: 5, view: 2, momentum: 0.999, supervised: false },
+            optim: OptimConfig {
+                optimizer: OptimizerKind::Adamp,
+                lr: 1e-4,
+                emb_lr: 1e-4,
+                weight_decay: 1e-2,
+                epochs: 90,
+                batch_size: 120,
+                bn_freeze: false,
+                fix_lr: false,
+                max_steps_per_epoch: 0,
+            },
+            seed: 0,
+            threads: 0,
+            device: DeviceKind::Auto,
+            eval_every: 1,
+            recall_ks: Vec::new(),
+            checkpoint_every: 1,
+        }
+    }
+
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TrainError::ConfigFile { path: path.into(), reason: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| TrainError::ConfigFile {
+            path: path.into(),
+            reason: format!("{e}\nSee `trainer fit --help` for the options, or a run directory's config.toml for a complete example"),
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Checks values that would only fail later, mid-run.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        let s = &self.stml;
+        let o = &self.optim;
+        if s.view < 1 {
+            return bad("--view must be at least 1".into());
+        }
+        if s.num_neighbors < 1 {
+            return bad("--num-neighbors must be at least 1".into());
+        }
+        if o.batch_size < s.num_neighbors || o.batch_size % s.num_neighbors != 0 {
+            return bad(format!(
+                "--batch-size {} must be a multiple of --num-neighbors {} (a batch is B/K queries, each with its K neighbours)",
+                o.batch_size, s.num_neighbors
+            ));
+        }
+        if s.sigma <= 0.0 || !s.sigma.is_finite() {
+            return bad(format!("--sigma must be positive, got {}", s.sigma));
+        }
+        if !(0.0..=1.0).contains(&s.momentum) {
+            return bad(format!("--momentum must be in [0, 1], got {}", s.momentum));
+        }
+        if o.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if o.lr <= 0.0 || o.emb_lr <= 0.0 {
+            return bad("--lr and --emb-lr must be positive".into());
+        }
+        if self.model.dim == 0 || self.model.g_dim == 0 {
+            return bad("--dim and --g-dim must be positive".into());
+        }
+        if self.model.image_size < 32 {
+            return bad(format!("--image-size {} is too small; use at least 32", self.model.image_size));
+        }
+        if self.sampling_size < self.model.image_size {
+            return bad(format!(
+                "sampling size {} is smaller than --image-size {}",
+                self.sampling_size, self.model.image_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Recall@K cut-offs: configured, or the protocol's defaults for the data.
+    pub fn ks(&self, sop: bool) -> Vec<usize> {
+        if !self.recall_ks.is_empty() {
+            self.recall_ks.clone()
+        } else if sop {
+            vec![1, 10, 100, 1000]
+        } else {
+            vec![1, 2, 4, 8]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip() {
+        let c = TrainConfig::defaults("data".into());
+        let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(c, back);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn batch_must_hold_whole_neighbourhoods() {
+        let mut c = TrainConfig::defaults("data".into());
+        c.optim.batch_size = 121;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--batch-size 121"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let mut text = TrainConfig::defaults("d".into()).to_toml();
+        text.push_str("\nsigmaa = 3\n");
+        assert!(toml::from_str::<TrainConfig>(&text).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The trainer crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a training, evaluation or export run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] models::Error),
+
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("cannot read config file {path}: {reason}")]
+    ConfigFile { path: PathBuf, reason: String },
+
+    #[error("run directory {path}: {reason}")]
+    Run { path: PathBuf, reason: String },
+
+    #[error("device: {0}")]
+    Device(String),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("plot {path}: {reason}")]
+    Plot { path: PathBuf, reason: String },
+}
+
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+/// Attaches a path to an I/O error.
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, source }
+}
