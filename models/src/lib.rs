@@ -11,6 +11,7 @@ pub mod graph;
 pub mod manifest;
 #[cfg(feature = "tch")]
 pub mod net;
+pub mod onnx;
 pub mod preprocess;
 pub mod weights;
 
