@@ -36,7 +36,7 @@ pub struct DataConfig {
     /// A folder of images, or a dataset layout (see `format`).
     pub path: PathBuf,
     /// auto | folder | labeled | cub | cars | sop | idx
-    pub format: String,
+    pub format: crate::data::Format,
     /// Largest number of training images to use (a seeded random subset); 0 = all.
     #[serde(default)]
     pub limit: usize,
@@ -116,7 +116,7 @@ impl TrainConfig {
     pub fn defaults(data: PathBuf) -> Self {
         let model = ModelConfig::new(Arch::MobilenetV2, 128);
         Self {
-            data: DataConfig { path: data, format: "auto".into(), limit: 0, eval_limit: 0 },
+            data: DataConfig { path: data, format: crate::data::Format::Auto, limit: 0, eval_limit: 0 },
             sampling_size: 256,
             model,
             weights: None,

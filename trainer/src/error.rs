@@ -11,6 +11,9 @@ pub enum TrainError {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
 
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 

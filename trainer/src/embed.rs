@@ -1,0 +1,87 @@
+//! Embedding a whole dataset with one head of a network, in batches, with a progress bar.
+
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use models::net::Network;
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{sequential_batches, Dataset, ImageCache, Loader, LoaderOptions, Transform};
+use crate::error::{Result, TrainError};
+
+/// Embeddings of a dataset, in dataset order. Rows of images that could not be decoded
+/// are left out; `kept` says which dataset indices the rows belong to.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// `[kept.len(), dim]` row-major.
+    pub vectors: Vec<f32>,
+    pub dim: usize,
+    pub kept: Vec<usize>,
+    pub skipped: usize,
+}
+
+/// Options for [`embed`].
+pub struct EmbedOptions<'a> {
+    pub output: &'a str,
+    pub transform: Transform,
+    pub batch_size: usize,
+    pub threads: usize,
+    pub device: Device,
+    pub cache: Option<Arc<ImageCache>>,
+    /// Progress bar label; `None` hides the bar.
+    pub label: Option<&'a str>,
+}
+
+/// Progress bar with throughput and ETA (hidden when stderr is not a terminal).
+pub fn progress(len: u64, label: &str, unit: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{prefix:>10}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} ETA {{eta}} {{msg}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_string());
+    pb
+}
+
+/// Runs `net` in eval mode over every image of `dataset` and collects output `output`.
+///
+/// # Shapes
+/// - returns `vectors` `[kept, dim]` with `dim` the output's width.
+pub fn embed(net: &Network, dataset: &Arc<Dataset>, opts: &EmbedOptions<'_>) -> Result<Embedded> {
+    let batches = sequential_batches(dataset.len(), opts.batch_size);
+    let mut loader = Loader::new(
+        dataset.clone(),
+        batches,
+        opts.transform.clone(),
+        LoaderOptions { views: 1, threads: opts.threads, prefetch: 2, cache: opts.cache.clone(), ..Default::default() },
+    )?;
+    let pb = match opts.label {
+        Some(l) => progress(dataset.len() as u64, l, "img"),
+        None => ProgressBar::hidden(),
+    };
+    let mut vectors = Vec::new();
+    let mut kept = Vec::with_capacity(dataset.len());
+    let mut dim = 0;
+    let mut skipped = 0;
+    for batch in loader.by_ref() {
+        let s = batch.size as i64;
+        let x = Tensor::from_slice(&batch.data).view([batch.rows as i64, 3, s, s]).to_device(opts.device);
+        let out = tch::no_grad(|| net.forward(&x, false))?;
+        let y = out
+            .get(opts.output)
+            .ok_or_else(|| TrainError::Config(format!("network has no output `{}`", opts.output)))?
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous();
+        dim = y.size()[1] as usize;
+        vectors.extend(Vec::<f32>::try_from(y.view(-1))?);
+        kept.extend(batch.idx.iter().map(|&i| i as usize));
+        pb.inc((batch.images + batch.skipped.len()) as u64);
+    }
+    pb.finish_and_clear();
+    skipped += loader.skipped();
+    Ok(Embedded { vectors, dim, kept, skipped })
+}

@@ -1,0 +1,57 @@
+//! `trainer export`: the student's `f` embedding of a run, as an ONNX file whose manifest
+//! tells the server everything it needs.
+
+use std::path::Path;
+
+use models::{Distance, Manifest, Provenance};
+
+use crate::error::{Result, TrainError};
+use crate::run::{RunDir, STUDENT};
+
+/// The git commit this binary was built from, if known at build time.
+pub fn git_commit() -> String {
+    option_env!("STML_GIT_COMMIT").unwrap_or("unknown").to_string()
+}
+
+/// Exports the latest checkpoint of `run` to `out`; returns the manifest written.
+pub fn export_run(run: &Path, out: &Path, normalize: bool) -> Result<Manifest> {
+    let run = RunDir::open(run)?;
+    let cfg = run.config()?;
+    let ck = run.latest_checkpoint().ok_or_else(|| TrainError::Run {
+        path: run.root.clone(),
+        reason: "has no checkpoint yet; let `trainer fit` finish at least one epoch".into(),
+    })?;
+    let state = RunDir::read_state(&ck)?;
+    let weights = models::weights::Weights::read(&ck.join(STUDENT))?;
+    let normalized = normalize || cfg.model.student_norm;
+    let graph = cfg.model.export_graph(normalized);
+    let run_id = run
+        .root
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "run".into());
+    let manifest = Manifest {
+        format: models::manifest::MANIFEST_FORMAT.into(),
+        arch: cfg.model.arch.name().into(),
+        embedding_dim: cfg.model.dim,
+        normalized,
+        distance: if normalized { Distance::Cosine } else { Distance::Euclidean },
+        input_name: "image".into(),
+        output_name: "embedding".into(),
+        preprocess: cfg.model.preprocess(),
+        provenance: Provenance {
+            run_id,
+            git_commit: git_commit(),
+            created: chrono::Utc::now().to_rfc3339(),
+            notes: format!(
+                "STML, {} epochs of {}, data {}",
+                state.epochs_done,
+                cfg.optim.epochs,
+                cfg.data.path.display()
+            ),
+        },
+    };
+    models::onnx::export(&graph, &weights, &manifest, cfg.model.image_size, out)?;
+    Ok(manifest)
+}
