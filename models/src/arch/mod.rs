@@ -1,7 +1,11 @@
 //! The architectures this product knows, each defined once as a [`Graph`] builder plus
 //! its preprocessing contract.
 
+mod bn_inception;
+mod efficientnet_lite0;
+mod googlenet;
 mod mobilenet_v2;
+mod resnet;
 
 use std::fmt;
 use std::str::FromStr;
@@ -88,23 +92,44 @@ impl Arch {
     pub fn backbone(self, b: &mut GraphBuilder, x: NodeId) -> NodeId {
         match self {
             Arch::MobilenetV2 => mobilenet_v2::backbone(b, x),
-            _ => todo!("{} backbone", self.name()),
+            Arch::EfficientnetLite0 => efficientnet_lite0::backbone(b, x),
+            Arch::Resnet18 => resnet::resnet18(b, x),
+            Arch::Resnet50 => resnet::resnet50(b, x),
+            Arch::Googlenet => googlenet::backbone(b, x),
+            Arch::BnInception => bn_inception::backbone(b, x),
         }
     }
 
-    /// Adds the architecture's ImageNet classifier on top of a feature map, as the
-    /// pretrained file names it. Only architectures whose files keep a classifier have one.
-    pub fn classifier(self, b: &mut GraphBuilder, features: NodeId, num_classes: usize) -> Option<NodeId> {
+    /// Adds the architecture's ImageNet classifier (global average pool, then a linear
+    /// layer named as in the usual pretrained files: `_fc`, `classifier.1`, `fc`,
+    /// `loss3.classifier`, `last_linear`). Every current architecture has one; `None` is
+    /// kept for architectures whose files carry no classifier.
+    ///
+    /// # Shapes
+    /// - `features`: `[batch, feature_dim, h, w]`; returns `[batch, num_classes]`
+    pub fn classifier(
+        self,
+        b: &mut GraphBuilder,
+        features: NodeId,
+        num_classes: usize,
+    ) -> Option<NodeId> {
         use crate::graph::LinearInit;
-        let pooled = b.global_avg_pool(features);
-        let (name, fdim) = match self {
-            Arch::EfficientnetLite0 => ("_fc", 1280),
-            Arch::MobilenetV2 => ("classifier.1", 1280),
-            Arch::Resnet18 => ("fc", 512),
-            Arch::Resnet50 => ("fc", 2048),
-            _ => return None,
+        let name = match self {
+            Arch::EfficientnetLite0 => "_fc",
+            Arch::MobilenetV2 => "classifier.1",
+            Arch::Resnet18 | Arch::Resnet50 => "fc",
+            Arch::Googlenet => "loss3.classifier",
+            Arch::BnInception => "last_linear",
         };
-        Some(b.linear(pooled, name, fdim, num_classes, true, LinearInit::Default))
+        let pooled = b.global_avg_pool(features); // [batch, feature_dim]
+        Some(b.linear(
+            pooled,
+            name,
+            self.feature_dim(),
+            num_classes,
+            true,
+            LinearInit::Default,
+        ))
     }
 }
 
@@ -117,9 +142,158 @@ impl fmt::Display for Arch {
 impl FromStr for Arch {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| Error::UnknownArch {
-            name: s.to_string(),
-            expected: Arch::ALL.map(|a| a.name()).join(", "),
-        })
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| Error::UnknownArch {
+                name: s.to_string(),
+                expected: Arch::ALL.map(|a| a.name()).join(", "),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::graph::{Graph, ParamKind};
+    use crate::weights::Weights;
+    use crate::ModelConfig;
+
+    fn backbone_graph(arch: Arch) -> Graph {
+        let mut b = GraphBuilder::new();
+        let x = b.input();
+        let y = arch.backbone(&mut b, x);
+        b.output("features", y);
+        b.finish()
+    }
+
+    fn trainable(g: &Graph) -> usize {
+        g.params()
+            .iter()
+            .filter(|p| p.kind == ParamKind::Trainable)
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Trainable backbone parameters (no classifier) of the reference implementations:
+    /// torchvision for ResNet / MobileNetV2, the pretrained file for EfficientNet-Lite0,
+    /// the BVLC Caffe model for GoogLeNet (6,998,552 with its classifier), Cadene's port
+    /// for BN-Inception (11,295,240 with its classifier).
+    #[test]
+    fn backbone_parameter_counts_match_the_reference_models() {
+        for (arch, expected) in [
+            (Arch::MobilenetV2, 2_223_872),
+            (Arch::EfficientnetLite0, 3_371_008),
+            (Arch::Resnet18, 11_176_512),
+            (Arch::Resnet50, 23_508_032),
+            (Arch::Googlenet, 5_973_552),
+            (Arch::BnInception, 10_270_240),
+        ] {
+            assert_eq!(trainable(&backbone_graph(arch)), expected, "{arch}");
+        }
+    }
+
+    #[test]
+    fn parameter_names_are_unique() {
+        for arch in Arch::ALL {
+            let params = backbone_graph(arch).params();
+            let names: HashSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(
+                names.len(),
+                params.len(),
+                "{arch}: duplicate parameter names"
+            );
+        }
+    }
+
+    #[test]
+    fn classifier_is_named_as_the_pretrained_files() {
+        for arch in Arch::ALL {
+            let g = ModelConfig::classifier_graph(arch, 1000).expect("classifier");
+            let params = g.params();
+            let [weight, bias] = &params[params.len() - 2..] else {
+                unreachable!("a classifier has a weight and a bias")
+            };
+            assert_eq!(weight.shape, vec![1000, arch.feature_dim()], "{arch}");
+            assert_eq!(bias.shape, vec![1000], "{arch}");
+            // A backbone file that keeps its classifier loads into the embedding network.
+            for p in [weight, bias] {
+                assert!(
+                    arch.classifier_prefixes()
+                        .iter()
+                        .any(|pre| p.name.starts_with(pre)),
+                    "{arch}: {} is not under a classifier prefix",
+                    p.name
+                );
+            }
+        }
+    }
+
+    fn deps_file(name: &str) -> PathBuf {
+        let path = PathBuf::from(env!("STML_DEPS")).join("weights").join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/setup.sh",
+            path.display()
+        );
+        path
+    }
+
+    /// Every tensor of the installed pretrained files has a parameter of the same name and
+    /// shape, and the other way round (the classifier included for EfficientNet-Lite0).
+    #[test]
+    fn pretrained_files_match_the_graphs_exactly() {
+        for arch in [Arch::MobilenetV2, Arch::EfficientnetLite0] {
+            let file = deps_file(arch.pretrained_file().expect("pretrained file"));
+            let w = Weights::read(&file).expect("readable weights");
+            let pooled = ModelConfig::pooled_graph(arch);
+            w.check(
+                arch.name(),
+                &pooled.params(),
+                arch.classifier_prefixes(),
+                &|_| false,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let arch = Arch::EfficientnetLite0;
+        let w =
+            Weights::read(&deps_file("efficientnet_lite0.safetensors")).expect("readable weights");
+        let classifier = ModelConfig::classifier_graph(arch, 1000).expect("classifier");
+        w.check(arch.name(), &classifier.params(), &[], &|_| false)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[cfg(all(test, feature = "tch"))]
+mod tch_tests {
+    use tch::{nn, Device, Kind, Tensor};
+
+    use super::*;
+    use crate::net::Network;
+    use crate::ModelConfig;
+
+    /// Shapes flow through every architecture: random weights, a small random batch.
+    #[test]
+    fn every_backbone_runs_on_a_small_batch() {
+        tch::manual_seed(0);
+        for arch in Arch::ALL {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = Network::new(&vs.root(), ModelConfig::pooled_graph(arch));
+            let xs = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+            let out = net.forward(&xs, false).expect("forward");
+            let emb = &out["embedding"];
+            assert_eq!(emb.size(), vec![2, arch.feature_dim() as i64], "{arch}");
+            assert!(
+                bool::try_from(emb.isfinite().all()).expect("bool"),
+                "{arch}: non-finite output"
+            );
+            assert!(
+                f64::try_from(emb.abs().sum(Kind::Float)).expect("f64") > 0.0,
+                "{arch}: all-zero output"
+            );
+        }
     }
 }
