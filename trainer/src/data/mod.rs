@@ -1,1 +1,320 @@
-//! Datasets and image transforms.
+//! Datasets and image transforms: reading the supported layouts into a [`Dataset`],
+//! decoding images, augmenting them, and a threaded [`Loader`] that keeps a training step fed.
+
+mod decode;
+mod idx;
+mod layouts;
+mod loader;
+pub mod mat;
+mod transform;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use decode::{decode, ImageCache, MAX_DECODE_BYTES, MAX_IMAGE_SIDE};
+pub use idx::IdxImages;
+pub use loader::{sequential_batches, Batch, Loader, LoaderOptions};
+pub use transform::{sample_rng, CropBox, RandomResizedCrop, Transform, HFLIP_P};
+
+/// Everything that can go wrong reading a dataset or one of its images.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("dataset path {path} does not exist; pass --data an existing folder of images or a dataset root")]
+    Missing { path: PathBuf },
+    #[error("cannot read {path}: {source}; check that it exists and is readable")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no images found in {path} (format {format}, split {split}); check --data, --format and --split")]
+    Empty {
+        path: PathBuf,
+        format: Format,
+        split: Split,
+    },
+    #[error("{path} is not a valid {format} dataset: {reason}")]
+    Layout {
+        path: PathBuf,
+        format: Format,
+        reason: String,
+    },
+    #[error("{path}, line {line}: {reason}; fix or regenerate this index file")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error("cannot decode image {name}: {reason}")]
+    Decode { name: String, reason: String },
+    #[error("batch refers to image {index} but the dataset has {len} images; build batches from this dataset")]
+    IndexOutOfRange { index: usize, len: usize },
+    #[error("cannot start {threads} data loading threads: {reason}; try a smaller --threads")]
+    Threads { threads: usize, reason: String },
+}
+
+/// Result alias for this module.
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// On-disk dataset layouts. `Auto` detects one of the others from the folder's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Detect: images.txt + image_class_labels.txt -> cub; cars_annos.mat -> cars;
+    /// Ebay_train.txt -> sop; *idx3-ubyte[.gz] -> idx; no images at the top level but
+    /// at least two subfolders with images -> labeled; otherwise folder.
+    #[default]
+    Auto,
+    /// Any folder of images, searched recursively; no labels.
+    Folder,
+    /// One subfolder per class (searched recursively); the subfolder name is the class.
+    Labeled,
+    /// CUB-200-2011: images.txt, image_class_labels.txt, images/.
+    Cub,
+    /// Cars-196: cars_annos.mat and the car_ims/ it points to.
+    Cars,
+    /// Stanford Online Products: Ebay_train.txt, Ebay_test.txt.
+    Sop,
+    /// MNIST / Fashion-MNIST IDX files.
+    Idx,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Format::Auto => "auto",
+            Format::Folder => "folder",
+            Format::Labeled => "labeled",
+            Format::Cub => "cub",
+            Format::Cars => "cars",
+            Format::Sop => "sop",
+            Format::Idx => "idx",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Which part of a dataset to read. The zero-shot protocol splits by class: `train` is the
+/// first half of the classes, `test` the second (CUB 1-100 / 101-200, Cars 1-98 / 99-196,
+/// SOP the official Ebay_train / Ebay_test lists, IDX and labelled folders the first
+/// ceil(C/2) classes / the rest). A plain folder has no classes: every split is all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+    #[default]
+    All,
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::All => "all",
+        })
+    }
+}
+
+impl Split {
+    /// Whether a 0-based class index belongs to this split when the first `train_classes`
+    /// classes are the training half.
+    pub fn keeps(self, class: usize, train_classes: usize) -> bool {
+        match self {
+            Split::Train => class < train_classes,
+            Split::Test => class >= train_classes,
+            Split::All => true,
+        }
+    }
+}
+
+/// Where a sample's pixels come from.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// An image file, decoded on demand.
+    File(PathBuf),
+    /// Image `index` of an in-memory set of grey IDX images.
+    Idx {
+        images: Arc<IdxImages>,
+        index: usize,
+    },
+}
+
+/// One image of a dataset.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub source: ImageSource,
+    /// 0-based index into [`Dataset::classes`]; `None` for unlabelled layouts.
+    pub label: Option<u32>,
+    /// Display name: the path relative to the dataset root (`file[i]` for IDX images).
+    pub name: String,
+}
+
+/// A list of samples, in a deterministic order, with the dataset's class names.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// The folder the dataset was read from.
+    pub root: PathBuf,
+    /// The layout it was read as (never `Auto`).
+    pub format: Format,
+    pub split: Split,
+    pub samples: Vec<Sample>,
+    /// Every class name of the dataset (both splits); labels index into it. Empty when
+    /// unlabelled.
+    pub classes: Vec<String>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Every sample's label, or `None` if any sample is unlabelled.
+    pub fn labels(&self) -> Option<Vec<u32>> {
+        self.samples.iter().map(|s| s.label).collect()
+    }
+
+    /// Number of distinct labels among the samples (the clusters NMI asks k-means for).
+    pub fn num_labels_present(&self) -> usize {
+        let mut l: Vec<u32> = self.samples.iter().filter_map(|s| s.label).collect();
+        l.sort_unstable();
+        l.dedup();
+        l.len()
+    }
+
+    /// A dataset of the given samples (in the given order), e.g. a benchmark subset.
+    /// Indices out of range are skipped.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        Dataset {
+            samples: indices
+                .iter()
+                .filter_map(|&i| self.samples.get(i).cloned())
+                .collect(),
+            ..self.clone_empty()
+        }
+    }
+
+    fn clone_empty(&self) -> Dataset {
+        Dataset {
+            root: self.root.clone(),
+            format: self.format,
+            split: self.split,
+            samples: Vec::new(),
+            classes: self.classes.clone(),
+        }
+    }
+}
+
+/// Read the dataset at `path` in `format` (detected when `Auto`), keeping `split`.
+///
+/// Fails before any image is decoded when the folder is missing, the layout is unknown or
+/// invalid, an index file is malformed (the error names the line), or no image is left.
+/// Missing or corrupt individual images are not checked here: the loader skips them.
+pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
+    if !path.is_dir() {
+        if path.exists() {
+            return Err(DataError::Layout {
+                path: path.to_path_buf(),
+                format,
+                reason: "expected a folder, found a file; pass the folder that contains it".into(),
+            });
+        }
+        return Err(DataError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let format = if format == Format::Auto {
+        detect(path)?
+    } else {
+        format
+    };
+    let (samples, classes) = match format {
+        Format::Auto | Format::Folder => (layouts::folder(path)?, Vec::new()),
+        Format::Labeled => layouts::labeled(path, split)?,
+        Format::Cub => layouts::cub(path, split)?,
+        Format::Cars => layouts::cars(path, split)?,
+        Format::Sop => layouts::sop(path, split)?,
+        Format::Idx => layouts::idx(path, split)?,
+    };
+    if samples.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            format,
+            split,
+        });
+    }
+    if let Some(ImageSource::File(first)) = samples.first().map(|s| &s.source) {
+        if !first.is_file() {
+            return Err(DataError::Layout {
+                path: path.to_path_buf(),
+                format,
+                reason: format!(
+                    "its first listed image {} does not exist; pass the dataset's root folder",
+                    first.display()
+                ),
+            });
+        }
+    }
+    Ok(Dataset {
+        root: path.to_path_buf(),
+        format,
+        split,
+        samples,
+        classes,
+    })
+}
+
+/// The layout of a folder, by the rules documented on [`Format::Auto`].
+pub fn detect(path: &Path) -> Result<Format> {
+    let has = |f: &str| path.join(f).is_file();
+    if has("images.txt") && has("image_class_labels.txt") {
+        return Ok(Format::Cub);
+    }
+    if has("cars_annos.mat") {
+        return Ok(Format::Cars);
+    }
+    if has("Ebay_train.txt") {
+        return Ok(Format::Sop);
+    }
+    let mut top_images = false;
+    let mut dirs = Vec::new();
+    for entry in layouts::read_dir_sorted(path)? {
+        let name = entry
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if idx::is_images_file(&name) {
+            return Ok(Format::Idx);
+        }
+        if entry.is_dir() {
+            dirs.push(entry);
+        } else if layouts::is_image_name(&name) {
+            top_images = true;
+        }
+    }
+    if !top_images {
+        let mut with_images = 0;
+        for d in &dirs {
+            if layouts::contains_image(d, 0)? {
+                with_images += 1;
+            }
+        }
+        if with_images >= 2 {
+            return Ok(Format::Labeled);
+        }
+    }
+    Ok(Format::Folder)
+}

@@ -1,0 +1,107 @@
+//! Decoding a sample into RGB pixels, guarded against decompression bombs, and an optional
+//! in-memory cache of decoded images for datasets small enough to keep.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use image::{ImageReader, Limits, RgbImage};
+
+use super::{DataError, Dataset, ImageSource, Result, Sample};
+
+/// Largest accepted width or height, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest allocation a decoder may make for one image, in bytes.
+pub const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Decode a sample into 8-bit RGB. Grey images are replicated to three channels; alpha is
+/// dropped. Files larger than [`MAX_IMAGE_SIDE`] per side or needing more than
+/// [`MAX_DECODE_BYTES`] fail instead of exhausting memory. The format is sniffed from the
+/// file's bytes, so a mislabelled extension still decodes.
+pub fn decode(sample: &Sample) -> Result<RgbImage> {
+    let fail = |reason: String| DataError::Decode {
+        name: describe(sample),
+        reason,
+    };
+    let img = match &sample.source {
+        ImageSource::File(path) => {
+            let mut reader = ImageReader::open(path)
+                .and_then(|r| r.with_guessed_format())
+                .map_err(|e| fail(e.to_string()))?;
+            let mut limits = Limits::default();
+            limits.max_image_width = Some(MAX_IMAGE_SIDE);
+            limits.max_image_height = Some(MAX_IMAGE_SIDE);
+            limits.max_alloc = Some(MAX_DECODE_BYTES);
+            reader.limits(limits);
+            reader.decode().map_err(|e| fail(e.to_string()))?.to_rgb8()
+        }
+        ImageSource::Idx { images, index } => {
+            let plane = images
+                .image(*index)
+                .ok_or_else(|| fail(format!("no image {index} in the IDX file")))?;
+            let rgb: Vec<u8> = plane.iter().flat_map(|&v| [v, v, v]).collect();
+            RgbImage::from_raw(images.cols, images.rows, rgb)
+                .ok_or_else(|| fail("inconsistent IDX image size".into()))?
+        }
+    };
+    if img.width() == 0 || img.height() == 0 {
+        return Err(fail("the image has no pixels".into()));
+    }
+    Ok(img)
+}
+
+/// The sample's file path (or IDX name), for messages.
+fn describe(sample: &Sample) -> String {
+    match &sample.source {
+        ImageSource::File(p) => p.display().to_string(),
+        ImageSource::Idx { .. } => sample.name.clone(),
+    }
+}
+
+/// Decoded images kept in memory up to a byte budget, shared by the loader's threads and
+/// across epochs. Images are inserted on first decode until the budget is spent; later
+/// ones are decoded every time. Failures are never cached.
+pub struct ImageCache {
+    slots: Vec<OnceLock<Arc<RgbImage>>>,
+    used: AtomicU64,
+    budget: u64,
+}
+
+impl ImageCache {
+    /// A cache for a dataset of `len` samples holding at most `budget_bytes` of pixels.
+    pub fn new(len: usize, budget_bytes: u64) -> Self {
+        Self {
+            slots: (0..len).map(|_| OnceLock::new()).collect(),
+            used: AtomicU64::new(0),
+            budget: budget_bytes,
+        }
+    }
+
+    /// Bytes of pixels held.
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Sample `i` of `dataset`, decoded (from the cache when present).
+    pub fn get_or_decode(&self, dataset: &Dataset, i: usize) -> Result<Arc<RgbImage>> {
+        let sample = dataset.samples.get(i).ok_or(DataError::IndexOutOfRange {
+            index: i,
+            len: dataset.len(),
+        })?;
+        let Some(slot) = self.slots.get(i) else {
+            return decode(sample).map(Arc::new);
+        };
+        if let Some(img) = slot.get() {
+            return Ok(img.clone());
+        }
+        let img = Arc::new(decode(sample)?);
+        let bytes = img.as_raw().len() as u64;
+        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= self.budget {
+            if slot.set(img.clone()).is_err() {
+                self.used.fetch_sub(bytes, Ordering::Relaxed);
+            }
+        } else {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        Ok(img)
+    }
+}
