@@ -18,3 +18,4 @@ pub mod report;
 pub mod run;
 pub mod stml;
 pub mod train;
+pub mod write_images;

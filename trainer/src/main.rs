@@ -22,6 +22,25 @@ enum Command {
     Eval(EvalArgs),
     /// Export a run's student `f` embedding to ONNX, manifest included.
     Export(ExportArgs),
+    /// Write a dataset split's images as PNG files, one subfolder per class (e.g. to index
+    /// Fashion-MNIST's test classes with `server index`).
+    WriteImages(WriteImagesArgs),
+}
+
+#[derive(Args)]
+struct WriteImagesArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    format: trainer::data::Format,
+    #[arg(long, value_enum, default_value = "test")]
+    split: trainer::data::Split,
+    /// Write at most this many images (seeded random subset; 0 = all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -284,6 +303,10 @@ fn main() -> anyhow::Result<()> {
             } else {
                 println!("{}", report.table());
             }
+        }
+        Command::WriteImages(a) => {
+            let n = trainer::write_images::write_images(&a.data, a.format, a.split, a.limit, &a.out)?;
+            eprintln!("wrote {n} images to {}", a.out.display());
         }
         Command::Export(a) => {
             let m = trainer::export::export_run(&a.run, &a.out, a.normalize)?;

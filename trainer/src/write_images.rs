@@ -1,0 +1,42 @@
+//! Writing a dataset split out as PNG files, one subfolder per class.
+
+use std::path::Path;
+
+use rand::SeedableRng;
+
+use crate::data::{self, decode, Format, Split};
+use crate::error::{io_err, Result};
+
+/// Writes the images of one split of a dataset to `out/<class>/<n>.png` (unlabelled
+/// layouts: `out/<n>.png`); at most `limit` images (seeded subset; 0 = all). Images that
+/// cannot be decoded are skipped with a warning. Returns the number written.
+pub fn write_images(path: &Path, format: Format, split: Split, limit: usize, out: &Path) -> Result<usize> {
+    let ds = data::load(path, format, split)?;
+    let ds = if limit > 0 && limit < ds.len() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut idx = rand::seq::index::sample(&mut rng, ds.len(), limit).into_vec();
+        idx.sort_unstable();
+        ds.subset(&idx)
+    } else {
+        ds
+    };
+    let mut written = 0;
+    for (i, s) in ds.samples.iter().enumerate() {
+        let img = match decode(s) {
+            Ok(img) => img,
+            Err(e) => {
+                tracing::warn!("skipping {}: {e}", s.name);
+                continue;
+            }
+        };
+        let dir = match s.label.and_then(|l| ds.classes.get(l as usize)) {
+            Some(c) => out.join(c.replace(['/', '\\'], "_")),
+            None => out.to_path_buf(),
+        };
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let file = dir.join(format!("{i:06}.png"));
+        img.save(&file).map_err(|e| io_err(&file)(std::io::Error::other(e.to_string())))?;
+        written += 1;
+    }
+    Ok(written)
+}
