@@ -158,39 +158,55 @@ impl<'a> Points<'a> {
                         }
                     }
                 }
-                let mut cand: Vec<Neighbor> = Vec::with_capacity(n);
+                let scale = if self.distance == Distance::Cosine {
+                    0.5
+                } else {
+                    1.0
+                };
+                let mut cand: Vec<Neighbor> = Vec::new();
                 for q in q0..q1 {
-                    let scale = if self.distance == Distance::Cosine {
-                        0.5
-                    } else {
-                        1.0
-                    };
-                    cand.clear();
                     let row = &dist[(q - q0) * n..(q - q0 + 1) * n];
-                    cand.extend(
-                        row.iter()
-                            .enumerate()
-                            .filter(|&(j, _)| j != q)
-                            .map(|(j, &d)| Neighbor {
-                                index: j as u32,
-                                distance: d * scale,
-                            }),
-                    );
-                    let k = k_of(q).min(cand.len());
-                    if k == 0 {
-                        visit(&mut acc, q, &[]);
-                        continue;
-                    }
-                    if k < cand.len() {
-                        cand.select_nth_unstable_by(k - 1, order);
-                        cand.truncate(k);
-                    }
-                    cand.sort_unstable_by(order);
+                    select_nearest(row, q, k_of(q), &mut cand);
+                    cand.iter_mut().for_each(|c| c.distance *= scale);
                     visit(&mut acc, q, &cand);
                 }
                 acc
             })
             .reduce(&init, &merge)
+    }
+}
+
+/// The `k` smallest entries of a distance row other than `skip`, sorted by [`order`], into
+/// `out`. A short list is kept by insertion (one comparison per entry once full); a long one
+/// by selection over all candidates.
+fn select_nearest(row: &[f32], skip: usize, k: usize, out: &mut Vec<Neighbor>) {
+    out.clear();
+    let k = k.min(row.len().saturating_sub(1));
+    if k == 0 {
+        return;
+    }
+    let all = row.iter().enumerate().filter(|&(j, _)| j != skip);
+    let all = all.map(|(j, &d)| Neighbor {
+        index: j as u32,
+        distance: d,
+    });
+    if k * 16 <= row.len() {
+        for c in all {
+            // Candidates arrive by increasing index, so an equal distance never displaces.
+            if out.len() == k && c.distance.total_cmp(&out[k - 1].distance) != Ordering::Less {
+                continue;
+            }
+            let at = out.partition_point(|x| order(x, &c) == Ordering::Less);
+            out.insert(at, c);
+            out.truncate(k);
+        }
+    } else {
+        out.extend(all);
+        if k < out.len() {
+            out.select_nth_unstable_by(k - 1, order);
+            out.truncate(k);
+        }
+        out.sort_unstable_by(order);
     }
 }
 
