@@ -1,1 +1,44 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: small labelled image fixtures.
+
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+
+/// Writes a labelled folder (`root/<class>/<n>.png`) of `classes` x `per_class` small
+/// synthetic images: each class is a shape in a colour, drawn at random positions, sizes
+/// and brightness, so that classes are learnable but no two images are equal.
+pub fn write_shapes(root: &Path, classes: usize, per_class: usize, size: u32) {
+    let mut state = 0x1234_5678_u64;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 10_000) as f32 / 10_000.0
+    };
+    for c in 0..classes {
+        let dir = root.join(format!("class_{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let hue = [(230, 40, 40), (40, 200, 60), (40, 80, 230), (220, 200, 40), (200, 60, 200), (40, 200, 200)][c % 6];
+            let cx = size as f32 * (0.3 + 0.4 * rnd());
+            let cy = size as f32 * (0.3 + 0.4 * rnd());
+            let r = size as f32 * (0.15 + 0.15 * rnd());
+            let bright = 0.6 + 0.4 * rnd();
+            let img = RgbImage::from_fn(size, size, |x, y| {
+                let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+                let inside = match c % 3 {
+                    0 => dx * dx + dy * dy < r * r,
+                    1 => dx.abs() < r && dy.abs() < r,
+                    _ => dx.abs() + dy.abs() < r,
+                };
+                if inside {
+                    Rgb([(hue.0 as f32 * bright) as u8, (hue.1 as f32 * bright) as u8, (hue.2 as f32 * bright) as u8])
+                } else {
+                    let g = (20.0 + 30.0 * ((x + y) % 7) as f32 / 7.0) as u8;
+                    Rgb([g, g, g])
+                }
+            });
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
