@@ -121,7 +121,7 @@ fn mobilenet_v2_embedding_keeps_a_photo_near_its_own_copies() {
     let emb =
         tch::no_grad(|| net.forward(&xs, false)).expect("forward")["embedding"].shallow_clone(); // [12, 1280]
     assert_eq!(emb.size(), [12, 1280]);
-    let dist = Vec::<Vec<f32>>::try_from(emb.cdist(&emb, 2.0, None).to_kind(Kind::Float))
+    let dist = Vec::<Vec<f32>>::try_from(Tensor::cdist(&emb, &emb, 2.0, None).to_kind(Kind::Float))
         .expect("distances"); // [12, 12]
     let n = PHOTOS.len();
     for (i, name) in PHOTOS.iter().enumerate() {
