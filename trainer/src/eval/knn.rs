@@ -85,7 +85,7 @@ pub(crate) struct Points<'a> {
 
 impl<'a> Points<'a> {
     pub fn new(embeddings: &'a [f32], dim: usize, distance: Distance) -> Result<Self, EvalError> {
-        if dim == 0 || embeddings.len() % dim != 0 {
+        if embeddings.len().checked_rem(dim) != Some(0) {
             return Err(EvalError::Shape {
                 len: embeddings.len(),
                 dim,
