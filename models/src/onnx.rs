@@ -879,7 +879,7 @@ fn fold_batch_norm(
     let mut b = Vec::with_capacity(out);
     for o in 0..out {
         let denom = var[o] as f64 + eps;
-        if !(denom > 0.0) {
+        if denom.is_nan() || denom <= 0.0 {
             return Err(format!(
                 "running_var[{o}] + eps = {denom} is not positive; the checkpoint is corrupt"
             ));
