@@ -298,7 +298,8 @@ impl GraphBuilder {
         self.push(Op::L2Normalize, vec![x])
     }
 
-    /// Conv (no bias) + batch norm + optional activation: the most common block.
+    /// Conv (no bias) + batch norm: the most common block.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv_bn(&mut self, x: NodeId, conv: &str, bn: &str, cin: usize, cout: usize, o: ConvOpts, eps: f64) -> NodeId {
         let c = self.conv(x, conv, cin, cout, o);
         self.bn(c, bn, cout, eps)
