@@ -71,15 +71,7 @@ fn test_split(opts: &EvalOptions, seed: u64) -> Result<Arc<Dataset>> {
             ds.format
         )));
     }
-    let ds = if opts.limit > 0 && opts.limit < ds.len() {
-        use rand::SeedableRng;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut idx = rand::seq::index::sample(&mut rng, ds.len(), opts.limit).into_vec();
-        idx.sort_unstable();
-        ds.subset(&idx)
-    } else {
-        ds
-    };
+    let ds = crate::train::limit_dataset(ds, opts.limit, seed);
     Ok(Arc::new(ds))
 }
 
@@ -137,7 +129,7 @@ pub fn eval_backbone(arch: Arch, weights: Option<&Path>, opts: &EvalOptions) -> 
         Some(s) => arch.preprocess().with_size(s),
         None => arch.preprocess(),
     };
-    let ds = test_split(opts, 1)?;
+    let ds = test_split(opts, 1)?; // the subset a run with seed 0 evaluates on
     let e = embed(
         &net,
         &ds,

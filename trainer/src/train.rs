@@ -113,7 +113,7 @@ pub fn build_optimizer(cfg: &TrainConfig, student: &Network) -> Result<Optimizer
 }
 
 /// Seeded random subset of at most `limit` items (all when `limit` is 0 or larger).
-fn limit_dataset(ds: Dataset, limit: usize, seed: u64) -> Dataset {
+pub(crate) fn limit_dataset(ds: Dataset, limit: usize, seed: u64) -> Dataset {
     if limit == 0 || limit >= ds.len() {
         return ds;
     }
