@@ -1,1 +1,19 @@
-//! How an embedding is served: ONNX Runtime inference, the vector index, the HTTP API.
+//! How an embedding is served: ONNX Runtime inference behind a dynamic batcher, a vector
+//! index (HNSW, with an exact oracle) over a durable redb store, the HTTP API, and the
+//! batch indexing job.
+
+pub mod embed;
+pub mod error;
+pub mod gallery;
+pub mod http;
+pub mod index;
+pub mod indexer;
+pub mod metrics;
+pub mod runtime;
+pub mod serve;
+pub mod settings;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use gallery::{Gallery, Hit, IndexKind, NewImage};
+pub use settings::Settings;

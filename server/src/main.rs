@@ -1,1 +1,154 @@
-fn main() {}
+//! The `server` binary: `server serve` answers similarity queries over HTTP;
+//! `server index` embeds a folder of images into an index directory.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use server::gallery::IndexKind;
+use server::{indexer, serve, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "server",
+    version,
+    about = "Image similarity search with a self-taught embedding"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve similarity search over HTTP.
+    Serve(ServeArgs),
+    /// Embed a folder of images (recursively) into an index directory; resumable.
+    Index(IndexArgs),
+}
+
+/// Flags shared by both commands; each overrides the config file and `STML_SERVER_*`.
+#[derive(Args)]
+struct Common {
+    /// The ONNX model written by `trainer export`.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Index directory (created when absent).
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// TOML config file (see Settings for the keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Folder of images to index.
+    #[arg(long)]
+    images: PathBuf,
+    /// Images per inference call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+fn settings(common: &Common) -> anyhow::Result<Settings> {
+    let mut s = Settings::load(common.config.as_deref(), std::env::vars())?;
+    if let Some(m) = &common.model {
+        s.model = m.clone();
+    }
+    if let Some(i) = &common.index {
+        s.index_dir = i.clone();
+    }
+    Ok(s)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve_command(args),
+        Command::Index(args) => index_command(args),
+    }
+}
+
+fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
+    let mut s = settings(&args.common)?;
+    if let Some(h) = args.host {
+        s.host = h;
+    }
+    if let Some(p) = args.port {
+        s.port = p;
+    }
+    actix_web::rt::System::new().block_on(async move {
+        let running = serve::start(s)?;
+        tracing::info!("listening on http://{}", running.addr);
+        running.wait().await?;
+        Ok(())
+    })
+}
+
+fn index_command(args: IndexArgs) -> anyhow::Result<()> {
+    let s = settings(&args.common)?;
+    anyhow::ensure!(
+        args.images.is_dir(),
+        "--images {} is not a folder",
+        args.images.display()
+    );
+    let model = serve::open_model(&s)?;
+    let gallery = serve::open_gallery(&s, &model, IndexKind::Hnsw)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} files  {per_sec}  eta {eta}  {msg}")
+            .context("progress bar template")?,
+    );
+    let report = indexer::index_folder(
+        &model,
+        &gallery,
+        &args.images,
+        args.batch_size,
+        s.max_image_pixels,
+        &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            bar.set_message(format!(
+                "indexed {} skipped {} failed {}",
+                p.indexed, p.skipped, p.failed
+            ));
+        },
+    )?;
+    bar.finish();
+    for (path, reason) in &report.failures {
+        tracing::warn!("skipped {}: {reason}", path.display());
+    }
+    let p = &report.progress;
+    tracing::info!(
+        indexed = p.indexed,
+        skipped = p.skipped,
+        failed = p.failed,
+        seconds = report.seconds,
+        images_per_second = p.indexed as f64 / report.seconds.max(1e-9),
+        "indexing done"
+    );
+    gallery.snapshot()?;
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! The one error type of the server crate. HTTP status codes are derived from it in
+//! exactly one place (`http::error`).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading a model, embedding, indexing or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid settings from {source_name}: {reason}")]
+    Settings { source_name: String, reason: String },
+
+    #[error("ONNX Runtime library not found at {path}. Run scripts/setup.sh to install it, or set ORT_DYLIB_PATH (or `ort_dylib_path` in the config file) to the path of libonnxruntime.so")]
+    OrtLibraryMissing { path: PathBuf },
+
+    #[error("cannot load the ONNX Runtime library {path}: {reason}. Re-run scripts/setup.sh to reinstall it, or set ORT_DYLIB_PATH to a working libonnxruntime.so")]
+    OrtLibraryBroken { path: PathBuf, reason: String },
+
+    #[error("cannot load model {path}: {reason}. Pass a model written by `trainer export`")]
+    Model { path: PathBuf, reason: String },
+
+    #[error("inference failed: {0}")]
+    Inference(String),
+
+    #[error("the request body is not a readable image: {reason}")]
+    NotAnImage { reason: String },
+
+    #[error("image is {width}x{height} = {pixels} pixels, more than the limit of {limit} pixels; send a smaller image")]
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+
+    #[error("upload is larger than the limit of {limit} bytes; send a smaller file or raise `max_upload_bytes`")]
+    PayloadTooLarge { limit: usize },
+
+    #[error("unsupported content type `{got}`; expected {expected}")]
+    UnsupportedContentType { got: String, expected: String },
+
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    #[error("invalid id `{id}`: {reason}")]
+    InvalidId { id: String, reason: String },
+
+    #[error("k = {k} is out of range; expected 1 ..= {max}")]
+    InvalidK { k: usize, max: usize },
+
+    #[error("vector has {got} dimensions, the index holds {expected}-dimensional vectors")]
+    DimensionMismatch { got: usize, expected: usize },
+
+    #[error("no route for {method} {path}; see /openapi.json")]
+    UnknownRoute { method: String, path: String },
+
+    #[error("no image with id `{id}`")]
+    NotFound { id: String },
+
+    #[error("missing or wrong API key; send `Authorization: Bearer <key>`")]
+    Unauthorized,
+
+    #[error("the server is shutting down or overloaded; retry later")]
+    Unavailable,
+
+    #[error("index store {path}: {reason}")]
+    Store { path: PathBuf, reason: String },
+
+    #[error("index {path} was built with a different model ({reason}); use a fresh --index directory or the model it was built with")]
+    IndexModelMismatch { path: PathBuf, reason: String },
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

@@ -1,0 +1,498 @@
+//! A gallery: the durable store plus the in-memory vector index over it. Inserts are
+//! committed to the store before they reach the index (and before they are acknowledged);
+//! at start the HNSW graph is reloaded from its dump and caught up with the store, or
+//! rebuilt from the stored vectors.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::index::{ExactIndex, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
+use crate::settings::HnswSettings;
+use crate::store::{GraphState, IndexSpec, NewRecord, Record, Store};
+use crate::{Error, Result};
+
+/// Longest accepted id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Which index serves searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Hnsw,
+    /// Brute force: exact, for tests and small galleries.
+    Exact,
+}
+
+/// One image to add.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    /// `None`: a fresh random id is assigned.
+    pub id: Option<String>,
+    pub metadata: serde_json::Value,
+    pub content_hash: Option<String>,
+    /// `[dim]`
+    pub vector: Vec<f32>,
+    /// JPEG bytes.
+    pub thumbnail: Option<Vec<u8>>,
+}
+
+/// A search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub id: String,
+    pub distance: f32,
+    pub metadata: serde_json::Value,
+}
+
+/// Sizes for `/stats` and `/metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GalleryStats {
+    pub images: usize,
+    /// Points in the search structure, deleted ones included.
+    pub graph_points: usize,
+    pub tombstones: usize,
+    pub dim: usize,
+    pub distance: models::Distance,
+    pub index: &'static str,
+}
+
+enum Backend {
+    Exact(ExactIndex),
+    Hnsw(HnswIndex),
+}
+
+impl Backend {
+    fn read(&self) -> &dyn VectorRead {
+        match self {
+            Backend::Exact(i) => i,
+            Backend::Hnsw(i) => i,
+        }
+    }
+
+    fn write(&mut self) -> &mut dyn VectorWrite {
+        match self {
+            Backend::Exact(i) => i,
+            Backend::Hnsw(i) => i,
+        }
+    }
+}
+
+/// Checks a client-supplied id: 1 to [`MAX_ID_LEN`] characters from `A-Z a-z 0-9 . _ -`,
+/// not starting with a dot. Ids are database keys, never paths, but stay printable.
+pub fn validate_id(id: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidId {
+            id: id.chars().take(MAX_ID_LEN).collect(),
+            reason: reason.into(),
+        })
+    };
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return bad(&format!("ids are 1 to {MAX_ID_LEN} characters long"));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return bad("ids may contain only letters, digits, '.', '_' and '-'");
+    }
+    if id.starts_with('.') {
+        return bad("ids may not start with '.'");
+    }
+    Ok(())
+}
+
+/// Durable images plus the index that searches them.
+pub struct Gallery {
+    store: Store,
+    index: RwLock<Backend>,
+    /// Serialises writers so the store and the index see changes in the same order.
+    writer: Mutex<()>,
+    dir: PathBuf,
+    spec: IndexSpec,
+    rebuild_ratio: f64,
+}
+
+impl Gallery {
+    /// Opens (creating when absent) the gallery in `dir` for vectors described by `spec`.
+    pub fn open(dir: &Path, spec: IndexSpec, hnsw: &HnswSettings, kind: IndexKind) -> Result<Self> {
+        let store = Store::open(dir)?;
+        store.check_spec(&spec)?;
+        let params = HnswParams {
+            m: hnsw.m,
+            ef_construction: hnsw.ef_construction,
+            ef_search: hnsw.ef_search,
+        };
+        let stored = store.vectors()?;
+        let mut items: Vec<(u64, Vec<f32>)> = stored.into_iter().collect();
+        items.sort_by_key(|(k, _)| *k);
+        let backend = match kind {
+            IndexKind::Exact => {
+                let mut idx = ExactIndex::new(spec.dim, spec.distance);
+                idx.insert(&items);
+                Backend::Exact(idx)
+            }
+            IndexKind::Hnsw => {
+                Backend::Hnsw(Self::restore_graph(&store, dir, &spec, params, &items))
+            }
+        };
+        let gallery = Self {
+            store,
+            index: RwLock::new(backend),
+            writer: Mutex::new(()),
+            dir: dir.to_path_buf(),
+            spec,
+            rebuild_ratio: hnsw.rebuild_tombstone_ratio,
+        };
+        gallery.rebuild_if_needed()?;
+        Ok(gallery)
+    }
+
+    fn restore_graph(
+        store: &Store,
+        dir: &Path,
+        spec: &IndexSpec,
+        params: HnswParams,
+        items: &[(u64, Vec<f32>)],
+    ) -> HnswIndex {
+        let loaded = match store.graph() {
+            Ok(Some(state)) => {
+                match HnswIndex::load(dir, &state.files, spec.dim, spec.distance, params) {
+                    Ok(g) => Some(g),
+                    Err(reason) => {
+                        tracing::warn!(
+                            "rebuilding the HNSW graph from the stored vectors: {reason}"
+                        );
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("rebuilding the HNSW graph: {e}");
+                None
+            }
+        };
+        let Some(mut graph) = loaded else {
+            let mut g = HnswIndex::new(spec.dim, spec.distance, params, items.len());
+            g.insert(items);
+            tracing::info!(
+                points = items.len(),
+                "built the HNSW graph from the stored vectors"
+            );
+            return g;
+        };
+        let live: std::collections::HashSet<u64> = items.iter().map(|(k, _)| *k).collect();
+        let gone: Vec<u64> = graph.keys().filter(|k| !live.contains(k)).collect();
+        for k in &gone {
+            graph.remove(*k);
+        }
+        let before = graph.graph_len();
+        graph.insert(items);
+        tracing::info!(
+            points = graph.graph_len(),
+            caught_up = graph.graph_len() - before,
+            deleted = gone.len(),
+            "reloaded the HNSW graph dump"
+        );
+        graph
+    }
+
+    /// What the vectors of this gallery are.
+    pub fn spec(&self) -> &IndexSpec {
+        &self.spec
+    }
+
+    /// Stores images (durably, in one transaction) and indexes them; returns their ids.
+    pub fn insert(&self, images: Vec<NewImage>) -> Result<Vec<String>> {
+        for img in &images {
+            if let Some(id) = &img.id {
+                validate_id(id)?;
+            }
+            self.check_dim(&img.vector)?;
+        }
+        let records: Vec<NewRecord> = images
+            .into_iter()
+            .map(|img| NewRecord {
+                record: Record {
+                    id: img
+                        .id
+                        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
+                    metadata: img.metadata,
+                    content_hash: img.content_hash,
+                },
+                vector: img.vector,
+                thumbnail: img.thumbnail,
+            })
+            .collect();
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = self.store.insert(&records)?;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let items: Vec<(u64, Vec<f32>)> = slots
+            .iter()
+            .zip(&records)
+            .map(|((s, _), r)| (*s, r.vector.clone()))
+            .collect();
+        for (_, replaced) in &slots {
+            if let Some(old) = replaced {
+                index.write().remove(*old);
+            }
+        }
+        index.write().insert(&items);
+        drop(index);
+        if slots.iter().any(|(_, r)| r.is_some()) {
+            self.rebuild_locked()?;
+        }
+        Ok(records.into_iter().map(|r| r.record.id).collect())
+    }
+
+    /// Deletes an image; `Ok(false)` when the id is unknown.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        validate_id(id)?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(slot) = self.store.delete(id)? else {
+            return Ok(false);
+        };
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .write()
+            .remove(slot);
+        self.rebuild_locked()?;
+        Ok(true)
+    }
+
+    /// The stored record of an id.
+    pub fn get(&self, id: &str) -> Result<Option<Record>> {
+        validate_id(id)?;
+        Ok(self.store.get(id)?.map(|(_, r)| r))
+    }
+
+    /// The stored vector of an id.
+    pub fn vector(&self, id: &str) -> Result<Option<Vec<f32>>> {
+        validate_id(id)?;
+        match self.store.get(id)? {
+            Some((slot, _)) => self.store.vector(slot),
+            None => Ok(None),
+        }
+    }
+
+    /// The JPEG thumbnail of an id, when one was stored.
+    pub fn thumbnail(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        validate_id(id)?;
+        match self.store.get(id)? {
+            Some((slot, _)) => self.store.thumbnail(slot),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether an image with this content hash is stored.
+    pub fn has_hash(&self, hash: &str) -> Result<bool> {
+        self.store.has_hash(hash)
+    }
+
+    /// The `k` stored images nearest to `query`.
+    ///
+    /// # Shapes
+    /// - `query`: `[dim]`
+    pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>> {
+        self.check_dim(query)?;
+        if query.iter().any(|x| !x.is_finite()) {
+            return Err(Error::BadRequest(
+                "the query vector contains NaN or infinite values".into(),
+            ));
+        }
+        let found: Vec<Neighbor> = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .read()
+            .search(query, k, ef);
+        let slots: Vec<u64> = found.iter().map(|n| n.key).collect();
+        let records = self.store.records(&slots)?;
+        Ok(found
+            .into_iter()
+            .zip(records)
+            .filter_map(|(n, r)| {
+                r.map(|r| Hit {
+                    id: r.id,
+                    distance: n.distance,
+                    metadata: r.metadata,
+                })
+            })
+            .collect())
+    }
+
+    /// Sizes of the gallery and its index.
+    pub fn stats(&self) -> GalleryStats {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let (graph_points, tombstones, kind) = match &*index {
+            Backend::Exact(i) => (i.len(), 0, "exact"),
+            Backend::Hnsw(i) => (i.graph_len(), i.tombstones(), "hnsw"),
+        };
+        GalleryStats {
+            images: index.read().len(),
+            graph_points,
+            tombstones,
+            dim: self.spec.dim,
+            distance: self.spec.distance,
+            index: kind,
+        }
+    }
+
+    /// Dumps the HNSW graph next to the database so the next start reloads it instead of
+    /// rebuilding; older dumps are removed once the new one is recorded.
+    pub fn snapshot(&self) -> Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let Backend::Hnsw(graph) = &*index else {
+            return Ok(());
+        };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let files = graph
+            .dump(&self.dir, &format!("graph-{nanos}"))
+            .map_err(|reason| Error::Store {
+                path: self.dir.clone(),
+                reason,
+            })?;
+        let previous = self.store.graph()?;
+        self.store.set_graph(&GraphState {
+            files: files.clone(),
+        })?;
+        if let Some(old) = previous.filter(|p| p.files.basename != files.basename) {
+            old.files.remove(&self.dir);
+        }
+        tracing::info!(basename = %files.basename, points = graph.graph_len(), "dumped the HNSW graph");
+        Ok(())
+    }
+
+    fn check_dim(&self, v: &[f32]) -> Result<()> {
+        if v.len() != self.spec.dim {
+            return Err(Error::DimensionMismatch {
+                got: v.len(),
+                expected: self.spec.dim,
+            });
+        }
+        Ok(())
+    }
+
+    fn rebuild_if_needed(&self) -> Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuild_locked()
+    }
+
+    /// Rebuilds the graph when tombstones pile up; the caller holds the writer lock, so
+    /// searches go on against the old graph while the new one is built.
+    fn rebuild_locked(&self) -> Result<()> {
+        let fresh = {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            match &*index {
+                Backend::Hnsw(g) if g.needs_rebuild(self.rebuild_ratio) => {
+                    tracing::info!(
+                        tombstones = g.tombstones(),
+                        points = g.graph_len(),
+                        "rebuilding the HNSW graph"
+                    );
+                    g.rebuilt()
+                }
+                _ => return Ok(()),
+            }
+        };
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Backend::Hnsw(fresh);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use models::Distance;
+
+    fn spec() -> IndexSpec {
+        IndexSpec {
+            dim: 2,
+            distance: Distance::Euclidean,
+            model: "test".into(),
+        }
+    }
+
+    fn img(id: &str, v: [f32; 2]) -> NewImage {
+        NewImage {
+            id: Some(id.into()),
+            metadata: serde_json::json!({ "name": id }),
+            content_hash: Some(format!("h-{id}")),
+            vector: v.to_vec(),
+            thumbnail: None,
+        }
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        for bad in ["", "../etc", "a/b", ".hidden", "sp ace", &"x".repeat(129)] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["a", "img-1.png", "A_b-9"] {
+            validate_id(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn survives_reopen_with_and_without_graph_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        let hnsw = HnswSettings::default();
+        {
+            let g = Gallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
+            g.insert(vec![
+                img("a", [0.0, 0.0]),
+                img("b", [1.0, 0.0]),
+                img("c", [9.0, 9.0]),
+            ])
+            .unwrap();
+            g.snapshot().unwrap();
+            // After the dump: one more insert and one delete the dump does not know about.
+            g.insert(vec![img("d", [0.9, 0.1])]).unwrap();
+            assert!(g.delete("b").unwrap());
+            assert!(!g.delete("b").unwrap());
+        }
+        let g = Gallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
+        let hits = g.search(&[1.0, 0.0], 3, None).unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, vec!["d", "a", "c"]);
+        assert_eq!(hits[0].metadata["name"], "d");
+        assert!(g.has_hash("h-d").unwrap());
+        assert!(!g.has_hash("h-b").unwrap());
+        assert_eq!(g.stats().images, 3);
+        // A different model cannot open the same index.
+        drop(g);
+        let other = IndexSpec { dim: 3, ..spec() };
+        assert!(matches!(
+            Gallery::open(dir.path(), other, &hnsw, IndexKind::Hnsw),
+            Err(Error::IndexModelMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn replacing_an_id_keeps_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Gallery::open(
+            dir.path(),
+            spec(),
+            &HnswSettings::default(),
+            IndexKind::Exact,
+        )
+        .unwrap();
+        g.insert(vec![img("a", [0.0, 0.0])]).unwrap();
+        g.insert(vec![img("a", [5.0, 5.0])]).unwrap();
+        let hits = g.search(&[0.0, 0.0], 10, None).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert!((hits[0].distance - 50f32.sqrt()).abs() < 1e-5);
+        assert!(matches!(
+            g.search(&[0.0], 1, None),
+            Err(Error::DimensionMismatch { .. })
+        ));
+    }
+}

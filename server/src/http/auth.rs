@@ -1,0 +1,58 @@
+//! Bearer-token check for mutating endpoints; a no-op when no API key is configured.
+
+use actix_web::HttpRequest;
+
+use crate::{Error, Result};
+
+/// Succeeds when no key is configured or the request carries `Authorization: Bearer <key>`.
+pub fn require_key(req: &HttpRequest, api_key: Option<&str>) -> Result<()> {
+    let Some(expected) = api_key else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized)
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= (*x ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn checks_the_bearer_token() {
+        let ok = TestRequest::default()
+            .insert_header(("Authorization", "Bearer k1"))
+            .to_http_request();
+        let wrong = TestRequest::default()
+            .insert_header(("Authorization", "Bearer k2"))
+            .to_http_request();
+        let prefix = TestRequest::default()
+            .insert_header(("Authorization", "Bearer k"))
+            .to_http_request();
+        let none = TestRequest::default().to_http_request();
+        assert!(require_key(&ok, Some("k1")).is_ok());
+        assert!(require_key(&wrong, Some("k1")).is_err());
+        assert!(require_key(&prefix, Some("k1")).is_err());
+        assert!(require_key(&none, Some("k1")).is_err());
+        assert!(require_key(&none, None).is_ok());
+    }
+}

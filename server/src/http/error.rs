@@ -1,0 +1,94 @@
+//! The one place where errors become HTTP status codes and JSON bodies
+//! (`{"error": {"code": ..., "message": ...}}`), including the errors of actix's own
+//! extractors.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::Error;
+
+impl Error {
+    /// A stable machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Settings { .. } => "settings",
+            Error::OrtLibraryMissing { .. } | Error::OrtLibraryBroken { .. } => "runtime",
+            Error::Model { .. } => "model",
+            Error::Inference(_) => "inference",
+            Error::NotAnImage { .. } => "not_an_image",
+            Error::ImageTooLarge { .. } => "image_too_large",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::UnsupportedContentType { .. } => "unsupported_content_type",
+            Error::BadRequest(_) => "bad_request",
+            Error::InvalidId { .. } => "invalid_id",
+            Error::InvalidK { .. } => "invalid_k",
+            Error::DimensionMismatch { .. } => "dimension_mismatch",
+            Error::UnknownRoute { .. } => "unknown_route",
+            Error::NotFound { .. } => "not_found",
+            Error::Unauthorized => "unauthorized",
+            Error::Unavailable => "unavailable",
+            Error::Store { .. } | Error::IndexModelMismatch { .. } | Error::Io { .. } => "storage",
+        }
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::NotAnImage { .. }
+            | Error::BadRequest(_)
+            | Error::InvalidId { .. }
+            | Error::InvalidK { .. }
+            | Error::DimensionMismatch { .. } => StatusCode::BAD_REQUEST,
+            Error::ImageTooLarge { .. } | Error::PayloadTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::UnknownRoute { .. } | Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Settings { .. }
+            | Error::OrtLibraryMissing { .. }
+            | Error::OrtLibraryBroken { .. }
+            | Error::Model { .. }
+            | Error::Inference(_)
+            | Error::Store { .. }
+            | Error::IndexModelMismatch { .. }
+            | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!("{self}");
+        }
+        let mut res = HttpResponse::build(status);
+        if matches!(self, Error::Unauthorized) {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
+    }
+}
+
+/// Bad query strings (`k=abc`) answer like every other bad request.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    Error::BadRequest(format!("bad query string: {err}")).into()
+}
+
+/// Bad path segments answer like every other bad request.
+pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    Error::BadRequest(format!("bad path: {err}")).into()
+}
+
+/// Any route that does not exist.
+pub async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Err(Error::UnknownRoute {
+        method: req.method().to_string(),
+        path: req.path().chars().take(200).collect(),
+    })
+}

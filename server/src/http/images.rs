@@ -1,0 +1,273 @@
+//! `/images`: add images (one or many), read one, fetch its thumbnail, delete it.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::auth::require_key;
+use super::body::{self, Upload};
+use super::AppState;
+use crate::gallery::{validate_id, NewImage};
+use crate::{Error, Result};
+
+/// Query string of `POST /images` with a raw image body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddParams {
+    pub id: Option<String>,
+    /// JSON text.
+    pub metadata: Option<String>,
+}
+
+/// One JSON item: a precomputed vector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorItem {
+    pub id: Option<String>,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    pub vector: Vec<f32>,
+}
+
+/// JSON body of `POST /images`: one item or `{"images": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum VectorBody {
+    Many { images: Vec<VectorItem> },
+    One(VectorItem),
+}
+
+/// Query string of `GET /images/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// Include the stored vector.
+    #[serde(default)]
+    pub vector: bool,
+}
+
+/// Answer of `POST /images`.
+#[derive(Debug, Serialize)]
+pub struct Added {
+    pub ids: Vec<String>,
+    pub embed_ms: f64,
+    pub total_ms: f64,
+}
+
+/// An uploaded image waiting to be embedded.
+struct Pending {
+    id: Option<String>,
+    metadata: serde_json::Value,
+    bytes: web::Bytes,
+}
+
+fn parse_metadata(text: Option<&str>) -> Result<serde_json::Value> {
+    match text {
+        None => Ok(serde_json::Value::Object(Default::default())),
+        Some(t) => serde_json::from_str(t)
+            .map_err(|e| Error::BadRequest(format!("metadata is not valid JSON: {e}"))),
+    }
+}
+
+/// Pairs the i-th `id` and `metadata` fields with the i-th file field.
+fn from_multipart(parts: Vec<body::Part>) -> Result<Vec<Pending>> {
+    let mut files = Vec::new();
+    let mut ids = Vec::new();
+    let mut metas = Vec::new();
+    for p in parts {
+        if p.is_file() {
+            files.push(p.data);
+        } else if p.name == "id" {
+            ids.push(p.text()?.to_string());
+        } else if p.name == "metadata" {
+            metas.push(parse_metadata(Some(p.text()?))?);
+        } else {
+            return Err(Error::BadRequest(format!(
+                "unexpected multipart field `{}`; expected image files, `id` and `metadata`",
+                p.name
+            )));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::BadRequest(
+            "the multipart body has no image file field".into(),
+        ));
+    }
+    if ids.len() > files.len() || metas.len() > files.len() {
+        return Err(Error::BadRequest(format!(
+            "{} images but {} ids and {} metadata fields",
+            files.len(),
+            ids.len(),
+            metas.len()
+        )));
+    }
+    let mut ids = ids.into_iter();
+    let mut metas = metas.into_iter();
+    Ok(files
+        .into_iter()
+        .map(|bytes| Pending {
+            id: ids.next(),
+            metadata: metas
+                .next()
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+            bytes,
+        })
+        .collect())
+}
+
+/// `POST /images`
+pub async fn add(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    params: web::Query<AddParams>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    require_key(&req, state.settings.api_key.as_deref())?;
+    let started = Instant::now();
+    let upload = body::read(req.headers(), payload, state.settings.max_upload_bytes).await?;
+    let params = params.into_inner();
+    if !matches!(upload, Upload::Image(_)) && (params.id.is_some() || params.metadata.is_some()) {
+        return Err(Error::BadRequest(
+            "`id` and `metadata` query parameters go with a raw image body only".into(),
+        ));
+    }
+    let mut embed_ms = 0.0;
+    let images: Vec<NewImage> = match upload {
+        Upload::Json(b) => {
+            let items = match body::json::<VectorBody>(&b)? {
+                VectorBody::Many { images } => images,
+                VectorBody::One(item) => vec![item],
+            };
+            items
+                .into_iter()
+                .map(|i| NewImage {
+                    id: i.id,
+                    metadata: i.metadata,
+                    content_hash: None,
+                    vector: i.vector,
+                    thumbnail: None,
+                })
+                .collect()
+        }
+        Upload::Image(bytes) => {
+            let pending = vec![Pending {
+                id: params.id,
+                metadata: parse_metadata(params.metadata.as_deref())?,
+                bytes,
+            }];
+            embed_all(&state, pending, &mut embed_ms).await?
+        }
+        Upload::Multipart(parts) => {
+            embed_all(&state, from_multipart(parts)?, &mut embed_ms).await?
+        }
+    };
+    if images.is_empty() {
+        return Err(Error::BadRequest("no images given".into()));
+    }
+    let gallery = state.gallery.clone();
+    let ids = web::block(move || gallery.insert(images))
+        .await
+        .map_err(|_| Error::Unavailable)??;
+    Ok(HttpResponse::Created().json(Added {
+        ids,
+        embed_ms,
+        total_ms: started.elapsed().as_secs_f64() * 1e3,
+    }))
+}
+
+async fn embed_all(
+    state: &AppState,
+    pending: Vec<Pending>,
+    embed_ms: &mut f64,
+) -> Result<Vec<NewImage>> {
+    for p in &pending {
+        if let Some(id) = &p.id {
+            validate_id(id)?;
+        }
+    }
+    let started = Instant::now();
+    let embedded = futures_util::future::try_join_all(
+        pending
+            .iter()
+            .map(|p| state.embedder.embed_bytes(p.bytes.clone(), true)),
+    )
+    .await?;
+    *embed_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(pending
+        .into_iter()
+        .zip(embedded)
+        .map(|(p, e)| NewImage {
+            id: p.id,
+            metadata: p.metadata,
+            content_hash: Some(hex::encode(Sha256::digest(&p.bytes))),
+            vector: e.vector,
+            thumbnail: e.thumbnail,
+        })
+        .collect())
+}
+
+/// `GET /images/{id}`
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: web::Query<GetParams>,
+) -> Result<HttpResponse> {
+    let id = id.into_inner();
+    let gallery = state.gallery.clone();
+    let want_vector = params.vector;
+    let lookup = id.clone();
+    let (record, vector) = web::block(move || -> Result<_> {
+        let record = gallery.get(&lookup)?;
+        let vector = if want_vector && record.is_some() {
+            gallery.vector(&lookup)?
+        } else {
+            None
+        };
+        Ok((record, vector))
+    })
+    .await
+    .map_err(|_| Error::Unavailable)??;
+    let record = record.ok_or(Error::NotFound { id })?;
+    let mut body = json!({ "id": record.id, "metadata": record.metadata, "content_hash": record.content_hash });
+    if let Some(v) = vector {
+        body["vector"] = json!(v);
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /images/{id}/thumbnail`: a small JPEG, for result pages.
+pub async fn thumbnail(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+    let id = id.into_inner();
+    let gallery = state.gallery.clone();
+    let lookup = id.clone();
+    let thumb = web::block(move || gallery.thumbnail(&lookup))
+        .await
+        .map_err(|_| Error::Unavailable)??;
+    let thumb = thumb.ok_or(Error::NotFound { id })?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "max-age=3600"))
+        .body(thumb))
+}
+
+/// `DELETE /images/{id}`
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    require_key(&req, state.settings.api_key.as_deref())?;
+    let id = id.into_inner();
+    let gallery = state.gallery.clone();
+    let lookup = id.clone();
+    let deleted = web::block(move || gallery.delete(&lookup))
+        .await
+        .map_err(|_| Error::Unavailable)??;
+    if !deleted {
+        return Err(Error::NotFound { id });
+    }
+    Ok(HttpResponse::Ok().json(json!({ "deleted": id })))
+}

@@ -1,0 +1,91 @@
+//! The HTTP API (actix-web). Handlers are thin, one file per resource: a validated request
+//! in, a call into the gallery or the embedder, JSON out. Errors become status codes in
+//! [`error`] only.
+
+mod auth;
+mod body;
+pub mod error;
+mod health;
+mod images;
+mod openapi;
+mod search;
+
+pub use openapi::document as openapi_document;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Service;
+use actix_web::web;
+
+use crate::embed::Embedder;
+use crate::gallery::Gallery;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub gallery: Arc<Gallery>,
+    pub embedder: Arc<Embedder>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    /// False before start-up completes and once shutdown begins.
+    pub ready: Arc<AtomicBool>,
+    pub started: Instant,
+}
+
+/// Registers every route, the extractor error handlers and the JSON 404.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .route("/search", web::post().to(search::search))
+        .route("/images", web::post().to(images::add))
+        .route("/images/{id}", web::get().to(images::get))
+        .route("/images/{id}", web::delete().to(images::delete))
+        .route("/images/{id}/thumbnail", web::get().to(images::thumbnail))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/stats", web::get().to(health::stats))
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/openapi.json", web::get().to(openapi::openapi))
+        .default_service(web::to(error::unknown_route));
+}
+
+/// Builds the app for one worker: state, metrics middleware, routes.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    actix_web::App::new()
+        .app_data(state)
+        .configure(configure)
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let method = req.method().to_string();
+            let metrics = metrics.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let route = res
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "(unmatched)".into());
+                metrics.record_request(
+                    &route,
+                    &method,
+                    res.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
+                Ok(res)
+            }
+        })
+}

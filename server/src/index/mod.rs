@@ -1,0 +1,80 @@
+//! Vector indexes behind a read trait and a write trait. [`ExactIndex`] scans every
+//! vector (the oracle for tests); [`HnswIndex`] is the approximate graph index served in
+//! production. Both rank by the same [`distance`].
+
+mod exact;
+mod hnsw;
+
+pub use exact::ExactIndex;
+pub use hnsw::{GraphFiles, HnswIndex, HnswParams};
+
+use models::Distance;
+
+/// A search result: the key an item was inserted under and its distance to the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbor {
+    pub key: u64,
+    pub distance: f32,
+}
+
+/// Read access to an index.
+pub trait VectorRead: Send + Sync {
+    /// Length of the indexed vectors.
+    fn dim(&self) -> usize;
+    /// Number of live (not deleted) vectors.
+    fn len(&self) -> usize;
+    /// True when no live vector is indexed.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The `k` live vectors nearest to `query`, nearest first. `ef` is the search breadth
+    /// of approximate indexes (ignored by exact ones); `None` uses the index default.
+    ///
+    /// # Shapes
+    /// - `query`: `[dim]`
+    fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Vec<Neighbor>;
+}
+
+/// Write access to an index. Keys are unique and never reused after a removal.
+pub trait VectorWrite {
+    /// Adds vectors under fresh keys.
+    ///
+    /// # Shapes
+    /// - each vector: `[dim]`
+    fn insert(&mut self, items: &[(u64, Vec<f32>)]);
+    /// Removes a key; returns whether it was present.
+    fn remove(&mut self, key: u64) -> bool;
+}
+
+/// An index that can be both searched and updated.
+pub trait VectorIndex: VectorRead + VectorWrite {}
+impl<T: VectorRead + VectorWrite> VectorIndex for T {}
+
+/// The distance both indexes rank by: Euclidean `sqrt(sum (a_i - b_i)^2)`, or cosine
+/// `1 - a.b / (|a| |b|)` clamped at 0 (0 when either vector is zero).
+///
+/// # Shapes
+/// - `a`, `b`: `[dim]`
+pub fn distance(metric: Distance, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Distance::Euclidean => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f32>()
+            .sqrt(),
+        Distance::Cosine => {
+            let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+            for (x, y) in a.iter().zip(b) {
+                dot += (*x as f64) * (*y as f64);
+                na += (*x as f64) * (*x as f64);
+                nb += (*y as f64) * (*y as f64);
+            }
+            if na > 0.0 && nb > 0.0 {
+                (1.0 - dot / (na * nb).sqrt()).max(0.0) as f32
+            } else {
+                0.0
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! ONNX Runtime: finding and loading its shared library (load-dynamic), choosing the
+//! execution provider (CUDA when built with `cuda` and a GPU is present, else CPU), and
+//! running an exported embedding model.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use models::manifest::MANIFEST_KEY;
+use models::Manifest;
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::{Error, Result};
+
+/// Where scripts/setup.sh installs the library, relative to the repository root.
+pub const SETUP_DYLIB: &str = "deps/onnxruntime/libonnxruntime.so";
+
+/// The execution provider a model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Cpu,
+    Cuda,
+}
+
+static ENVIRONMENT: Mutex<Option<(Environment, PathBuf)>> = Mutex::new(None);
+
+/// The library to load: the configured path, else `ORT_DYLIB_PATH`, else the set-up's
+/// copy found next to the repository (walking up from the executable and the working
+/// directory) or next to the executable.
+pub fn resolve_dylib(configured: Option<&Path>) -> PathBuf {
+    if let Some(p) = configured {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let mut candidates = Vec::new();
+    let starts = [
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf)),
+        std::env::current_dir().ok(),
+    ];
+    for start in starts.into_iter().flatten() {
+        candidates.push(start.join("libonnxruntime.so"));
+        candidates.extend(start.ancestors().map(|a| a.join(SETUP_DYLIB)));
+    }
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(SETUP_DYLIB))
+}
+
+/// Loads ONNX Runtime from `dylib` (once per process) and returns its environment.
+/// A missing or unloadable library is an error naming the path and the fix.
+pub fn environment(dylib: &Path) -> Result<Environment> {
+    let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((env, loaded)) = slot.as_ref() {
+        if loaded != dylib {
+            tracing::warn!(loaded = %loaded.display(), asked = %dylib.display(), "ONNX Runtime is already loaded from another path");
+        }
+        return Ok(env.clone());
+    }
+    if !dylib.is_file() {
+        return Err(Error::OrtLibraryMissing {
+            path: dylib.to_path_buf(),
+        });
+    }
+    let broken = |reason: String| Error::OrtLibraryBroken {
+        path: dylib.to_path_buf(),
+        reason,
+    };
+    let builder = ort::init_from(dylib).map_err(|e| broken(e.to_string()))?;
+    let env = builder
+        .with_name("stml-server")
+        .build()
+        .map_err(|e| broken(e.to_string()))?;
+    tracing::info!(path = %dylib.display(), "loaded ONNX Runtime");
+    *slot = Some((env.clone(), dylib.to_path_buf()));
+    Ok(env)
+}
+
+/// An exported embedding model open in ONNX Runtime.
+pub struct OnnxModel {
+    session: Mutex<Session>,
+    manifest: Manifest,
+    provider: Provider,
+    path: PathBuf,
+}
+
+impl OnnxModel {
+    /// Opens `path` (an ONNX file written by `trainer export`) and reads its manifest.
+    /// `intra_threads` 0 keeps ONNX Runtime's default.
+    pub fn open(env: &Environment, path: &Path, intra_threads: usize) -> Result<Self> {
+        let fail = |reason: String| Error::Model {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.is_file() {
+            return Err(fail("no such file".into()));
+        }
+        let mut builder = Session::builder(env).map_err(|e| fail(e.to_string()))?;
+        if intra_threads > 0 {
+            builder = builder
+                .with_intra_threads(intra_threads)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let (mut builder, provider) = with_provider(builder);
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| fail(e.to_string()))?;
+        let json = session
+            .metadata()
+            .map_err(|e| fail(e.to_string()))?
+            .custom(MANIFEST_KEY)
+            .ok_or_else(|| fail(format!("it has no `{MANIFEST_KEY}` metadata")))?;
+        let manifest = Manifest::from_json(&json).map_err(fail)?;
+        if !session
+            .inputs()
+            .iter()
+            .any(|i| i.name() == manifest.input_name)
+        {
+            return Err(fail(format!(
+                "the graph has no input named `{}`",
+                manifest.input_name
+            )));
+        }
+        if !session
+            .outputs()
+            .iter()
+            .any(|o| o.name() == manifest.output_name)
+        {
+            return Err(fail(format!(
+                "the graph has no output named `{}`",
+                manifest.output_name
+            )));
+        }
+        tracing::info!(model = %path.display(), arch = %manifest.arch, dim = manifest.embedding_dim, ?provider, "opened the model");
+        Ok(Self {
+            session: Mutex::new(session),
+            manifest,
+            provider,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The model's manifest (input size, preprocessing, distance, ...).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The execution provider the model runs on.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Values in one preprocessed image: `3 * crop * crop`.
+    pub fn input_len(&self) -> usize {
+        let c = self.manifest.preprocess.crop as usize;
+        3 * c * c
+    }
+
+    /// Embeds a batch of preprocessed images in one inference call.
+    ///
+    /// # Shapes
+    /// - `input`: `[n, 3, crop, crop]` flattened (`n * input_len()` values)
+    /// - returns `n` vectors of `[embedding_dim]`
+    pub fn embed(&self, input: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if input.len() != n * self.input_len() {
+            return Err(Error::Inference(format!(
+                "got {} input values for {n} images of {}",
+                input.len(),
+                self.input_len()
+            )));
+        }
+        let crop = self.manifest.preprocess.crop as i64;
+        let tensor = Tensor::from_array((vec![n as i64, 3, crop, crop], input))
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session
+            .run(ort::inputs![self.manifest.input_name.as_str() => tensor])
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let (shape, data) = outputs[self.manifest.output_name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let dim = self.manifest.embedding_dim;
+        if shape.len() != 2 || shape[0] != n as i64 || shape[1] != dim as i64 {
+            return Err(Error::Inference(format!(
+                "the model answered shape {shape:?}, expected [{n}, {dim}]"
+            )));
+        }
+        Ok(data.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn with_provider(
+    builder: ort::session::builder::SessionBuilder,
+) -> (ort::session::builder::SessionBuilder, Provider) {
+    use ort::ep::ExecutionProvider;
+    match ort::ep::CUDA::is_available() {
+        Ok(true) => match builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        {
+            Ok(b) => {
+                tracing::info!("execution provider: CUDA");
+                (b, Provider::Cuda)
+            }
+            Err(e) => {
+                tracing::warn!("CUDA execution provider failed ({e}); using the CPU");
+                (e.recover(), Provider::Cpu)
+            }
+        },
+        _ => {
+            tracing::info!(
+                "execution provider: CPU (no CUDA device or CUDA-enabled ONNX Runtime found)"
+            );
+            (builder, Provider::Cpu)
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_provider(
+    builder: ort::session::builder::SessionBuilder,
+) -> (ort::session::builder::SessionBuilder, Provider) {
+    tracing::info!("execution provider: CPU (built without the `cuda` feature)");
+    (builder, Provider::Cpu)
+}

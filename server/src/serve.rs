@@ -1,0 +1,110 @@
+//! Start-up and shutdown of `server serve`: load ONNX Runtime and the model, open the
+//! gallery, start the batcher, bind the HTTP server; on shutdown dump the HNSW graph.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::web;
+
+use crate::embed::Embedder;
+use crate::gallery::{Gallery, IndexKind};
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::runtime::{self, OnnxModel};
+use crate::settings::Settings;
+use crate::store::IndexSpec;
+use crate::{Error, Result};
+
+/// Loads ONNX Runtime (from the settings, `ORT_DYLIB_PATH`, or the set-up's copy) and
+/// opens the model of `settings`, checking it with one inference.
+pub fn open_model(settings: &Settings) -> Result<Arc<OnnxModel>> {
+    let dylib = runtime::resolve_dylib(settings.ort_dylib_path.as_deref());
+    let env = runtime::environment(&dylib)?;
+    let model = OnnxModel::open(&env, &settings.model, settings.intra_threads)?;
+    model
+        .embed(vec![0.0; model.input_len()], 1)
+        .map_err(|e| Error::Model {
+            path: settings.model.clone(),
+            reason: format!("a test inference failed: {e}"),
+        })?;
+    Ok(Arc::new(model))
+}
+
+/// Opens the gallery of `settings.index_dir` for `model`'s vectors.
+pub fn open_gallery(
+    settings: &Settings,
+    model: &OnnxModel,
+    kind: IndexKind,
+) -> Result<Arc<Gallery>> {
+    let spec = IndexSpec::for_manifest(model.manifest());
+    let started = Instant::now();
+    let gallery = Gallery::open(&settings.index_dir, spec, &settings.hnsw, kind)?;
+    tracing::info!(dir = %settings.index_dir.display(), images = gallery.stats().images, seconds = started.elapsed().as_secs_f64(), "opened the index");
+    Ok(Arc::new(gallery))
+}
+
+/// A bound, running HTTP server.
+pub struct Running {
+    /// The address actually bound (port 0 picks a free port).
+    pub addr: SocketAddr,
+    server: actix_web::dev::Server,
+    state: web::Data<AppState>,
+}
+
+/// Loads everything and binds the HTTP server; call [`Running::wait`] to serve.
+pub fn start(settings: Settings) -> Result<Running> {
+    let model = open_model(&settings)?;
+    let gallery = open_gallery(&settings, &model, IndexKind::Hnsw)?;
+    let metrics = Arc::new(Metrics::default());
+    let embedder = Arc::new(Embedder::new(
+        model,
+        &settings.batch,
+        settings.max_image_pixels,
+        metrics.clone(),
+    ));
+    let settings = Arc::new(settings);
+    let state = web::Data::new(AppState {
+        gallery,
+        embedder,
+        settings: settings.clone(),
+        metrics,
+        ready: Arc::new(AtomicBool::new(false)),
+        started: Instant::now(),
+    });
+    let address = format!("{}:{}", settings.host, settings.port);
+    let app_state = state.clone();
+    let mut server = actix_web::HttpServer::new(move || http::app(app_state.clone()))
+        .shutdown_timeout(5)
+        .bind(&address)
+        .map_err(Error::io(PathBuf::from(&address)))?;
+    if settings.http_workers > 0 {
+        server = server.workers(settings.http_workers);
+    }
+    let addr = *server.addrs().first().ok_or_else(|| Error::Io {
+        path: PathBuf::from(&address),
+        source: std::io::Error::other("bound to no address"),
+    })?;
+    let server = server.run();
+    state.ready.store(true, Ordering::Relaxed);
+    Ok(Running {
+        addr,
+        server,
+        state,
+    })
+}
+
+impl Running {
+    /// Serves until SIGINT/SIGTERM, then dumps the HNSW graph for a fast restart.
+    pub async fn wait(self) -> Result<()> {
+        let served = self.server.await;
+        self.state.ready.store(false, Ordering::Relaxed);
+        let gallery = self.state.gallery.clone();
+        tokio::task::spawn_blocking(move || gallery.snapshot())
+            .await
+            .map_err(|_| Error::Unavailable)??;
+        served.map_err(Error::io("http server"))
+    }
+}

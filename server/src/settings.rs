@@ -1,0 +1,305 @@
+//! Server settings, layered like qdrant's: built-in defaults, then an optional TOML config
+//! file, then `STML_SERVER_*` environment variables (nested keys joined by `__`, e.g.
+//! `STML_SERVER_HNSW__EF_SEARCH=128`); command-line flags are applied last by the binary.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "STML_SERVER_";
+
+/// Everything the server can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The ONNX model written by `trainer export`.
+    pub model: PathBuf,
+    /// Directory holding the index database and the HNSW graph dump.
+    pub index_dir: PathBuf,
+    pub host: String,
+    pub port: u16,
+    /// ONNX Runtime shared library; when unset, `ORT_DYLIB_PATH` or the set-up's copy.
+    pub ort_dylib_path: Option<PathBuf>,
+    /// When set, mutating endpoints require `Authorization: Bearer <api_key>`.
+    pub api_key: Option<String>,
+    /// Largest accepted request body.
+    pub max_upload_bytes: usize,
+    /// Decompression-bomb guard: images with more pixels are refused before decoding.
+    pub max_image_pixels: u64,
+    /// Largest `k` a search may ask for.
+    pub max_k: usize,
+    /// HTTP worker threads (0: one per core).
+    pub http_workers: usize,
+    /// ONNX Runtime intra-op threads (0: ONNX Runtime's default).
+    pub intra_threads: usize,
+    pub batch: BatchSettings,
+    pub hnsw: HnswSettings,
+}
+
+/// Dynamic batching of concurrent embedding requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Most images in one inference call.
+    pub max_batch: usize,
+    /// Longest a request waits for others to join its batch, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Requests waiting beyond this are refused with 503.
+    pub queue_capacity: usize,
+}
+
+/// HNSW graph parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HnswSettings {
+    /// Links per node (`M`).
+    pub m: usize,
+    pub ef_construction: usize,
+    /// Default search breadth; a query may override it with `ef`.
+    pub ef_search: usize,
+    /// Rebuild the graph once deleted points exceed this fraction of it.
+    pub rebuild_tombstone_ratio: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("model.onnx"),
+            index_dir: PathBuf::from("index"),
+            host: "127.0.0.1".into(),
+            port: 8080,
+            ort_dylib_path: None,
+            api_key: None,
+            max_upload_bytes: 16 * 1024 * 1024,
+            max_image_pixels: 40_000_000,
+            max_k: 1000,
+            http_workers: 0,
+            intra_threads: 0,
+            batch: BatchSettings::default(),
+            hnsw: HnswSettings::default(),
+        }
+    }
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: 16,
+            max_wait_ms: 5,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl Default for HnswSettings {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            rebuild_tombstone_ratio: 0.2,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, overridden by `config_file` (when given), overridden by the `STML_SERVER_*`
+    /// variables among `env`.
+    pub fn load(
+        config_file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut merged =
+            toml::Value::try_from(Settings::default()).map_err(|e| Error::Settings {
+                source_name: "defaults".into(),
+                reason: e.to_string(),
+            })?;
+        if let Some(path) = config_file {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Settings {
+                source_name: path.display().to_string(),
+                reason: format!("cannot read the config file: {e}"),
+            })?;
+            let file: toml::Value = toml::from_str(&text).map_err(|e| Error::Settings {
+                source_name: path.display().to_string(),
+                reason: format!("not valid TOML: {e}"),
+            })?;
+            merge(&mut merged, file);
+            check(&merged, &path.display().to_string())?;
+        }
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        for (key, value) in vars {
+            let path: Vec<String> = key[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            merge(&mut merged, nest(&path, parse_env_value(&value)));
+            check(&merged, &key)?;
+        }
+        let settings: Settings =
+            merged
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Settings {
+                    source_name: "the merged settings".into(),
+                    reason: e.to_string(),
+                })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that cannot work (zero batch size, k limit 0, ...).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: &str| {
+            Err(Error::Settings {
+                source_name: "settings".into(),
+                reason: reason.into(),
+            })
+        };
+        if self.batch.max_batch == 0 {
+            return bad("batch.max_batch must be at least 1");
+        }
+        if self.batch.queue_capacity == 0 {
+            return bad("batch.queue_capacity must be at least 1");
+        }
+        if self.max_k == 0 {
+            return bad("max_k must be at least 1");
+        }
+        if !(2..=256).contains(&self.hnsw.m)
+            || self.hnsw.ef_construction == 0
+            || self.hnsw.ef_search == 0
+        {
+            return bad("hnsw.m must lie in 2 ..= 256 and hnsw.ef_construction, hnsw.ef_search be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.hnsw.rebuild_tombstone_ratio) {
+            return bad("hnsw.rebuild_tombstone_ratio must lie in 0 ..= 1");
+        }
+        if self.max_upload_bytes == 0 || self.max_image_pixels == 0 {
+            return bad("max_upload_bytes and max_image_pixels must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Deserialises the partially merged table so that a wrong key or type is reported
+/// against the layer that introduced it.
+fn check(merged: &toml::Value, source_name: &str) -> Result<()> {
+    merged
+        .clone()
+        .try_into::<Settings>()
+        .map(|_| ())
+        .map_err(|e| Error::Settings {
+            source_name: source_name.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// An environment value as TOML (numbers, booleans, arrays), else as a plain string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn nest(path: &[String], leaf: toml::Value) -> toml::Value {
+    path.iter().rev().fold(leaf, |inner, key| {
+        let mut t = toml::Table::new();
+        t.insert(key.clone(), inner);
+        toml::Value::Table(t)
+    })
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "port = 9000\nhost = \"0.0.0.0\"\n[hnsw]\nm = 32\nef_search = 40\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("STML_SERVER_PORT", "9100"),
+                ("STML_SERVER_HNSW__EF_SEARCH", "77"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.port, 9100, "env beats file");
+        assert_eq!(s.host, "0.0.0.0", "file beats defaults");
+        assert_eq!(s.hnsw.m, 32);
+        assert_eq!(s.hnsw.ef_search, 77);
+        assert_eq!(
+            s.hnsw.ef_construction,
+            HnswSettings::default().ef_construction
+        );
+    }
+
+    #[test]
+    fn strings_and_options_come_from_env() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("STML_SERVER_API_KEY", "s3cret"),
+                ("STML_SERVER_MODEL", "/m/x.onnx"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.api_key.as_deref(), Some("s3cret"));
+        assert_eq!(s.model, PathBuf::from("/m/x.onnx"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_source() {
+        let err = Settings::load(None, env(&[("STML_SERVER_PORTT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STML_SERVER_PORTT"), "{err}");
+        let err = Settings::load(None, env(&[("STML_SERVER_BATCH__MAX_BATCH", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_batch"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "port = \"eighty\"").unwrap();
+        let err = Settings::load(Some(&file), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+    }
+}
