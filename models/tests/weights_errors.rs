@@ -78,7 +78,7 @@ const MISMATCH_FIX: &str = "Use a file saved from the same architecture";
 
 /// One of each broken file, next to a good one.
 struct Files {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     good: PathBuf,
     truncated: PathBuf,
     misshaped: PathBuf,
@@ -130,7 +130,7 @@ fn files() -> Files {
     .expect("write pth");
 
     Files {
-        _dir: dir,
+        dir: dir,
         good,
         truncated,
         misshaped,
@@ -199,7 +199,7 @@ fn other_formats_point_to_the_converter() {
         &msg,
         &["not a valid safetensors file", "scripts/convert_weights.py"],
     );
-    let empty = f._dir.path().join("empty.safetensors");
+    let empty = f.dir.path().join("empty.safetensors");
     std::fs::write(&empty, b"").expect("write empty");
     assert_mentions(&message(&empty), &["not a valid safetensors file"]);
 }
@@ -207,7 +207,7 @@ fn other_formats_point_to_the_converter() {
 #[test]
 fn missing_file_points_to_setup() {
     let f = files();
-    let absent = f._dir.path().join("absent.safetensors");
+    let absent = f.dir.path().join("absent.safetensors");
     assert_mentions(&message(&absent), &["scripts/setup.sh"]);
 }
 
