@@ -130,7 +130,7 @@ fn files() -> Files {
     .expect("write pth");
 
     Files {
-        dir: dir,
+        dir,
         good,
         truncated,
         misshaped,
