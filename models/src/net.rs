@@ -152,14 +152,14 @@ impl Network {
                 Op::Input => xs.shallow_clone(),
                 Op::Conv2d { name, stride, padding, groups, bias, .. } => {
                     let b = if *bias { Some(p(name, "bias")?) } else { None };
-                    inp(0).conv2d(
+                    inp(0).f_conv2d(
                         p(name, "weight")?,
                         b,
                         [stride[0] as i64, stride[1] as i64],
                         [padding[0] as i64, padding[1] as i64],
                         [1, 1],
                         *groups as i64,
-                    )
+                    )?
                 }
                 Op::BatchNorm { name, eps, .. } => Tensor::batch_norm(
                     inp(0),
@@ -198,12 +198,16 @@ impl Network {
                     let avg = sq.avg_pool3d([s, 1, 1], [1, 1, 1], [0, 0, 0], false, true, None).squeeze_dim(1);
                     x / (avg * *alpha + *bias).pow_tensor_scalar(*beta)
                 }
-                Op::Add => node.inputs.iter().skip(1).fold(inp(0).shallow_clone(), |acc, &i| {
-                    acc + vals[i].as_ref().expect("input computed")
-                }),
+                Op::Add => {
+                    let mut acc = inp(0).shallow_clone();
+                    for &i in &node.inputs[1..] {
+                        acc = acc.f_add(vals[i].as_ref().expect("input computed"))?;
+                    }
+                    acc
+                }
                 Op::Concat => {
                     let xs: Vec<&Tensor> = node.inputs.iter().map(|&i| vals[i].as_ref().expect("input computed")).collect();
-                    Tensor::cat(&xs, 1)
+                    Tensor::f_cat(&xs, 1)?
                 }
                 Op::GlobalAvgMaxPool => {
                     let x = inp(0);
@@ -212,7 +216,7 @@ impl Network {
                 Op::GlobalAvgPool => inp(0).mean_dim([2i64, 3].as_slice(), false, Kind::Float),
                 Op::Linear { name, bias, .. } => {
                     let b = if *bias { Some(p(name, "bias")?) } else { None };
-                    inp(0).linear(p(name, "weight")?, b)
+                    inp(0).f_linear(p(name, "weight")?, b)?
                 }
                 Op::L2Normalize => {
                     let x = inp(0);
