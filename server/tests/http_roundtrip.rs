@@ -1,0 +1,175 @@
+//! The whole server over real HTTP on loopback: index a folder with `server index`, search,
+//! add, read and delete images, restart (gracefully and with kill -9), search again.
+
+mod common;
+
+use common::{client, png, tiny_model, ServerProc, DIM};
+use reqwest::blocking::multipart;
+use serde_json::{json, Value};
+
+fn search_image(http: &reqwest::blocking::Client, srv: &ServerProc, bytes: Vec<u8>, k: usize) -> Value {
+    let res = http.post(srv.url(&format!("/search?k={k}"))).header("Content-Type", "image/png").body(bytes).send().unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().unwrap()
+}
+
+fn top_id(v: &Value) -> String {
+    v["hits"][0]["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn index_search_delete_restart_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let images = dir.path().join("photos");
+    std::fs::create_dir_all(images.join("sub/deeper")).unwrap();
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let rel = match i % 3 {
+            0 => format!("img{i}.png"),
+            1 => format!("sub/img{i}.png"),
+            _ => format!("sub/deeper/img{i}.png"),
+        };
+        std::fs::write(images.join(&rel), png(i, 40 + i as u32, 30)).unwrap();
+        files.push(rel);
+    }
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    let index = dir.path().join("index");
+
+    // Batch indexing job, then again: the second run skips every file.
+    let run_index = || {
+        let out = std::process::Command::new(common::binary())
+            .args(["index", "--batch-size", "5", "--model"])
+            .arg(&model)
+            .arg("--images")
+            .arg(&images)
+            .arg("--index")
+            .arg(&index)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{log}");
+        log
+    };
+    let first = run_index();
+    assert!(first.contains("indexed=12") && first.contains("skipped=0"), "{first}");
+    let second = run_index();
+    assert!(second.contains("indexed=0") && second.contains("skipped=12"), "{second}");
+
+    let http = client();
+    let srv = ServerProc::start(&model, &index, &[]);
+    assert_eq!(http.get(srv.url("/healthz")).send().unwrap().status(), 200);
+    assert_eq!(http.get(srv.url("/readyz")).send().unwrap().status(), 200);
+    let stats: Value = http.get(srv.url("/stats")).send().unwrap().json().unwrap();
+    assert_eq!(stats["index"]["images"], 12);
+    assert_eq!(stats["model"]["embedding_dim"], DIM);
+
+    // Each indexed file finds itself first, at distance ~0, with its relative path.
+    for (i, rel) in files.iter().enumerate() {
+        let v = search_image(&http, &srv, png(i as u64, 40 + i as u32, 30), 3);
+        assert_eq!(v["hits"].as_array().unwrap().len(), 3);
+        assert_eq!(v["hits"][0]["metadata"]["path"], rel.as_str(), "{v}");
+        assert!(v["hits"][0]["distance"].as_f64().unwrap() < 1e-3, "{v}");
+        assert!(v["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    }
+
+    // Multipart search answers like a raw body; a vector search like both.
+    let form = multipart::Form::new()
+        .part("image", multipart::Part::bytes(png(4, 44, 30)).file_name("q.png").mime_str("image/png").unwrap());
+    let v: Value = http.post(srv.url("/search?k=1")).multipart(form).send().unwrap().json().unwrap();
+    assert_eq!(v["hits"][0]["metadata"]["path"], files[4].as_str());
+    let id4 = top_id(&v);
+    let stored: Value = http.get(srv.url(&format!("/images/{id4}?vector=true"))).send().unwrap().json().unwrap();
+    let by_vector: Value = http
+        .post(srv.url("/search?k=1&ef=32"))
+        .json(&json!({ "vector": stored["vector"] }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(top_id(&by_vector), id4);
+
+    // Add one image with an id and metadata, two by multipart, and a vector by JSON.
+    let res = http
+        .post(srv.url("/images?id=extra-1&metadata=%7B%22label%22%3A%22cat%22%7D"))
+        .header("Content-Type", "image/png")
+        .body(png(100, 50, 50))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let form = multipart::Form::new()
+        .part("image", multipart::Part::bytes(png(101, 30, 30)).file_name("a.png").mime_str("image/png").unwrap())
+        .part("image", multipart::Part::bytes(png(102, 30, 30)).file_name("b.png").mime_str("image/png").unwrap())
+        .text("id", "multi-a")
+        .text("id", "multi-b")
+        .text("metadata", r#"{"n": 1}"#);
+    let added: Value = http.post(srv.url("/images")).multipart(form).send().unwrap().json().unwrap();
+    assert_eq!(added["ids"], json!(["multi-a", "multi-b"]));
+    let res = http.post(srv.url("/images")).json(&json!({ "id": "vec-1", "vector": vec![0.5f32; DIM] })).send().unwrap();
+    assert_eq!(res.status(), 201);
+    let got: Value = http.get(srv.url("/images/extra-1")).send().unwrap().json().unwrap();
+    assert_eq!(got["metadata"]["label"], "cat");
+    let thumb = http.get(srv.url("/images/extra-1/thumbnail")).send().unwrap();
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+    assert_eq!(top_id(&search_image(&http, &srv, png(102, 30, 30), 1)), "multi-b");
+
+    // Delete: gone from reads and from searches.
+    assert_eq!(http.delete(srv.url("/images/extra-1")).send().unwrap().status(), 200);
+    assert_eq!(http.get(srv.url("/images/extra-1")).send().unwrap().status(), 404);
+    assert_eq!(http.delete(srv.url("/images/extra-1")).send().unwrap().status(), 404);
+    let v = search_image(&http, &srv, png(100, 50, 50), 20);
+    assert!(v["hits"].as_array().unwrap().iter().all(|h| h["id"] != "extra-1"), "{v}");
+    assert_eq!(v["hits"].as_array().unwrap().len(), 15);
+
+    let metrics = http.get(srv.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("stml_http_requests_total{route=\"/search\",method=\"POST\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("stml_inference_batch_size_count"));
+    assert!(metrics.contains("stml_index_images 15"), "{metrics}");
+    let api: Value = http.get(srv.url("/openapi.json")).send().unwrap().json().unwrap();
+    assert!(api["paths"]["/search"]["post"].is_object());
+
+    // Graceful restart: the graph dump is reloaded, answers are unchanged.
+    let before = search_image(&http, &srv, png(7, 47, 30), 5);
+    let log = srv.stop();
+    assert!(log.iter().any(|l| l.contains("dumped the HNSW graph")), "{log:?}");
+    let srv = ServerProc::start(&model, &index, &[]);
+    let after = search_image(&http, &srv, png(7, 47, 30), 5);
+    assert_eq!(before["hits"], after["hits"]);
+    assert_eq!(http.get(srv.url("/images/extra-1")).send().unwrap().status(), 404);
+
+    // kill -9 after more changes: restart still has them.
+    assert_eq!(http.delete(srv.url("/images/multi-a")).send().unwrap().status(), 200);
+    let res = http.post(srv.url("/images")).json(&json!({ "id": "vec-2", "vector": vec![-0.5f32; DIM] })).send().unwrap();
+    assert_eq!(res.status(), 201);
+    srv.kill9();
+    let srv = ServerProc::start(&model, &index, &[]);
+    assert_eq!(http.get(srv.url("/images/multi-a")).send().unwrap().status(), 404);
+    let v: Value = http.post(srv.url("/search?k=1")).json(&json!({ "vector": vec![-0.5f32; DIM] })).send().unwrap().json().unwrap();
+    assert_eq!(top_id(&v), "vec-2");
+    let v = search_image(&http, &srv, png(101, 30, 30), 20);
+    assert!(v["hits"].as_array().unwrap().iter().all(|h| h["id"] != "multi-a"));
+    assert_eq!(v["hits"].as_array().unwrap().len(), 15);
+}
+
+#[test]
+fn api_key_guards_mutations_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let srv = ServerProc::start(&model, &dir.path().join("index"), &[("STML_SERVER_API_KEY", "s3cret")]);
+    let http = client();
+    let body = json!({ "id": "a", "vector": vec![0.1f32; DIM] });
+    let res = http.post(srv.url("/images")).json(&body).send().unwrap();
+    assert_eq!(res.status(), 401);
+    let err: Value = res.json().unwrap();
+    assert_eq!(err["error"]["code"], "unauthorized");
+    let res = http.post(srv.url("/images")).bearer_auth("wrong").json(&body).send().unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http.post(srv.url("/images")).bearer_auth("s3cret").json(&body).send().unwrap();
+    assert_eq!(res.status(), 201);
+    // Reads need no key.
+    assert_eq!(http.get(srv.url("/images/a")).send().unwrap().status(), 200);
+    let res = http.post(srv.url("/search")).json(&json!({ "vector": vec![0.1f32; DIM] })).send().unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(http.delete(srv.url("/images/a")).send().unwrap().status(), 401);
+    assert_eq!(http.delete(srv.url("/images/a")).bearer_auth("s3cret").send().unwrap().status(), 200);
+}
