@@ -24,13 +24,10 @@ pub enum Error {
     #[error("the request body is not a readable image: {reason}")]
     NotAnImage { reason: String },
 
-    #[error("image is {width}x{height} = {pixels} pixels, more than the limit of {limit} pixels; send a smaller image")]
-    ImageTooLarge {
-        width: u32,
-        height: u32,
-        pixels: u64,
-        limit: u64,
-    },
+    #[error(
+        "image is {width}x{height} = {pixels} pixels, more than the limit of {limit} pixels; send a smaller image"
+    )]
+    ImageTooLarge { width: u32, height: u32, pixels: u64, limit: u64 },
 
     #[error("upload is larger than the limit of {limit} bytes; send a smaller file or raise `max_upload_bytes`")]
     PayloadTooLarge { limit: usize },

@@ -82,19 +82,11 @@ impl Backend {
 /// Checks a client-supplied id: 1 to [`MAX_ID_LEN`] characters from `A-Z a-z 0-9 . _ -`,
 /// not starting with a dot. Ids are database keys, never paths, but stay printable.
 pub fn validate_id(id: &str) -> Result<()> {
-    let bad = |reason: &str| {
-        Err(Error::InvalidId {
-            id: id.chars().take(MAX_ID_LEN).collect(),
-            reason: reason.into(),
-        })
-    };
+    let bad = |reason: &str| Err(Error::InvalidId { id: id.chars().take(MAX_ID_LEN).collect(), reason: reason.into() });
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return bad(&format!("ids are 1 to {MAX_ID_LEN} characters long"));
     }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
         return bad("ids may contain only letters, digits, '.', '_' and '-'");
     }
     if id.starts_with('.') {
@@ -119,11 +111,7 @@ impl Gallery {
     pub fn open(dir: &Path, spec: IndexSpec, hnsw: &HnswSettings, kind: IndexKind) -> Result<Self> {
         let store = Store::open(dir)?;
         store.check_spec(&spec)?;
-        let params = HnswParams {
-            m: hnsw.m,
-            ef_construction: hnsw.ef_construction,
-            ef_search: hnsw.ef_search,
-        };
+        let params = HnswParams { m: hnsw.m, ef_construction: hnsw.ef_construction, ef_search: hnsw.ef_search };
         let stored = store.vectors()?;
         let mut items: Vec<(u64, Vec<f32>)> = stored.into_iter().collect();
         items.sort_by_key(|(k, _)| *k);
@@ -133,9 +121,7 @@ impl Gallery {
                 idx.insert(&items);
                 Backend::Exact(idx)
             }
-            IndexKind::Hnsw => {
-                Backend::Hnsw(Self::restore_graph(&store, dir, &spec, params, &items))
-            }
+            IndexKind::Hnsw => Backend::Hnsw(Self::restore_graph(&store, dir, &spec, params, &items)),
         };
         let gallery = Self {
             store,
@@ -157,17 +143,13 @@ impl Gallery {
         items: &[(u64, Vec<f32>)],
     ) -> HnswIndex {
         let loaded = match store.graph() {
-            Ok(Some(state)) => {
-                match HnswIndex::load(dir, &state.files, spec.dim, spec.distance, params) {
-                    Ok(g) => Some(g),
-                    Err(reason) => {
-                        tracing::warn!(
-                            "rebuilding the HNSW graph from the stored vectors: {reason}"
-                        );
-                        None
-                    }
+            Ok(Some(state)) => match HnswIndex::load(dir, &state.files, spec.dim, spec.distance, params) {
+                Ok(g) => Some(g),
+                Err(reason) => {
+                    tracing::warn!("rebuilding the HNSW graph from the stored vectors: {reason}");
+                    None
                 }
-            }
+            },
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!("rebuilding the HNSW graph: {e}");
@@ -177,10 +159,7 @@ impl Gallery {
         let Some(mut graph) = loaded else {
             let mut g = HnswIndex::new(spec.dim, spec.distance, params, items.len());
             g.insert(items);
-            tracing::info!(
-                points = items.len(),
-                "built the HNSW graph from the stored vectors"
-            );
+            tracing::info!(points = items.len(), "built the HNSW graph from the stored vectors");
             return g;
         };
         let live: std::collections::HashSet<u64> = items.iter().map(|(k, _)| *k).collect();
@@ -216,9 +195,7 @@ impl Gallery {
             .into_iter()
             .map(|img| NewRecord {
                 record: Record {
-                    id: img
-                        .id
-                        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
+                    id: img.id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
                     metadata: img.metadata,
                     content_hash: img.content_hash,
                 },
@@ -229,11 +206,8 @@ impl Gallery {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let slots = self.store.insert(&records)?;
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let items: Vec<(u64, Vec<f32>)> = slots
-            .iter()
-            .zip(&records)
-            .map(|((s, _), r)| (*s, r.vector.clone()))
-            .collect();
+        let items: Vec<(u64, Vec<f32>)> =
+            slots.iter().zip(&records).map(|((s, _), r)| (*s, r.vector.clone())).collect();
         for (_, replaced) in &slots {
             if let Some(old) = replaced {
                 index.write().remove(*old);
@@ -254,11 +228,7 @@ impl Gallery {
         let Some(slot) = self.store.delete(id)? else {
             return Ok(false);
         };
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .write()
-            .remove(slot);
+        self.index.write().unwrap_or_else(|p| p.into_inner()).write().remove(slot);
         self.rebuild_locked()?;
         Ok(true)
     }
@@ -299,28 +269,15 @@ impl Gallery {
     pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>> {
         self.check_dim(query)?;
         if query.iter().any(|x| !x.is_finite()) {
-            return Err(Error::BadRequest(
-                "the query vector contains NaN or infinite values".into(),
-            ));
+            return Err(Error::BadRequest("the query vector contains NaN or infinite values".into()));
         }
-        let found: Vec<Neighbor> = self
-            .index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .read()
-            .search(query, k, ef);
+        let found: Vec<Neighbor> = self.index.read().unwrap_or_else(|p| p.into_inner()).read().search(query, k, ef);
         let slots: Vec<u64> = found.iter().map(|n| n.key).collect();
         let records = self.store.records(&slots)?;
         Ok(found
             .into_iter()
             .zip(records)
-            .filter_map(|(n, r)| {
-                r.map(|r| Hit {
-                    id: r.id,
-                    distance: n.distance,
-                    metadata: r.metadata,
-                })
-            })
+            .filter_map(|(n, r)| r.map(|r| Hit { id: r.id, distance: n.distance, metadata: r.metadata }))
             .collect())
     }
 
@@ -349,20 +306,12 @@ impl Gallery {
         let Backend::Hnsw(graph) = &*index else {
             return Ok(());
         };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let files = graph
             .dump(&self.dir, &format!("graph-{nanos}"))
-            .map_err(|reason| Error::Store {
-                path: self.dir.clone(),
-                reason,
-            })?;
+            .map_err(|reason| Error::Store { path: self.dir.clone(), reason })?;
         let previous = self.store.graph()?;
-        self.store.set_graph(&GraphState {
-            files: files.clone(),
-        })?;
+        self.store.set_graph(&GraphState { files: files.clone() })?;
         if let Some(old) = previous.filter(|p| p.files.basename != files.basename) {
             old.files.remove(&self.dir);
         }
@@ -372,10 +321,7 @@ impl Gallery {
 
     fn check_dim(&self, v: &[f32]) -> Result<()> {
         if v.len() != self.spec.dim {
-            return Err(Error::DimensionMismatch {
-                got: v.len(),
-                expected: self.spec.dim,
-            });
+            return Err(Error::DimensionMismatch { got: v.len(), expected: self.spec.dim });
         }
         Ok(())
     }
@@ -392,11 +338,7 @@ impl Gallery {
             let index = self.index.read().unwrap_or_else(|p| p.into_inner());
             match &*index {
                 Backend::Hnsw(g) if g.needs_rebuild(self.rebuild_ratio) => {
-                    tracing::info!(
-                        tombstones = g.tombstones(),
-                        points = g.graph_len(),
-                        "rebuilding the HNSW graph"
-                    );
+                    tracing::info!(tombstones = g.tombstones(), points = g.graph_len(), "rebuilding the HNSW graph");
                     g.rebuilt()
                 }
                 _ => return Ok(()),
@@ -413,11 +355,7 @@ mod tests {
     use models::Distance;
 
     fn spec() -> IndexSpec {
-        IndexSpec {
-            dim: 2,
-            distance: Distance::Euclidean,
-            model: "test".into(),
-        }
+        IndexSpec { dim: 2, distance: Distance::Euclidean, model: "test".into() }
     }
 
     fn img(id: &str, v: [f32; 2]) -> NewImage {
@@ -446,12 +384,7 @@ mod tests {
         let hnsw = HnswSettings::default();
         {
             let g = Gallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
-            g.insert(vec![
-                img("a", [0.0, 0.0]),
-                img("b", [1.0, 0.0]),
-                img("c", [9.0, 9.0]),
-            ])
-            .unwrap();
+            g.insert(vec![img("a", [0.0, 0.0]), img("b", [1.0, 0.0]), img("c", [9.0, 9.0])]).unwrap();
             g.snapshot().unwrap();
             // After the dump: one more insert and one delete the dump does not know about.
             g.insert(vec![img("d", [0.9, 0.1])]).unwrap();
@@ -478,21 +411,12 @@ mod tests {
     #[test]
     fn replacing_an_id_keeps_one_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Gallery::open(
-            dir.path(),
-            spec(),
-            &HnswSettings::default(),
-            IndexKind::Exact,
-        )
-        .unwrap();
+        let g = Gallery::open(dir.path(), spec(), &HnswSettings::default(), IndexKind::Exact).unwrap();
         g.insert(vec![img("a", [0.0, 0.0])]).unwrap();
         g.insert(vec![img("a", [5.0, 5.0])]).unwrap();
         let hits = g.search(&[0.0, 0.0], 10, None).unwrap();
         assert_eq!(hits.len(), 1);
         assert!((hits[0].distance - 50f32.sqrt()).abs() < 1e-5);
-        assert!(matches!(
-            g.search(&[0.0], 1, None),
-            Err(Error::DimensionMismatch { .. })
-        ));
+        assert!(matches!(g.search(&[0.0], 1, None), Err(Error::DimensionMismatch { .. })));
     }
 }

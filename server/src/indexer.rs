@@ -79,26 +79,16 @@ pub fn index_folder(
 ) -> Result<Report> {
     let started = Instant::now();
     let files = find_images(dir)?;
-    let mut report = Report {
-        progress: Progress {
-            total: files.len(),
-            ..Progress::default()
-        },
-        ..Report::default()
-    };
+    let mut report = Report { progress: Progress { total: files.len(), ..Progress::default() }, ..Report::default() };
     on_progress(&report.progress);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     for chunk in files.chunks(batch.max(1)) {
         let mut todo = Vec::new();
         for path in chunk {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     let hash = hex::encode(Sha256::digest(&bytes));
-                    let dup = todo
-                        .iter()
-                        .any(|(_, h, _): &(PathBuf, String, Vec<u8>)| *h == hash);
+                    let dup = todo.iter().any(|(_, h, _): &(PathBuf, String, Vec<u8>)| *h == hash);
                     if dup || gallery.has_hash(&hash)? {
                         report.progress.skipped += 1;
                     } else {
@@ -126,11 +116,7 @@ pub fn index_folder(
             .zip(vectors)
             .map(|((path, hash, len, thumb), vector)| {
                 let rel = path.strip_prefix(dir).unwrap_or(path);
-                let rel = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
+                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                 NewImage {
                     id: Some(content_id(hash)),
                     metadata: json!({ "path": rel, "bytes": len }),
@@ -185,11 +171,7 @@ fn prepare(
             .flat_map(|(n, h)| {
                 h.join().unwrap_or_else(|_| {
                     (0..n)
-                        .map(|_| {
-                            Err(Error::NotAnImage {
-                                reason: "the decoder crashed on this file".into(),
-                            })
-                        })
+                        .map(|_| Err(Error::NotAnImage { reason: "the decoder crashed on this file".into() }))
                         .collect()
                 })
             })

@@ -11,11 +11,7 @@ use server::gallery::IndexKind;
 use server::{indexer, serve, Settings};
 
 #[derive(Parser)]
-#[command(
-    name = "server",
-    version,
-    about = "Image similarity search with a self-taught embedding"
-)]
+#[command(name = "server", version, about = "Image similarity search with a self-taught embedding")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,11 +105,7 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
 
 fn index_command(args: IndexArgs) -> anyhow::Result<()> {
     let s = settings(&args.common)?;
-    anyhow::ensure!(
-        args.images.is_dir(),
-        "--images {} is not a folder",
-        args.images.display()
-    );
+    anyhow::ensure!(args.images.is_dir(), "--images {} is not a folder", args.images.display());
     let model = serve::open_model(&s)?;
     let gallery = serve::open_gallery(&s, &model, IndexKind::Hnsw)?;
     let bar = ProgressBar::new(0);
@@ -121,21 +113,12 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} files  {per_sec}  eta {eta}  {msg}")
             .context("progress bar template")?,
     );
-    let report = indexer::index_folder(
-        &model,
-        &gallery,
-        &args.images,
-        args.batch_size,
-        s.max_image_pixels,
-        &mut |p| {
+    let report =
+        indexer::index_folder(&model, &gallery, &args.images, args.batch_size, s.max_image_pixels, &mut |p| {
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
-            bar.set_message(format!(
-                "indexed {} skipped {} failed {}",
-                p.indexed, p.skipped, p.failed
-            ));
-        },
-    )?;
+            bar.set_message(format!("indexed {} skipped {} failed {}", p.indexed, p.skipped, p.failed));
+        })?;
     bar.finish();
     for (path, reason) in &report.failures {
         tracing::warn!("skipped {}: {reason}", path.display());

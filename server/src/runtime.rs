@@ -37,21 +37,13 @@ pub fn resolve_dylib(configured: Option<&Path>) -> PathBuf {
         return PathBuf::from(p);
     }
     let mut candidates = Vec::new();
-    let starts = [
-        std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(Path::to_path_buf)),
-        std::env::current_dir().ok(),
-    ];
+    let starts =
+        [std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)), std::env::current_dir().ok()];
     for start in starts.into_iter().flatten() {
         candidates.push(start.join("libonnxruntime.so"));
         candidates.extend(start.ancestors().map(|a| a.join(SETUP_DYLIB)));
     }
-    candidates
-        .iter()
-        .find(|c| c.is_file())
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from(SETUP_DYLIB))
+    candidates.iter().find(|c| c.is_file()).cloned().unwrap_or_else(|| PathBuf::from(SETUP_DYLIB))
 }
 
 /// Loads ONNX Runtime from `dylib` (once per process) and returns its environment.
@@ -65,19 +57,11 @@ pub fn environment(dylib: &Path) -> Result<Environment> {
         return Ok(env.clone());
     }
     if !dylib.is_file() {
-        return Err(Error::OrtLibraryMissing {
-            path: dylib.to_path_buf(),
-        });
+        return Err(Error::OrtLibraryMissing { path: dylib.to_path_buf() });
     }
-    let broken = |reason: String| Error::OrtLibraryBroken {
-        path: dylib.to_path_buf(),
-        reason,
-    };
+    let broken = |reason: String| Error::OrtLibraryBroken { path: dylib.to_path_buf(), reason };
     let builder = ort::init_from(dylib).map_err(|e| broken(e.to_string()))?;
-    let env = builder
-        .with_name("stml-server")
-        .build()
-        .map_err(|e| broken(e.to_string()))?;
+    let env = builder.with_name("stml-server").build().map_err(|e| broken(e.to_string()))?;
     tracing::info!(path = %dylib.display(), "loaded ONNX Runtime");
     *slot = Some((env.clone(), dylib.to_path_buf()));
     Ok(env)
@@ -95,56 +79,30 @@ impl OnnxModel {
     /// Opens `path` (an ONNX file written by `trainer export`) and reads its manifest.
     /// `intra_threads` 0 keeps ONNX Runtime's default.
     pub fn open(env: &Environment, path: &Path, intra_threads: usize) -> Result<Self> {
-        let fail = |reason: String| Error::Model {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let fail = |reason: String| Error::Model { path: path.to_path_buf(), reason };
         if !path.is_file() {
             return Err(fail("no such file".into()));
         }
         let mut builder = Session::builder(env).map_err(|e| fail(e.to_string()))?;
         if intra_threads > 0 {
-            builder = builder
-                .with_intra_threads(intra_threads)
-                .map_err(|e| fail(e.to_string()))?;
+            builder = builder.with_intra_threads(intra_threads).map_err(|e| fail(e.to_string()))?;
         }
         let (mut builder, provider) = with_provider(builder);
-        let session = builder
-            .commit_from_file(path)
-            .map_err(|e| fail(e.to_string()))?;
+        let session = builder.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
         let json = session
             .metadata()
             .map_err(|e| fail(e.to_string()))?
             .custom(MANIFEST_KEY)
             .ok_or_else(|| fail(format!("it has no `{MANIFEST_KEY}` metadata")))?;
         let manifest = Manifest::from_json(&json).map_err(fail)?;
-        if !session
-            .inputs()
-            .iter()
-            .any(|i| i.name() == manifest.input_name)
-        {
-            return Err(fail(format!(
-                "the graph has no input named `{}`",
-                manifest.input_name
-            )));
+        if !session.inputs().iter().any(|i| i.name() == manifest.input_name) {
+            return Err(fail(format!("the graph has no input named `{}`", manifest.input_name)));
         }
-        if !session
-            .outputs()
-            .iter()
-            .any(|o| o.name() == manifest.output_name)
-        {
-            return Err(fail(format!(
-                "the graph has no output named `{}`",
-                manifest.output_name
-            )));
+        if !session.outputs().iter().any(|o| o.name() == manifest.output_name) {
+            return Err(fail(format!("the graph has no output named `{}`", manifest.output_name)));
         }
         tracing::info!(model = %path.display(), arch = %manifest.arch, dim = manifest.embedding_dim, ?provider, "opened the model");
-        Ok(Self {
-            session: Mutex::new(session),
-            manifest,
-            provider,
-            path: path.to_path_buf(),
-        })
+        Ok(Self { session: Mutex::new(session), manifest, provider, path: path.to_path_buf() })
     }
 
     /// The model's manifest (input size, preprocessing, distance, ...).
@@ -185,8 +143,8 @@ impl OnnxModel {
             )));
         }
         let crop = self.manifest.preprocess.crop as i64;
-        let tensor = Tensor::from_array((vec![n as i64, 3, crop, crop], input))
-            .map_err(|e| Error::Inference(e.to_string()))?;
+        let tensor =
+            Tensor::from_array((vec![n as i64, 3, crop, crop], input)).map_err(|e| Error::Inference(e.to_string()))?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session
             .run(ort::inputs![self.manifest.input_name.as_str() => tensor])
@@ -196,23 +154,17 @@ impl OnnxModel {
             .map_err(|e| Error::Inference(e.to_string()))?;
         let dim = self.manifest.embedding_dim;
         if shape.len() != 2 || shape[0] != n as i64 || shape[1] != dim as i64 {
-            return Err(Error::Inference(format!(
-                "the model answered shape {shape:?}, expected [{n}, {dim}]"
-            )));
+            return Err(Error::Inference(format!("the model answered shape {shape:?}, expected [{n}, {dim}]")));
         }
         Ok(data.chunks_exact(dim).map(<[f32]>::to_vec).collect())
     }
 }
 
 #[cfg(feature = "cuda")]
-fn with_provider(
-    builder: ort::session::builder::SessionBuilder,
-) -> (ort::session::builder::SessionBuilder, Provider) {
+fn with_provider(builder: ort::session::builder::SessionBuilder) -> (ort::session::builder::SessionBuilder, Provider) {
     use ort::ep::ExecutionProvider;
     match ort::ep::CUDA::is_available() {
-        Ok(true) => match builder
-            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-        {
+        Ok(true) => match builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]) {
             Ok(b) => {
                 tracing::info!("execution provider: CUDA");
                 (b, Provider::Cuda)
@@ -223,18 +175,14 @@ fn with_provider(
             }
         },
         _ => {
-            tracing::info!(
-                "execution provider: CPU (no CUDA device or CUDA-enabled ONNX Runtime found)"
-            );
+            tracing::info!("execution provider: CPU (no CUDA device or CUDA-enabled ONNX Runtime found)");
             (builder, Provider::Cpu)
         }
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn with_provider(
-    builder: ort::session::builder::SessionBuilder,
-) -> (ort::session::builder::SessionBuilder, Provider) {
+fn with_provider(builder: ort::session::builder::SessionBuilder) -> (ort::session::builder::SessionBuilder, Provider) {
     tracing::info!("execution provider: CPU (built without the `cuda` feature)");
     (builder, Provider::Cpu)
 }

@@ -26,19 +26,12 @@ pub fn open_model(settings: &Settings) -> Result<Arc<OnnxModel>> {
     let model = OnnxModel::open(&env, &settings.model, settings.intra_threads)?;
     model
         .embed(vec![0.0; model.input_len()], 1)
-        .map_err(|e| Error::Model {
-            path: settings.model.clone(),
-            reason: format!("a test inference failed: {e}"),
-        })?;
+        .map_err(|e| Error::Model { path: settings.model.clone(), reason: format!("a test inference failed: {e}") })?;
     Ok(Arc::new(model))
 }
 
 /// Opens the gallery of `settings.index_dir` for `model`'s vectors.
-pub fn open_gallery(
-    settings: &Settings,
-    model: &OnnxModel,
-    kind: IndexKind,
-) -> Result<Arc<Gallery>> {
+pub fn open_gallery(settings: &Settings, model: &OnnxModel, kind: IndexKind) -> Result<Arc<Gallery>> {
     let spec = IndexSpec::for_manifest(model.manifest());
     let started = Instant::now();
     let gallery = Gallery::open(&settings.index_dir, spec, &settings.hnsw, kind)?;
@@ -59,12 +52,7 @@ pub fn start(settings: Settings) -> Result<Running> {
     let model = open_model(&settings)?;
     let gallery = open_gallery(&settings, &model, IndexKind::Hnsw)?;
     let metrics = Arc::new(Metrics::default());
-    let embedder = Arc::new(Embedder::new(
-        model,
-        &settings.batch,
-        settings.max_image_pixels,
-        metrics.clone(),
-    ));
+    let embedder = Arc::new(Embedder::new(model, &settings.batch, settings.max_image_pixels, metrics.clone()));
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
         gallery,
@@ -89,11 +77,7 @@ pub fn start(settings: Settings) -> Result<Running> {
     })?;
     let server = server.run();
     state.ready.store(true, Ordering::Relaxed);
-    Ok(Running {
-        addr,
-        server,
-        state,
-    })
+    Ok(Running { addr, server, state })
 }
 
 impl Running {
@@ -102,9 +86,7 @@ impl Running {
         let served = self.server.await;
         self.state.ready.store(false, Ordering::Relaxed);
         let gallery = self.state.gallery.clone();
-        tokio::task::spawn_blocking(move || gallery.snapshot())
-            .await
-            .map_err(|_| Error::Unavailable)??;
+        tokio::task::spawn_blocking(move || gallery.snapshot()).await.map_err(|_| Error::Unavailable)??;
         served.map_err(Error::io("http server"))
     }
 }

@@ -86,37 +86,22 @@ impl Default for Settings {
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self {
-            max_batch: 16,
-            max_wait_ms: 5,
-            queue_capacity: 1024,
-        }
+        Self { max_batch: 16, max_wait_ms: 5, queue_capacity: 1024 }
     }
 }
 
 impl Default for HnswSettings {
     fn default() -> Self {
-        Self {
-            m: 16,
-            ef_construction: 200,
-            ef_search: 64,
-            rebuild_tombstone_ratio: 0.2,
-        }
+        Self { m: 16, ef_construction: 200, ef_search: 64, rebuild_tombstone_ratio: 0.2 }
     }
 }
 
 impl Settings {
     /// Defaults, overridden by `config_file` (when given), overridden by the `STML_SERVER_*`
     /// variables among `env`.
-    pub fn load(
-        config_file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self> {
-        let mut merged =
-            toml::Value::try_from(Settings::default()).map_err(|e| Error::Settings {
-                source_name: "defaults".into(),
-                reason: e.to_string(),
-            })?;
+    pub fn load(config_file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut merged = toml::Value::try_from(Settings::default())
+            .map_err(|e| Error::Settings { source_name: "defaults".into(), reason: e.to_string() })?;
         if let Some(path) = config_file {
             let text = std::fs::read_to_string(path).map_err(|e| Error::Settings {
                 source_name: path.display().to_string(),
@@ -129,38 +114,24 @@ impl Settings {
             merge(&mut merged, file);
             check(&merged, &path.display().to_string())?;
         }
-        let mut vars: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+        let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         vars.sort();
         for (key, value) in vars {
-            let path: Vec<String> = key[ENV_PREFIX.len()..]
-                .split("__")
-                .map(|s| s.to_ascii_lowercase())
-                .collect();
+            let path: Vec<String> = key[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
             merge(&mut merged, nest(&path, parse_env_value(&value)));
             check(&merged, &key)?;
         }
-        let settings: Settings =
-            merged
-                .try_into()
-                .map_err(|e: toml::de::Error| Error::Settings {
-                    source_name: "the merged settings".into(),
-                    reason: e.to_string(),
-                })?;
+        let settings: Settings = merged.try_into().map_err(|e: toml::de::Error| Error::Settings {
+            source_name: "the merged settings".into(),
+            reason: e.to_string(),
+        })?;
         settings.validate()?;
         Ok(settings)
     }
 
     /// Rejects values that cannot work (zero batch size, k limit 0, ...).
     pub fn validate(&self) -> Result<()> {
-        let bad = |reason: &str| {
-            Err(Error::Settings {
-                source_name: "settings".into(),
-                reason: reason.into(),
-            })
-        };
+        let bad = |reason: &str| Err(Error::Settings { source_name: "settings".into(), reason: reason.into() });
         if self.batch.max_batch == 0 {
             return bad("batch.max_batch must be at least 1");
         }
@@ -170,10 +141,7 @@ impl Settings {
         if self.max_k == 0 {
             return bad("max_k must be at least 1");
         }
-        if !(2..=256).contains(&self.hnsw.m)
-            || self.hnsw.ef_construction == 0
-            || self.hnsw.ef_search == 0
-        {
+        if !(2..=256).contains(&self.hnsw.m) || self.hnsw.ef_construction == 0 || self.hnsw.ef_search == 0 {
             return bad("hnsw.m must lie in 2 ..= 256 and hnsw.ef_construction, hnsw.ef_search be at least 1");
         }
         if !(0.0..=1.0).contains(&self.hnsw.rebuild_tombstone_ratio) {
@@ -193,10 +161,7 @@ fn check(merged: &toml::Value, source_name: &str) -> Result<()> {
         .clone()
         .try_into::<Settings>()
         .map(|_| ())
-        .map_err(|e| Error::Settings {
-            source_name: source_name.into(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| Error::Settings { source_name: source_name.into(), reason: e.to_string() })
 }
 
 /// An environment value as TOML (numbers, booleans, arrays), else as a plain string.
@@ -236,70 +201,44 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("server.toml");
-        std::fs::write(
-            &file,
-            "port = 9000\nhost = \"0.0.0.0\"\n[hnsw]\nm = 32\nef_search = 40\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "port = 9000\nhost = \"0.0.0.0\"\n[hnsw]\nm = 32\nef_search = 40\n").unwrap();
         let s = Settings::load(
             Some(&file),
-            env(&[
-                ("STML_SERVER_PORT", "9100"),
-                ("STML_SERVER_HNSW__EF_SEARCH", "77"),
-                ("OTHER", "x"),
-            ]),
+            env(&[("STML_SERVER_PORT", "9100"), ("STML_SERVER_HNSW__EF_SEARCH", "77"), ("OTHER", "x")]),
         )
         .unwrap();
         assert_eq!(s.port, 9100, "env beats file");
         assert_eq!(s.host, "0.0.0.0", "file beats defaults");
         assert_eq!(s.hnsw.m, 32);
         assert_eq!(s.hnsw.ef_search, 77);
-        assert_eq!(
-            s.hnsw.ef_construction,
-            HnswSettings::default().ef_construction
-        );
+        assert_eq!(s.hnsw.ef_construction, HnswSettings::default().ef_construction);
     }
 
     #[test]
     fn strings_and_options_come_from_env() {
-        let s = Settings::load(
-            None,
-            env(&[
-                ("STML_SERVER_API_KEY", "s3cret"),
-                ("STML_SERVER_MODEL", "/m/x.onnx"),
-            ]),
-        )
-        .unwrap();
+        let s = Settings::load(None, env(&[("STML_SERVER_API_KEY", "s3cret"), ("STML_SERVER_MODEL", "/m/x.onnx")]))
+            .unwrap();
         assert_eq!(s.api_key.as_deref(), Some("s3cret"));
         assert_eq!(s.model, PathBuf::from("/m/x.onnx"));
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_their_source() {
-        let err = Settings::load(None, env(&[("STML_SERVER_PORTT", "1")]))
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load(None, env(&[("STML_SERVER_PORTT", "1")])).unwrap_err().to_string();
         assert!(err.contains("STML_SERVER_PORTT"), "{err}");
-        let err = Settings::load(None, env(&[("STML_SERVER_BATCH__MAX_BATCH", "0")]))
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load(None, env(&[("STML_SERVER_BATCH__MAX_BATCH", "0")])).unwrap_err().to_string();
         assert!(err.contains("max_batch"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "port = \"eighty\"").unwrap();
-        let err = Settings::load(Some(&file), Vec::new())
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load(Some(&file), Vec::new()).unwrap_err().to_string();
         assert!(err.contains("bad.toml"), "{err}");
     }
 }

@@ -46,10 +46,7 @@ impl IndexSpec {
         Self {
             dim: m.embedding_dim,
             distance: m.distance,
-            model: format!(
-                "{} run={} created={}",
-                m.arch, m.provenance.run_id, m.provenance.created
-            ),
+            model: format!("{} run={} created={}", m.arch, m.provenance.run_id, m.provenance.created),
         }
     }
 }
@@ -89,10 +86,7 @@ trait DbResult<T> {
 
 impl<T, E: Into<redb::Error>> DbResult<T> for std::result::Result<T, E> {
     fn db(self, path: &Path) -> Result<T> {
-        self.map_err(|e| Error::Store {
-            path: path.to_path_buf(),
-            reason: e.into().to_string(),
-        })
+        self.map_err(|e| Error::Store { path: path.to_path_buf(), reason: e.into().to_string() })
     }
 }
 
@@ -101,9 +95,7 @@ fn encode_vector(v: &[f32]) -> Vec<u8> {
 }
 
 fn decode_vector(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 impl Store {
@@ -140,20 +132,14 @@ impl Store {
         };
         serde_json::from_str(v.value())
             .map(Some)
-            .map_err(|err| Error::Store {
-                path: self.path.clone(),
-                reason: format!("meta `{key}` is corrupt: {err}"),
-            })
+            .map_err(|err| Error::Store { path: self.path.clone(), reason: format!("meta `{key}` is corrupt: {err}") })
     }
 
     fn set_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let p = self.path.as_path();
         let json = serde_json::to_string(value).expect("meta values serialise");
         let tx = self.db.begin_write().db(p)?;
-        tx.open_table(META)
-            .db(p)?
-            .insert(key, json.as_str())
-            .db(p)?;
+        tx.open_table(META).db(p)?.insert(key, json.as_str()).db(p)?;
         tx.commit().db(p)
     }
 
@@ -192,10 +178,7 @@ impl Store {
             for item in items {
                 let slot = next;
                 next += 1;
-                let replaced = ids
-                    .insert(item.record.id.as_str(), slot)
-                    .db(p)?
-                    .map(|g| g.value());
+                let replaced = ids.insert(item.record.id.as_str(), slot).db(p)?.map(|g| g.value());
                 if let Some(old) = replaced {
                     records.remove(old).db(p)?;
                     vectors.remove(old).db(p)?;
@@ -203,9 +186,7 @@ impl Store {
                 }
                 let json = serde_json::to_vec(&item.record).expect("records serialise");
                 records.insert(slot, json.as_slice()).db(p)?;
-                vectors
-                    .insert(slot, encode_vector(&item.vector).as_slice())
-                    .db(p)?;
+                vectors.insert(slot, encode_vector(&item.vector).as_slice()).db(p)?;
                 if let Some(t) = &item.thumbnail {
                     thumbs.insert(slot, t.as_slice()).db(p)?;
                 }
@@ -214,8 +195,7 @@ impl Store {
                 }
                 out.push((slot, replaced));
             }
-            meta.insert(META_NEXT_SLOT, next.to_string().as_str())
-                .db(p)?;
+            meta.insert(META_NEXT_SLOT, next.to_string().as_str()).db(p)?;
         }
         tx.commit().db(p)?;
         Ok(out)
@@ -233,13 +213,10 @@ impl Store {
                 let old = records.remove(slot).db(p)?.map(|g| g.value().to_vec());
                 tx.open_table(VECTORS).db(p)?.remove(slot).db(p)?;
                 tx.open_table(THUMBNAILS).db(p)?.remove(slot).db(p)?;
-                let hash = old
-                    .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-                    .and_then(|r| r.content_hash);
+                let hash = old.and_then(|b| serde_json::from_slice::<Record>(&b).ok()).and_then(|r| r.content_hash);
                 if let Some(h) = hash {
                     let mut hashes = tx.open_table(HASHES).db(p)?;
-                    let points_here =
-                        hashes.get(h.as_str()).db(p)?.map(|g| g.value()) == Some(slot);
+                    let points_here = hashes.get(h.as_str()).db(p)?.map(|g| g.value()) == Some(slot);
                     if points_here {
                         hashes.remove(h.as_str()).db(p)?;
                     }
@@ -259,19 +236,13 @@ impl Store {
             return Ok(None);
         };
         let records = tx.open_table(RECORDS).db(p)?;
-        let rec = records
-            .get(slot)
-            .db(p)?
-            .map(|g| self.parse_record(g.value()))
-            .transpose()?;
+        let rec = records.get(slot).db(p)?.map(|g| self.parse_record(g.value())).transpose()?;
         Ok(rec.map(|r| (slot, r)))
     }
 
     fn parse_record(&self, bytes: &[u8]) -> Result<Record> {
-        serde_json::from_slice(bytes).map_err(|err| Error::Store {
-            path: self.path.clone(),
-            reason: format!("a record is corrupt: {err}"),
-        })
+        serde_json::from_slice(bytes)
+            .map_err(|err| Error::Store { path: self.path.clone(), reason: format!("a record is corrupt: {err}") })
     }
 
     /// The records of the given slots (`None` for slots deleted meanwhile), in one snapshot.
@@ -279,16 +250,7 @@ impl Store {
         let p = self.path.as_path();
         let tx = self.db.begin_read().db(p)?;
         let records = tx.open_table(RECORDS).db(p)?;
-        slots
-            .iter()
-            .map(|s| {
-                records
-                    .get(*s)
-                    .db(p)?
-                    .map(|g| self.parse_record(g.value()))
-                    .transpose()
-            })
-            .collect()
+        slots.iter().map(|s| records.get(*s).db(p)?.map(|g| self.parse_record(g.value())).transpose()).collect()
     }
 
     /// The stored vector of a slot.

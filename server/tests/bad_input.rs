@@ -17,11 +17,16 @@ fn expect_error(res: reqwest::blocking::Response, status: u16, code: &str) {
 fn bad_inputs_get_json_4xx_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let env = [("STML_SERVER_MAX_UPLOAD_BYTES", "200000"), ("STML_SERVER_MAX_IMAGE_PIXELS", "1000000"), ("STML_SERVER_MAX_K", "50")];
+    let env = [
+        ("STML_SERVER_MAX_UPLOAD_BYTES", "200000"),
+        ("STML_SERVER_MAX_IMAGE_PIXELS", "1000000"),
+        ("STML_SERVER_MAX_K", "50"),
+    ];
     let srv = ServerProc::start(&model, &dir.path().join("index"), &env);
     let http = client();
     let good = png(1, 40, 40);
-    let res = http.post(srv.url("/images?id=good")).header("Content-Type", "image/png").body(good.clone()).send().unwrap();
+    let res =
+        http.post(srv.url("/images?id=good")).header("Content-Type", "image/png").body(good.clone()).send().unwrap();
     assert_eq!(res.status(), 201);
 
     let bomb = {
@@ -55,7 +60,12 @@ fn bad_inputs_get_json_4xx_and_the_server_keeps_serving() {
         let res = http.post(srv.url(path)).body(good.clone()).send().unwrap();
         expect_error(res, 415, "unsupported_content_type");
         // Malformed JSON, and JSON of the wrong shape.
-        let res = http.post(srv.url(path)).header("Content-Type", "application/json").body("{\"vector\": [1, 2").send().unwrap();
+        let res = http
+            .post(srv.url(path))
+            .header("Content-Type", "application/json")
+            .body("{\"vector\": [1, 2")
+            .send()
+            .unwrap();
         expect_error(res, 400, "bad_request");
         let res = http.post(srv.url(path)).json(&json!({ "vectr": [1.0] })).send().unwrap();
         expect_error(res, 400, "bad_request");

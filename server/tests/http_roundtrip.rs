@@ -8,7 +8,8 @@ use reqwest::blocking::multipart;
 use serde_json::{json, Value};
 
 fn search_image(http: &reqwest::blocking::Client, srv: &ServerProc, bytes: Vec<u8>, k: usize) -> Value {
-    let res = http.post(srv.url(&format!("/search?k={k}"))).header("Content-Type", "image/png").body(bytes).send().unwrap();
+    let res =
+        http.post(srv.url(&format!("/search?k={k}"))).header("Content-Type", "image/png").body(bytes).send().unwrap();
     assert_eq!(res.status(), 200);
     res.json().unwrap()
 }
@@ -105,7 +106,8 @@ fn index_search_delete_restart_search() {
         .text("metadata", r#"{"n": 1}"#);
     let added: Value = http.post(srv.url("/images")).multipart(form).send().unwrap().json().unwrap();
     assert_eq!(added["ids"], json!(["multi-a", "multi-b"]));
-    let res = http.post(srv.url("/images")).json(&json!({ "id": "vec-1", "vector": vec![0.5f32; DIM] })).send().unwrap();
+    let res =
+        http.post(srv.url("/images")).json(&json!({ "id": "vec-1", "vector": vec![0.5f32; DIM] })).send().unwrap();
     assert_eq!(res.status(), 201);
     let got: Value = http.get(srv.url("/images/extra-1")).send().unwrap().json().unwrap();
     assert_eq!(got["metadata"]["label"], "cat");
@@ -122,7 +124,10 @@ fn index_search_delete_restart_search() {
     assert_eq!(v["hits"].as_array().unwrap().len(), 15);
 
     let metrics = http.get(srv.url("/metrics")).send().unwrap().text().unwrap();
-    assert!(metrics.contains("stml_http_requests_total{route=\"/search\",method=\"POST\",status=\"200\"}"), "{metrics}");
+    assert!(
+        metrics.contains("stml_http_requests_total{route=\"/search\",method=\"POST\",status=\"200\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("stml_inference_batch_size_count"));
     assert!(metrics.contains("stml_index_images 15"), "{metrics}");
     let api: Value = http.get(srv.url("/openapi.json")).send().unwrap().json().unwrap();
@@ -139,12 +144,19 @@ fn index_search_delete_restart_search() {
 
     // kill -9 after more changes: restart still has them.
     assert_eq!(http.delete(srv.url("/images/multi-a")).send().unwrap().status(), 200);
-    let res = http.post(srv.url("/images")).json(&json!({ "id": "vec-2", "vector": vec![-0.5f32; DIM] })).send().unwrap();
+    let res =
+        http.post(srv.url("/images")).json(&json!({ "id": "vec-2", "vector": vec![-0.5f32; DIM] })).send().unwrap();
     assert_eq!(res.status(), 201);
     srv.kill9();
     let srv = ServerProc::start(&model, &index, &[]);
     assert_eq!(http.get(srv.url("/images/multi-a")).send().unwrap().status(), 404);
-    let v: Value = http.post(srv.url("/search?k=1")).json(&json!({ "vector": vec![-0.5f32; DIM] })).send().unwrap().json().unwrap();
+    let v: Value = http
+        .post(srv.url("/search?k=1"))
+        .json(&json!({ "vector": vec![-0.5f32; DIM] }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(top_id(&v), "vec-2");
     let v = search_image(&http, &srv, png(101, 30, 30), 20);
     assert!(v["hits"].as_array().unwrap().iter().all(|h| h["id"] != "multi-a"));

@@ -36,10 +36,7 @@ impl Batcher {
             .name("inference".into())
             .spawn(move || run(&model, &rx, max_batch, max_wait, &metrics))
             .expect("the OS can start a thread");
-        Self {
-            tx: Some(tx),
-            worker: Some(worker),
-        }
+        Self { tx: Some(tx), worker: Some(worker) }
     }
 
     /// Embeds one preprocessed image, batched with whatever else is queued.
@@ -65,13 +62,7 @@ impl Drop for Batcher {
     }
 }
 
-fn run(
-    model: &OnnxModel,
-    rx: &Receiver<Job>,
-    max_batch: usize,
-    max_wait: Duration,
-    metrics: &Metrics,
-) {
+fn run(model: &OnnxModel, rx: &Receiver<Job>, max_batch: usize, max_wait: Duration, metrics: &Metrics) {
     while let Ok(first) = rx.recv() {
         let deadline = Instant::now() + max_wait;
         let mut jobs = vec![first];

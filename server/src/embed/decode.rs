@@ -16,41 +16,26 @@ pub const THUMBNAIL_SIDE: u32 = 160;
 /// Decodes an image, refusing more than `max_pixels` pixels before decoding them.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage> {
     if bytes.is_empty() {
-        return Err(Error::NotAnImage {
-            reason: "the body is empty".into(),
-        });
+        return Err(Error::NotAnImage { reason: "the body is empty".into() });
     }
     let reader = |what: &str| -> Result<ImageReader<Cursor<&[u8]>>> {
         let r = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
-            .map_err(|e| Error::NotAnImage {
-                reason: format!("{what}: {e}"),
-            })?;
+            .map_err(|e| Error::NotAnImage { reason: format!("{what}: {e}") })?;
         if r.format().is_none() {
-            return Err(Error::NotAnImage {
-                reason: "unrecognised format (send JPEG, PNG, WebP, BMP or GIF)".into(),
-            });
+            return Err(Error::NotAnImage { reason: "unrecognised format (send JPEG, PNG, WebP, BMP or GIF)".into() });
         }
         Ok(r)
     };
     let (width, height) = reader("reading the header")?
         .into_dimensions()
-        .map_err(|e| Error::NotAnImage {
-            reason: format!("unreadable header: {e}"),
-        })?;
+        .map_err(|e| Error::NotAnImage { reason: format!("unreadable header: {e}") })?;
     let pixels = width as u64 * height as u64;
     if pixels > max_pixels {
-        return Err(Error::ImageTooLarge {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
+        return Err(Error::ImageTooLarge { width, height, pixels, limit: max_pixels });
     }
     if pixels == 0 {
-        return Err(Error::NotAnImage {
-            reason: "the image has no pixels".into(),
-        });
+        return Err(Error::NotAnImage { reason: "the image has no pixels".into() });
     }
     let mut r = reader("decoding")?;
     let mut limits = Limits::default();
@@ -58,9 +43,7 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage> {
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).max(1 << 20));
     r.limits(limits);
-    r.decode().map_err(|e| Error::NotAnImage {
-        reason: format!("corrupt or truncated: {e}"),
-    })
+    r.decode().map_err(|e| Error::NotAnImage { reason: format!("corrupt or truncated: {e}") })
 }
 
 /// A small JPEG of the image for result pages.
@@ -78,9 +61,7 @@ mod tests {
     use super::*;
 
     fn png(w: u32, h: u32) -> Vec<u8> {
-        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([x as u8, y as u8, 7])
-        }));
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7])));
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
         out.into_inner()
@@ -90,22 +71,10 @@ mod tests {
     fn decodes_and_refuses_bad_input() {
         let ok = png(20, 10);
         assert_eq!(decode_image(&ok, 1000).unwrap().width(), 20);
-        assert!(matches!(
-            decode_image(&ok, 199),
-            Err(Error::ImageTooLarge { pixels: 200, .. })
-        ));
-        assert!(matches!(
-            decode_image(b"", 1000),
-            Err(Error::NotAnImage { .. })
-        ));
-        assert!(matches!(
-            decode_image(b"hello, not an image", 1000),
-            Err(Error::NotAnImage { .. })
-        ));
-        assert!(matches!(
-            decode_image(&ok[..ok.len() / 2], 1000),
-            Err(Error::NotAnImage { .. })
-        ));
+        assert!(matches!(decode_image(&ok, 199), Err(Error::ImageTooLarge { pixels: 200, .. })));
+        assert!(matches!(decode_image(b"", 1000), Err(Error::NotAnImage { .. })));
+        assert!(matches!(decode_image(b"hello, not an image", 1000), Err(Error::NotAnImage { .. })));
+        assert!(matches!(decode_image(&ok[..ok.len() / 2], 1000), Err(Error::NotAnImage { .. })));
         let thumb = thumbnail_jpeg(&decode_image(&ok, 1000).unwrap()).unwrap();
         assert_eq!(&thumb[..2], &[0xFF, 0xD8]);
     }

@@ -48,18 +48,9 @@ pub struct Embedder {
 
 impl Embedder {
     /// Starts batching inference for `model`.
-    pub fn new(
-        model: Arc<OnnxModel>,
-        batch: &BatchSettings,
-        max_pixels: u64,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(model: Arc<OnnxModel>, batch: &BatchSettings, max_pixels: u64, metrics: Arc<Metrics>) -> Self {
         let batcher = Batcher::start(model.clone(), batch, metrics);
-        Self {
-            model,
-            batcher,
-            max_pixels,
-        }
+        Self { model, batcher, max_pixels }
     }
 
     /// The model's manifest.
@@ -73,21 +64,13 @@ impl Embedder {
     }
 
     /// Decodes, preprocesses and embeds one uploaded image file.
-    pub async fn embed_bytes(
-        &self,
-        bytes: actix_web::web::Bytes,
-        with_thumbnail: bool,
-    ) -> Result<Embedded> {
+    pub async fn embed_bytes(&self, bytes: actix_web::web::Bytes, with_thumbnail: bool) -> Result<Embedded> {
         let started = Instant::now();
         let preprocess = self.model.manifest().preprocess.clone();
         let max_pixels = self.max_pixels;
         let (input, thumbnail) = tokio::task::spawn_blocking(move || -> Result<_> {
             let img = decode_image(&bytes, max_pixels)?;
-            let thumb = if with_thumbnail {
-                Some(thumbnail_jpeg(&img)?)
-            } else {
-                None
-            };
+            let thumb = if with_thumbnail { Some(thumbnail_jpeg(&img)?) } else { None };
             Ok((preprocess.apply(&img), thumb))
         })
         .await
@@ -98,10 +81,6 @@ impl Embedder {
             decode_ms: (decoded - started).as_secs_f64() * 1e3,
             embed_ms: decoded.elapsed().as_secs_f64() * 1e3,
         };
-        Ok(Embedded {
-            vector,
-            thumbnail,
-            timings,
-        })
+        Ok(Embedded { vector, thumbnail, timings })
     }
 }

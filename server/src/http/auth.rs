@@ -39,15 +39,9 @@ mod tests {
 
     #[test]
     fn checks_the_bearer_token() {
-        let ok = TestRequest::default()
-            .insert_header(("Authorization", "Bearer k1"))
-            .to_http_request();
-        let wrong = TestRequest::default()
-            .insert_header(("Authorization", "Bearer k2"))
-            .to_http_request();
-        let prefix = TestRequest::default()
-            .insert_header(("Authorization", "Bearer k"))
-            .to_http_request();
+        let ok = TestRequest::default().insert_header(("Authorization", "Bearer k1")).to_http_request();
+        let wrong = TestRequest::default().insert_header(("Authorization", "Bearer k2")).to_http_request();
+        let prefix = TestRequest::default().insert_header(("Authorization", "Bearer k")).to_http_request();
         let none = TestRequest::default().to_http_request();
         assert!(require_key(&ok, Some("k1")).is_ok());
         assert!(require_key(&wrong, Some("k1")).is_err());

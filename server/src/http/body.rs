@@ -25,18 +25,13 @@ pub struct Part {
 impl Part {
     /// True for file fields and image-typed fields.
     pub fn is_file(&self) -> bool {
-        self.filename.is_some()
-            || self
-                .content_type
-                .as_deref()
-                .is_some_and(|c| c.starts_with("image/"))
+        self.filename.is_some() || self.content_type.as_deref().is_some_and(|c| c.starts_with("image/"))
     }
 
     /// The field as UTF-8 text.
     pub fn text(&self) -> Result<&str> {
-        std::str::from_utf8(&self.data).map_err(|_| {
-            Error::BadRequest(format!("multipart field `{}` is not UTF-8 text", self.name))
-        })
+        std::str::from_utf8(&self.data)
+            .map_err(|_| Error::BadRequest(format!("multipart field `{}` is not UTF-8 text", self.name)))
     }
 }
 
@@ -51,13 +46,7 @@ pub enum Upload {
 /// Lower-cased media type without parameters.
 fn essence(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        v.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase(),
-    )
+    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
 /// Reads the body (at most `limit` bytes) and sorts it by its content type.
@@ -74,10 +63,7 @@ pub async fn read(headers: &HeaderMap, mut payload: Payload, limit: usize) -> Re
             })
         }
     };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     let mut body = BytesMut::new();
     let mut too_large = declared.is_some_and(|n| n > limit);
     let mut seen = 0usize;
@@ -107,9 +93,7 @@ pub async fn read(headers: &HeaderMap, mut payload: Payload, limit: usize) -> Re
 }
 
 async fn multipart(headers: &HeaderMap, body: Bytes) -> Result<Vec<Part>> {
-    let bad = |e: actix_multipart::MultipartError| {
-        Error::BadRequest(format!("malformed multipart body: {e}"))
-    };
+    let bad = |e: actix_multipart::MultipartError| Error::BadRequest(format!("malformed multipart body: {e}"));
     let mut form = actix_multipart::Multipart::new(
         headers,
         stream::once(async move { Ok::<_, actix_web::error::PayloadError>(body) }),
@@ -117,23 +101,13 @@ async fn multipart(headers: &HeaderMap, body: Bytes) -> Result<Vec<Part>> {
     let mut parts = Vec::new();
     while let Some(mut field) = form.try_next().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_string();
-        let filename = field
-            .content_disposition()
-            .and_then(|d| d.get_filename())
-            .map(str::to_string);
-        let content_type = field
-            .content_type()
-            .map(|m| m.essence_str().to_ascii_lowercase());
+        let filename = field.content_disposition().and_then(|d| d.get_filename()).map(str::to_string);
+        let content_type = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
         let mut data = BytesMut::new();
         while let Some(chunk) = field.try_next().await.map_err(bad)? {
             data.extend_from_slice(&chunk);
         }
-        parts.push(Part {
-            name,
-            filename,
-            content_type,
-            data: data.freeze(),
-        });
+        parts.push(Part { name, filename, content_type, data: data.freeze() });
     }
     Ok(parts)
 }

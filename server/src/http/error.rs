@@ -41,9 +41,7 @@ impl ResponseError for Error {
             | Error::InvalidId { .. }
             | Error::InvalidK { .. }
             | Error::DimensionMismatch { .. } => StatusCode::BAD_REQUEST,
-            Error::ImageTooLarge { .. } | Error::PayloadTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Error::ImageTooLarge { .. } | Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::UnknownRoute { .. } | Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -73,10 +71,7 @@ impl ResponseError for Error {
 }
 
 /// Bad query strings (`k=abc`) answer like every other bad request.
-pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
-    _req: &HttpRequest,
-) -> actix_web::Error {
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     Error::BadRequest(format!("bad query string: {err}")).into()
 }
 
@@ -87,8 +82,5 @@ pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix
 
 /// Any route that does not exist.
 pub async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, Error> {
-    Err(Error::UnknownRoute {
-        method: req.method().to_string(),
-        path: req.path().chars().take(200).collect(),
-    })
+    Err(Error::UnknownRoute { method: req.method().to_string(), path: req.path().chars().take(200).collect() })
 }

@@ -47,12 +47,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let g = state.gallery.stats();
-    let text = state.metrics.render(Gauges {
-        images: g.images,
-        graph_points: g.graph_points,
-        tombstones: g.tombstones,
-    });
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(text)
+    let text =
+        state.metrics.render(Gauges { images: g.images, graph_points: g.graph_points, tombstones: g.tombstones });
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }

@@ -67,8 +67,7 @@ struct Pending {
 fn parse_metadata(text: Option<&str>) -> Result<serde_json::Value> {
     match text {
         None => Ok(serde_json::Value::Object(Default::default())),
-        Some(t) => serde_json::from_str(t)
-            .map_err(|e| Error::BadRequest(format!("metadata is not valid JSON: {e}"))),
+        Some(t) => serde_json::from_str(t).map_err(|e| Error::BadRequest(format!("metadata is not valid JSON: {e}"))),
     }
 }
 
@@ -92,9 +91,7 @@ fn from_multipart(parts: Vec<body::Part>) -> Result<Vec<Pending>> {
         }
     }
     if files.is_empty() {
-        return Err(Error::BadRequest(
-            "the multipart body has no image file field".into(),
-        ));
+        return Err(Error::BadRequest("the multipart body has no image file field".into()));
     }
     if ids.len() > files.len() || metas.len() > files.len() {
         return Err(Error::BadRequest(format!(
@@ -110,9 +107,7 @@ fn from_multipart(parts: Vec<body::Part>) -> Result<Vec<Pending>> {
         .into_iter()
         .map(|bytes| Pending {
             id: ids.next(),
-            metadata: metas
-                .next()
-                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+            metadata: metas.next().unwrap_or_else(|| serde_json::Value::Object(Default::default())),
             bytes,
         })
         .collect())
@@ -130,9 +125,7 @@ pub async fn add(
     let upload = body::read(req.headers(), payload, state.settings.max_upload_bytes).await?;
     let params = params.into_inner();
     if !matches!(upload, Upload::Image(_)) && (params.id.is_some() || params.metadata.is_some()) {
-        return Err(Error::BadRequest(
-            "`id` and `metadata` query parameters go with a raw image body only".into(),
-        ));
+        return Err(Error::BadRequest("`id` and `metadata` query parameters go with a raw image body only".into()));
     }
     let mut embed_ms = 0.0;
     let images: Vec<NewImage> = match upload {
@@ -153,48 +146,29 @@ pub async fn add(
                 .collect()
         }
         Upload::Image(bytes) => {
-            let pending = vec![Pending {
-                id: params.id,
-                metadata: parse_metadata(params.metadata.as_deref())?,
-                bytes,
-            }];
+            let pending = vec![Pending { id: params.id, metadata: parse_metadata(params.metadata.as_deref())?, bytes }];
             embed_all(&state, pending, &mut embed_ms).await?
         }
-        Upload::Multipart(parts) => {
-            embed_all(&state, from_multipart(parts)?, &mut embed_ms).await?
-        }
+        Upload::Multipart(parts) => embed_all(&state, from_multipart(parts)?, &mut embed_ms).await?,
     };
     if images.is_empty() {
         return Err(Error::BadRequest("no images given".into()));
     }
     let gallery = state.gallery.clone();
-    let ids = web::block(move || gallery.insert(images))
-        .await
-        .map_err(|_| Error::Unavailable)??;
-    Ok(HttpResponse::Created().json(Added {
-        ids,
-        embed_ms,
-        total_ms: started.elapsed().as_secs_f64() * 1e3,
-    }))
+    let ids = web::block(move || gallery.insert(images)).await.map_err(|_| Error::Unavailable)??;
+    Ok(HttpResponse::Created().json(Added { ids, embed_ms, total_ms: started.elapsed().as_secs_f64() * 1e3 }))
 }
 
-async fn embed_all(
-    state: &AppState,
-    pending: Vec<Pending>,
-    embed_ms: &mut f64,
-) -> Result<Vec<NewImage>> {
+async fn embed_all(state: &AppState, pending: Vec<Pending>, embed_ms: &mut f64) -> Result<Vec<NewImage>> {
     for p in &pending {
         if let Some(id) = &p.id {
             validate_id(id)?;
         }
     }
     let started = Instant::now();
-    let embedded = futures_util::future::try_join_all(
-        pending
-            .iter()
-            .map(|p| state.embedder.embed_bytes(p.bytes.clone(), true)),
-    )
-    .await?;
+    let embedded =
+        futures_util::future::try_join_all(pending.iter().map(|p| state.embedder.embed_bytes(p.bytes.clone(), true)))
+            .await?;
     *embed_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(pending
         .into_iter()
@@ -221,11 +195,7 @@ pub async fn get(
     let lookup = id.clone();
     let (record, vector) = web::block(move || -> Result<_> {
         let record = gallery.get(&lookup)?;
-        let vector = if want_vector && record.is_some() {
-            gallery.vector(&lookup)?
-        } else {
-            None
-        };
+        let vector = if want_vector && record.is_some() { gallery.vector(&lookup)? } else { None };
         Ok((record, vector))
     })
     .await
@@ -243,29 +213,18 @@ pub async fn thumbnail(state: web::Data<AppState>, id: web::Path<String>) -> Res
     let id = id.into_inner();
     let gallery = state.gallery.clone();
     let lookup = id.clone();
-    let thumb = web::block(move || gallery.thumbnail(&lookup))
-        .await
-        .map_err(|_| Error::Unavailable)??;
+    let thumb = web::block(move || gallery.thumbnail(&lookup)).await.map_err(|_| Error::Unavailable)??;
     let thumb = thumb.ok_or(Error::NotFound { id })?;
-    Ok(HttpResponse::Ok()
-        .content_type("image/jpeg")
-        .insert_header(("Cache-Control", "max-age=3600"))
-        .body(thumb))
+    Ok(HttpResponse::Ok().content_type("image/jpeg").insert_header(("Cache-Control", "max-age=3600")).body(thumb))
 }
 
 /// `DELETE /images/{id}`
-pub async fn delete(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse> {
+pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
     require_key(&req, state.settings.api_key.as_deref())?;
     let id = id.into_inner();
     let gallery = state.gallery.clone();
     let lookup = id.clone();
-    let deleted = web::block(move || gallery.delete(&lookup))
-        .await
-        .map_err(|_| Error::Unavailable)??;
+    let deleted = web::block(move || gallery.delete(&lookup)).await.map_err(|_| Error::Unavailable)??;
     if !deleted {
         return Err(Error::NotFound { id });
     }

@@ -65,27 +65,16 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
-    actix_web::App::new()
-        .app_data(state)
-        .configure(configure)
-        .wrap_fn(move |req, srv| {
-            let started = Instant::now();
-            let method = req.method().to_string();
-            let metrics = metrics.clone();
-            let fut = srv.call(req);
-            async move {
-                let res = fut.await?;
-                let route = res
-                    .request()
-                    .match_pattern()
-                    .unwrap_or_else(|| "(unmatched)".into());
-                metrics.record_request(
-                    &route,
-                    &method,
-                    res.status().as_u16(),
-                    started.elapsed().as_secs_f64(),
-                );
-                Ok(res)
-            }
-        })
+    actix_web::App::new().app_data(state).configure(configure).wrap_fn(move |req, srv| {
+        let started = Instant::now();
+        let method = req.method().to_string();
+        let metrics = metrics.clone();
+        let fut = srv.call(req);
+        async move {
+            let res = fut.await?;
+            let route = res.request().match_pattern().unwrap_or_else(|| "(unmatched)".into());
+            metrics.record_request(&route, &method, res.status().as_u16(), started.elapsed().as_secs_f64());
+            Ok(res)
+        }
+    })
 }

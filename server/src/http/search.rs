@@ -56,9 +56,7 @@ impl SearchParams {
         }
         if let Some(ef) = self.ef {
             if ef == 0 || ef > MAX_EF {
-                return Err(Error::BadRequest(format!(
-                    "ef = {ef} is out of range; expected 1 ..= {MAX_EF}"
-                )));
+                return Err(Error::BadRequest(format!("ef = {ef} is out of range; expected 1 ..= {MAX_EF}")));
             }
         }
         Ok((k, self.ef))
@@ -83,9 +81,10 @@ pub async fn search(
             e.vector
         }
         Upload::Multipart(parts) => {
-            let part = parts.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-                Error::BadRequest("the multipart body has no image file field".into())
-            })?;
+            let part = parts
+                .into_iter()
+                .find(|p| p.is_file())
+                .ok_or_else(|| Error::BadRequest("the multipart body has no image file field".into()))?;
             let e = state.embedder.embed_bytes(part.data, false).await?;
             (timings.decode_ms, timings.embed_ms) = (e.timings.decode_ms, e.timings.embed_ms);
             e.vector
@@ -93,15 +92,8 @@ pub async fn search(
     };
     let searched = Instant::now();
     let gallery = state.gallery.clone();
-    let hits = web::block(move || gallery.search(&vector, k, ef))
-        .await
-        .map_err(|_| Error::Unavailable)??;
+    let hits = web::block(move || gallery.search(&vector, k, ef)).await.map_err(|_| Error::Unavailable)??;
     timings.search_ms = searched.elapsed().as_secs_f64() * 1e3;
     timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
-    Ok(HttpResponse::Ok().json(SearchResponse {
-        hits,
-        k,
-        ef,
-        timings,
-    }))
+    Ok(HttpResponse::Ok().json(SearchResponse { hits, k, ef, timings }))
 }

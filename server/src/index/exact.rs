@@ -21,13 +21,7 @@ pub struct ExactIndex {
 impl ExactIndex {
     /// An empty index of `dim`-dimensional vectors compared by `metric`.
     pub fn new(dim: usize, metric: Distance) -> Self {
-        Self {
-            dim,
-            metric,
-            keys: Vec::new(),
-            vectors: Vec::new(),
-            position: HashMap::new(),
-        }
+        Self { dim, metric, keys: Vec::new(), vectors: Vec::new(), position: HashMap::new() }
     }
 }
 
@@ -45,13 +39,9 @@ impl VectorRead for ExactIndex {
             .keys
             .iter()
             .zip(self.vectors.chunks_exact(self.dim))
-            .map(|(&key, v)| Neighbor {
-                key,
-                distance: distance(self.metric, query, v),
-            })
+            .map(|(&key, v)| Neighbor { key, distance: distance(self.metric, query, v) })
             .collect();
-        let by_distance =
-            |a: &Neighbor, b: &Neighbor| a.distance.total_cmp(&b.distance).then(a.key.cmp(&b.key));
+        let by_distance = |a: &Neighbor, b: &Neighbor| a.distance.total_cmp(&b.distance).then(a.key.cmp(&b.key));
         if all.len() > k {
             all.select_nth_unstable_by(k, by_distance);
             all.truncate(k);
@@ -95,11 +85,7 @@ mod tests {
     #[test]
     fn finds_nearest_in_order_and_forgets_removed() {
         let mut idx = ExactIndex::new(2, Distance::Euclidean);
-        idx.insert(&[
-            (1, vec![0.0, 0.0]),
-            (2, vec![1.0, 0.0]),
-            (3, vec![5.0, 5.0]),
-        ]);
+        idx.insert(&[(1, vec![0.0, 0.0]), (2, vec![1.0, 0.0]), (3, vec![5.0, 5.0])]);
         let hits = idx.search(&[0.9, 0.0], 2, None);
         assert_eq!(hits.iter().map(|h| h.key).collect::<Vec<_>>(), vec![2, 1]);
         assert!((hits[0].distance - 0.1).abs() < 1e-6);

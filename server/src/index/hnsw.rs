@@ -41,18 +41,12 @@ pub struct GraphFiles {
 
 impl GraphFiles {
     fn paths(dir: &Path, basename: &str) -> [PathBuf; 2] {
-        [
-            dir.join(format!("{basename}.hnsw.graph")),
-            dir.join(format!("{basename}.hnsw.data")),
-        ]
+        [dir.join(format!("{basename}.hnsw.graph")), dir.join(format!("{basename}.hnsw.data"))]
     }
 
     fn sizes(dir: &Path, basename: &str) -> Option<(u64, u64)> {
         let [g, d] = Self::paths(dir, basename);
-        Some((
-            std::fs::metadata(g).ok()?.len(),
-            std::fs::metadata(d).ok()?.len(),
-        ))
+        Some((std::fs::metadata(g).ok()?.len(), std::fs::metadata(d).ok()?.len()))
     }
 
     fn hashes(dir: &Path, basename: &str) -> Option<(String, String)> {
@@ -104,29 +98,12 @@ impl HnswIndex {
     pub fn new(dim: usize, metric: Distance, params: HnswParams, capacity: usize) -> Self {
         let cap = capacity.max(1024);
         let graph = match metric {
-            Distance::Euclidean => Graph::L2(Hnsw::new(
-                params.m,
-                cap,
-                MAX_LAYER,
-                params.ef_construction,
-                DistL2 {},
-            )),
-            Distance::Cosine => Graph::Cosine(Hnsw::new(
-                params.m,
-                cap,
-                MAX_LAYER,
-                params.ef_construction,
-                DistCosine {},
-            )),
+            Distance::Euclidean => Graph::L2(Hnsw::new(params.m, cap, MAX_LAYER, params.ef_construction, DistL2 {})),
+            Distance::Cosine => {
+                Graph::Cosine(Hnsw::new(params.m, cap, MAX_LAYER, params.ef_construction, DistCosine {}))
+            }
         };
-        Self {
-            graph,
-            params,
-            dim,
-            metric,
-            keys: HashSet::new(),
-            tombstones: HashSet::new(),
-        }
+        Self { graph, params, dim, metric, keys: HashSet::new(), tombstones: HashSet::new() }
     }
 
     /// Number of deleted vectors still in the graph.
@@ -164,19 +141,12 @@ impl HnswIndex {
 
     /// Writes the graph to `dir` and returns the names and sizes of the files written.
     pub fn dump(&self, dir: &Path, basename: &str) -> Result<GraphFiles, String> {
-        let used =
-            with_graph!(&self.graph, g => g.file_dump(dir, basename)).map_err(|e| e.to_string())?;
+        let used = with_graph!(&self.graph, g => g.file_dump(dir, basename)).map_err(|e| e.to_string())?;
         let (graph_bytes, data_bytes) = GraphFiles::sizes(dir, &used)
             .ok_or_else(|| format!("graph dump {used} in {} is incomplete", dir.display()))?;
         let (graph_sha256, data_sha256) = GraphFiles::hashes(dir, &used)
             .ok_or_else(|| format!("graph dump {used} in {} is unreadable", dir.display()))?;
-        Ok(GraphFiles {
-            basename: used,
-            graph_bytes,
-            data_bytes,
-            graph_sha256,
-            data_sha256,
-        })
+        Ok(GraphFiles { basename: used, graph_bytes, data_bytes, graph_sha256, data_sha256 })
     }
 
     /// Reloads a dump written by [`HnswIndex::dump`]. Fails (never panics) when the files
@@ -190,21 +160,11 @@ impl HnswIndex {
     ) -> Result<Self, String> {
         match GraphFiles::sizes(dir, &files.basename) {
             Some(sizes) if sizes == (files.graph_bytes, files.data_bytes) => {}
-            Some(_) => {
-                return Err(format!(
-                    "graph dump {} has changed size since it was written",
-                    files.basename
-                ))
-            }
+            Some(_) => return Err(format!("graph dump {} has changed size since it was written", files.basename)),
             None => return Err(format!("graph dump {} is missing", files.basename)),
         }
-        if GraphFiles::hashes(dir, &files.basename)
-            != Some((files.graph_sha256.clone(), files.data_sha256.clone()))
-        {
-            return Err(format!(
-                "graph dump {} has changed since it was written",
-                files.basename
-            ));
+        if GraphFiles::hashes(dir, &files.basename) != Some((files.graph_sha256.clone(), files.data_sha256.clone())) {
+            return Err(format!("graph dump {} has changed since it was written", files.basename));
         }
         // The loaded graph borrows its reader for its whole life; one small reader is
         // leaked per load (loads happen once per start).
@@ -218,24 +178,16 @@ impl HnswIndex {
         }))
         .map_err(|_| format!("graph dump {} is corrupt", files.basename))?
         .map_err(|e| format!("graph dump {} cannot be read: {e}", files.basename))?;
-        let keys: HashSet<u64> = with_graph!(&loaded, g => g.get_point_indexation().into_iter().map(|p| p.get_origin_id() as u64).collect());
-        let stored_dim = with_graph!(&loaded, g => g.get_point_indexation().into_iter().next().map(|p| p.get_v().len()));
+        let keys: HashSet<u64> =
+            with_graph!(&loaded, g => g.get_point_indexation().into_iter().map(|p| p.get_origin_id() as u64).collect());
+        let stored_dim =
+            with_graph!(&loaded, g => g.get_point_indexation().into_iter().next().map(|p| p.get_v().len()));
         if let Some(d) = stored_dim {
             if d != dim {
-                return Err(format!(
-                    "graph dump {} holds {d}-dimensional vectors, expected {dim}",
-                    files.basename
-                ));
+                return Err(format!("graph dump {} holds {d}-dimensional vectors, expected {dim}", files.basename));
             }
         }
-        Ok(Self {
-            graph: loaded,
-            params,
-            dim,
-            metric,
-            keys,
-            tombstones: HashSet::new(),
-        })
+        Ok(Self { graph: loaded, params, dim, metric, keys, tombstones: HashSet::new() })
     }
 }
 
@@ -254,19 +206,13 @@ impl VectorRead for HnswIndex {
         }
         let ef = ef.unwrap_or(self.params.ef_search).max(k);
         let alive = |id: &usize| !self.tombstones.contains(&(*id as u64));
-        let filter: Option<&dyn hnsw_rs::prelude::FilterT> = if self.tombstones.is_empty() {
-            None
-        } else {
-            Some(&alive)
-        };
+        let filter: Option<&dyn hnsw_rs::prelude::FilterT> =
+            if self.tombstones.is_empty() { None } else { Some(&alive) };
         let found = with_graph!(&self.graph, g => g.search_filter(query, k, ef, filter));
         found
             .into_iter()
             .filter(|n| !self.tombstones.contains(&(n.d_id as u64)))
-            .map(|n| Neighbor {
-                key: n.d_id as u64,
-                distance: n.distance,
-            })
+            .map(|n| Neighbor { key: n.d_id as u64, distance: n.distance })
             .collect()
     }
 }
@@ -297,22 +243,11 @@ mod tests {
     use crate::index::ExactIndex;
 
     fn params() -> HnswParams {
-        HnswParams {
-            m: 16,
-            ef_construction: 100,
-            ef_search: 64,
-        }
+        HnswParams { m: 16, ef_construction: 100, ef_search: 64 }
     }
 
     fn points(n: usize) -> Vec<(u64, Vec<f32>)> {
-        (0..n)
-            .map(|i| {
-                (
-                    i as u64 * 3 + 1,
-                    vec![(i % 17) as f32, (i / 17) as f32, (i as f32).sin()],
-                )
-            })
-            .collect()
+        (0..n).map(|i| (i as u64 * 3 + 1, vec![(i % 17) as f32, (i / 17) as f32, (i as f32).sin()])).collect()
     }
 
     #[test]
@@ -353,10 +288,7 @@ mod tests {
             let bytes = std::fs::read(&data).unwrap();
             std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
             assert!(HnswIndex::load(dir.path(), &files, 3, metric, params()).is_err());
-            let lying = GraphFiles {
-                data_bytes: (bytes.len() / 2) as u64,
-                ..files.clone()
-            };
+            let lying = GraphFiles { data_bytes: (bytes.len() / 2) as u64, ..files.clone() };
             assert!(HnswIndex::load(dir.path(), &lying, 3, metric, params()).is_err());
             // Same size, different bytes.
             let mut flipped = bytes.clone();

@@ -57,12 +57,7 @@ impl<T: VectorRead + VectorWrite> VectorIndex for T {}
 /// - `a`, `b`: `[dim]`
 pub fn distance(metric: Distance, a: &[f32], b: &[f32]) -> f32 {
     match metric {
-        Distance::Euclidean => a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f32>()
-            .sqrt(),
+        Distance::Euclidean => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt(),
         Distance::Cosine => {
             let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
             for (x, y) in a.iter().zip(b) {
