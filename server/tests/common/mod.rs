@@ -63,7 +63,7 @@ pub fn png(seed: u64, w: u32, h: u32) -> Vec<u8> {
     let (a, b, c): (u8, u8, u8) = (rng.gen(), rng.gen(), rng.gen());
     let freq = rng.gen_range(1..8u32);
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        let stripe = ((x * freq / w.max(1)) + (y * freq / h.max(1))) % 2 == 0;
+        let stripe = ((x * freq / w.max(1)) + (y * freq / h.max(1))) & 1 == 0;
         if stripe {
             image::Rgb([a, b, c])
         } else {
@@ -118,6 +118,7 @@ impl ServerProc {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("the server did not start:\n{}", seen.join("\n"));
                 }
             }
