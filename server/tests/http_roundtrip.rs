@@ -130,6 +130,10 @@ fn index_search_delete_restart_search() {
     );
     assert!(metrics.contains("stml_inference_batch_size_count"));
     assert!(metrics.contains("stml_index_images 15"), "{metrics}");
+    let page = http.get(srv.url("/")).send().unwrap();
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = page.text().unwrap();
+    assert!(page.contains("/search?k=") && page.contains("/thumbnail"));
     let api: Value = http.get(srv.url("/openapi.json")).send().unwrap().json().unwrap();
     assert!(api["paths"]["/search"]["post"].is_object());
 

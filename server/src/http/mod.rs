@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 mod images;
 mod openapi;
+mod page;
 mod search;
 
 pub use openapi::document as openapi_document;
@@ -39,6 +40,7 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .route("/", web::get().to(page::page))
         .route("/search", web::post().to(search::search))
         .route("/images", web::post().to(images::add))
         .route("/images/{id}", web::get().to(images::get))

@@ -78,6 +78,7 @@ pub fn document() -> Value {
                                    "404": error_response("Unknown id") } } },
             "/images/{id}/thumbnail": { "get": { "summary": "A small JPEG of the image", "parameters": [ id_param ],
                 "responses": { "200": { "description": "JPEG", "content": { "image/jpeg": {} } }, "404": error_response("Unknown id") } } },
+            "/": { "get": { "summary": "The search page", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },
             "/readyz": { "get": { "summary": "Readiness", "responses": { "200": { "description": "Ready" }, "503": error_response("Not ready") } } },
             "/stats": { "get": { "summary": "Index size, model and settings", "responses": { "200": { "description": "Statistics" } } } },
