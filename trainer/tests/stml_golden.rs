@@ -8,9 +8,7 @@ use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use trainer::stml::loss::{relaxed_contrastive, self_distillation, stml_loss};
 use trainer::stml::optim::{cosine_lr, Algorithm, Optimizer, OptimizerConfig, ParamGroup};
-use trainer::stml::similarity::{
-    contextual_similarity, l2_normalize, pairwise_similarity, pseudo_labels,
-};
+use trainer::stml::similarity::{contextual_similarity, l2_normalize, pairwise_similarity, pseudo_labels};
 
 const TOL: f64 = 1e-5;
 
@@ -18,25 +16,17 @@ struct Golden(HashMap<String, Tensor>);
 
 impl Golden {
     fn load(file: &str) -> Self {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(file);
-        let tensors = Tensor::read_safetensors(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
+        let tensors = Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         Self(tensors.into_iter().collect())
     }
 
     fn get(&self, name: &str) -> &Tensor {
-        self.0
-            .get(name)
-            .unwrap_or_else(|| panic!("golden tensor {name} missing; rerun gen_golden.py"))
+        self.0.get(name).unwrap_or_else(|| panic!("golden tensor {name} missing; rerun gen_golden.py"))
     }
 
     fn f64(&self, name: &str) -> f64 {
-        self.get(name)
-            .to_kind(Kind::Double)
-            .reshape([-1])
-            .double_value(&[0])
+        self.get(name).to_kind(Kind::Double).reshape([-1]).double_value(&[0])
     }
 
     fn i64(&self, name: &str) -> i64 {
@@ -59,53 +49,29 @@ impl Golden {
 #[track_caller]
 fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
     assert_eq!(actual.size(), expected.size(), "{what}: shape");
-    let diff = (actual.to_kind(Kind::Double) - expected.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[]);
-    assert!(
-        diff <= TOL,
-        "{what}: max |actual - expected| = {diff:e} > {TOL:e}"
-    );
+    let diff = (actual.to_kind(Kind::Double) - expected.to_kind(Kind::Double)).abs().max().double_value(&[]);
+    assert!(diff <= TOL, "{what}: max |actual - expected| = {diff:e} > {TOL:e}");
 }
 
 #[track_caller]
 fn assert_scalar_close(what: &str, actual: &Tensor, expected: f64) {
     let a = actual.to_kind(Kind::Double).double_value(&[]);
-    assert!(
-        (a - expected).abs() <= TOL,
-        "{what}: {a} vs reference {expected}"
-    );
+    assert!((a - expected).abs() <= TOL, "{what}: {a} vs reference {expected}");
 }
 
 #[test]
 fn pairwise_contextual_and_final_similarity_match_reference() {
     let g = Golden::load("similarity.safetensors");
     let cases = g.cases(".w_c");
-    assert!(
-        cases.len() >= 7,
-        "expected the 7 similarity cases, found {cases:?}"
-    );
+    assert!(cases.len() >= 7, "expected the 7 similarity cases, found {cases:?}");
     for case in cases {
         let n = |s: &str| format!("{case}.{s}");
         let (idx, sigma, k) = (g.get(&n("idx")), g.f64(&n("sigma")), g.i64(&n("k")));
         assert_close(&n("t"), &l2_normalize(g.get(&n("teacher"))), g.get(&n("t")));
-        assert_close(
-            &n("w_p"),
-            &pairwise_similarity(g.get(&n("t")), sigma),
-            g.get(&n("w_p")),
-        );
+        assert_close(&n("w_p"), &pairwise_similarity(g.get(&n("t")), sigma), g.get(&n("w_p")));
         // From the reference W_P, so that this compares only steps 2-7.
-        assert_close(
-            &n("w_c"),
-            &contextual_similarity(g.get(&n("w_p")), idx, k),
-            g.get(&n("w_c")),
-        );
-        assert_close(
-            &n("w"),
-            &pseudo_labels(g.get(&n("teacher")), idx, sigma, k),
-            g.get(&n("w")),
-        );
+        assert_close(&n("w_c"), &contextual_similarity(g.get(&n("w_p")), idx, k), g.get(&n("w_c")));
+        assert_close(&n("w"), &pseudo_labels(g.get(&n("teacher")), idx, sigma, k), g.get(&n("w")));
         // Training runs in f32: the same labels within tolerance.
         let w32 = pseudo_labels(&g.get(&n("teacher")).to_kind(Kind::Float), idx, sigma, k);
         assert_eq!(w32.kind(), Kind::Float);
@@ -124,16 +90,8 @@ fn losses_and_gradients_match_reference() {
         let emb_g = g.get(&n("g")).copy().set_requires_grad(true);
         let (w, delta) = (g.get(&n("w")), g.f64(&n("delta")));
 
-        assert_scalar_close(
-            &n("rc_f"),
-            &relaxed_contrastive(&f, w, delta),
-            g.f64(&n("rc_f")),
-        );
-        assert_scalar_close(
-            &n("rc_g"),
-            &relaxed_contrastive(&emb_g, w, delta),
-            g.f64(&n("rc_g")),
-        );
+        assert_scalar_close(&n("rc_f"), &relaxed_contrastive(&f, w, delta), g.f64(&n("rc_f")));
+        assert_scalar_close(&n("rc_g"), &relaxed_contrastive(&emb_g, w, delta), g.f64(&n("rc_g")));
         assert_scalar_close(&n("kl"), &self_distillation(&f, &emb_g), g.f64(&n("kl")));
 
         let parts = stml_loss(&f, &emb_g, w, delta);
@@ -157,14 +115,7 @@ fn check_optimizer(g: &Golden, config: OptimizerConfig, tag: &str) {
     let lrs = Vec::<f64>::try_from(g.get("group_lr")).expect("group_lr");
     let params: Vec<(String, Tensor)> = PARAMS
         .iter()
-        .map(|(name, _)| {
-            (
-                name.to_string(),
-                g.get(&format!("init.{name}"))
-                    .copy()
-                    .set_requires_grad(true),
-            )
-        })
+        .map(|(name, _)| (name.to_string(), g.get(&format!("init.{name}")).copy().set_requires_grad(true)))
         .collect();
     let groups = (0..2)
         .map(|group| ParamGroup {
@@ -183,9 +134,7 @@ fn check_optimizer(g: &Golden, config: OptimizerConfig, tag: &str) {
         // d(sum(p * grad))/dp = grad: installs the golden gradient through autograd.
         let loss = params
             .iter()
-            .map(|(name, p)| {
-                (p * g.get(&format!("adamp_nesterov.step{step}.{name}.grad"))).sum(Kind::Double)
-            })
+            .map(|(name, p)| (p * g.get(&format!("adamp_nesterov.step{step}.{name}.grad"))).sum(Kind::Double))
             .fold(Tensor::from(0.0), |acc, x| acc + x);
         loss.backward();
         opt.step();
@@ -201,38 +150,17 @@ fn check_optimizer(g: &Golden, config: OptimizerConfig, tag: &str) {
 fn adamp_steps_match_reference_with_and_without_projection() {
     let g = Golden::load("optim.safetensors");
     check_optimizer(&g, OptimizerConfig::default(), "adamp_nesterov");
-    check_optimizer(
-        &g,
-        OptimizerConfig {
-            nesterov: false,
-            ..OptimizerConfig::default()
-        },
-        "adamp",
-    );
+    check_optimizer(&g, OptimizerConfig { nesterov: false, ..OptimizerConfig::default() }, "adamp");
 }
 
 #[test]
 fn adamw_and_sgd_steps_match_torch_optim() {
     let g = Golden::load("optim.safetensors");
-    let adamw = OptimizerConfig {
-        algorithm: Algorithm::AdamW,
-        ..OptimizerConfig::default()
-    };
+    let adamw = OptimizerConfig { algorithm: Algorithm::AdamW, ..OptimizerConfig::default() };
     check_optimizer(&g, adamw, "adamw");
-    let sgd = OptimizerConfig {
-        algorithm: Algorithm::Sgd,
-        nesterov: false,
-        ..OptimizerConfig::default()
-    };
+    let sgd = OptimizerConfig { algorithm: Algorithm::Sgd, nesterov: false, ..OptimizerConfig::default() };
     check_optimizer(&g, sgd.clone(), "sgd");
-    check_optimizer(
-        &g,
-        OptimizerConfig {
-            nesterov: true,
-            ..sgd
-        },
-        "sgd_nesterov",
-    );
+    check_optimizer(&g, OptimizerConfig { nesterov: true, ..sgd }, "sgd_nesterov");
 }
 
 #[test]
@@ -245,10 +173,7 @@ fn cosine_schedule_matches_torch_scheduler() {
         assert_eq!(expected.len(), total + 1);
         for (epoch, want) in expected.iter().enumerate() {
             let got = cosine_lr(base, epoch, total, eta_min);
-            assert!(
-                (got - want).abs() <= 1e-12 * base.max(1.0),
-                "{tag} epoch {epoch}: {got} vs {want}"
-            );
+            assert!((got - want).abs() <= 1e-12 * base.max(1.0), "{tag} epoch {epoch}: {got} vs {want}");
         }
     }
 }

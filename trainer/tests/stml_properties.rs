@@ -15,17 +15,11 @@ use trainer::stml::similarity::{l2_normalize, pairwise_similarity, pseudo_labels
 use trainer::stml::{copy_into, momentum_update};
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 12,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 fn matrix(values: &[f64], rows: i64) -> Tensor {
-    Tensor::from_slice(values)
-        .reshape([rows, -1])
-        .to_kind(Kind::Float)
+    Tensor::from_slice(values).reshape([rows, -1]).to_kind(Kind::Float)
 }
 
 /// A batch of `images` images seen twice, in the sampler's order: idx = [0..B, 0..B].
@@ -147,53 +141,33 @@ struct Net(nn::VarStore);
 fn networks() -> Net {
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
-    let _ = root
-        .sub("backbone")
-        .sub("conv")
-        .randn_standard("weight", &[4, 3, 3, 3]);
-    let _ = root
-        .sub("backbone")
-        .sub("bn")
-        .randn_standard("running_mean", &[4])
-        .set_requires_grad(false);
+    let _ = root.sub("backbone").sub("conv").randn_standard("weight", &[4, 3, 3, 3]);
+    let _ = root.sub("backbone").sub("bn").randn_standard("running_mean", &[4]).set_requires_grad(false);
     let _ = root.sub("head_g").randn_standard("weight", &[6, 4]);
     Net(vs)
 }
 
 fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .map(|(n, t)| (n, t.copy()))
-        .collect();
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
 fn same(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((na, ta), (nb, tb))| na == nb && ta.equal(tb))
+    a.len() == b.len() && a.iter().zip(b).all(|((na, ta), (nb, tb))| na == nb && ta.equal(tb))
 }
 
 #[test]
 fn teacher_names_must_exist_in_student_and_copy_is_exact() {
     let student = networks();
-    let _ = student
-        .0
-        .root()
-        .sub("head_f")
-        .randn_standard("weight", &[3, 4]);
+    let _ = student.0.root().sub("head_f").randn_standard("weight", &[3, 4]);
     let teacher = networks();
     copy_into(&teacher.0, &student.0).unwrap();
     for (name, t) in snapshot(&teacher.0) {
         assert!(t.equal(&student.0.variables()[&name]), "{name} not copied");
     }
     // The student as teacher: head_f has no counterpart in the smaller network.
-    let err = EmaPairs::new(&student.0, &teacher.0)
-        .unwrap_err()
-        .to_string();
+    let err = EmaPairs::new(&student.0, &teacher.0).unwrap_err().to_string();
     assert!(err.contains("head_f"), "{err}");
 }
 
@@ -224,14 +198,8 @@ fn optimizer_state_round_trips_and_resumes_identically() {
     };
     let groups = |w: &Tensor, b: &Tensor| {
         vec![
-            ParamGroup {
-                lr: 1e-2,
-                params: vec![("w".into(), w.shallow_clone())],
-            },
-            ParamGroup {
-                lr: 1e-3,
-                params: vec![("b".into(), b.shallow_clone())],
-            },
+            ParamGroup { lr: 1e-2, params: vec![("w".into(), w.shallow_clone())] },
+            ParamGroup { lr: 1e-3, params: vec![("b".into(), b.shallow_clone())] },
         ]
     };
     // Reference: four uninterrupted steps.
@@ -244,31 +212,18 @@ fn optimizer_state_round_trips_and_resumes_identically() {
     let mut b_opt = Optimizer::new(OptimizerConfig::default(), groups(&w2, &b2)).unwrap();
     (0..2).for_each(|i| step(&mut b_opt, &w2, &b2, i));
     b_opt.set_lr(1, 5e-4).unwrap();
-    let saved: Vec<(String, Tensor)> = b_opt
-        .state_tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.copy()))
-        .collect();
-    let (w3, b3) = (
-        w2.detach().copy().set_requires_grad(true),
-        b2.detach().copy().set_requires_grad(true),
-    );
+    let saved: Vec<(String, Tensor)> = b_opt.state_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect();
+    let (w3, b3) = (w2.detach().copy().set_requires_grad(true), b2.detach().copy().set_requires_grad(true));
     let mut c = Optimizer::new(OptimizerConfig::default(), groups(&w3, &b3)).unwrap();
     c.load_state(&saved).unwrap();
     assert_eq!(c.step_count(), 2);
     assert_eq!(c.lr(1), Some(5e-4));
     c.set_lr(1, 1e-3).unwrap();
     (2..4).for_each(|i| step(&mut c, &w3, &b3, i));
-    assert!(
-        w3.equal(&w1) && b3.equal(&b1),
-        "resumed run diverged from the uninterrupted one"
-    );
+    assert!(w3.equal(&w1) && b3.equal(&b1), "resumed run diverged from the uninterrupted one");
 
     assert!(c.set_lr(2, 1.0).is_err());
-    let missing: Vec<(String, Tensor)> = saved
-        .into_iter()
-        .filter(|(n, _)| n != "w.exp_avg")
-        .collect();
+    let missing: Vec<(String, Tensor)> = saved.into_iter().filter(|(n, _)| n != "w.exp_avg").collect();
     let err = c.load_state(&missing).unwrap_err().to_string();
     assert!(err.contains("w.exp_avg"), "{err}");
 }

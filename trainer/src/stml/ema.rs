@@ -30,12 +30,8 @@ impl EmaPairs {
     }
 
     /// As [`EmaPairs::new`], from `(name, tensor)` lists.
-    pub fn from_named(
-        teacher: &[(String, Tensor)],
-        student: &[(String, Tensor)],
-    ) -> Result<Self, TchError> {
-        let by_name: HashMap<&str, &Tensor> =
-            student.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    pub fn from_named(teacher: &[(String, Tensor)], student: &[(String, Tensor)]) -> Result<Self, TchError> {
+        let by_name: HashMap<&str, &Tensor> = student.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut averaged = Vec::new();
         let mut copied = Vec::new();
         for (name, t) in teacher {

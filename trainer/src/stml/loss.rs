@@ -81,8 +81,7 @@ pub struct LossParts {
 impl LossParts {
     /// The four values as `f64`, in the order total, rc_f, rc_g, kl (for logging).
     pub fn values(&self) -> [f64; 4] {
-        [&self.total, &self.rc_f, &self.rc_g, &self.kl]
-            .map(|t| t.to_kind(Kind::Double).double_value(&[]))
+        [&self.total, &self.rc_f, &self.rc_g, &self.kl].map(|t| t.to_kind(Kind::Double).double_value(&[]))
     }
 }
 
@@ -96,10 +95,5 @@ pub fn stml_loss(f: &Tensor, g: &Tensor, w: &Tensor, delta: f64) -> LossParts {
     let rc_g = relaxed_contrastive(g, w, delta);
     let kl = self_distillation(f, g);
     let total = (&rc_f + &rc_g) * 0.5 + &kl;
-    LossParts {
-        total,
-        rc_f,
-        rc_g,
-        kl,
-    }
+    LossParts { total, rc_f, rc_g, kl }
 }

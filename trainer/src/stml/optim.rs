@@ -115,22 +115,10 @@ impl Optimizer {
                 }
                 let exp_avg = param.zeros_like().detach();
                 let exp_avg_sq = param.zeros_like().detach();
-                slots.push(Slot {
-                    name,
-                    group,
-                    param,
-                    steps: 0,
-                    exp_avg,
-                    exp_avg_sq,
-                });
+                slots.push(Slot { name, group, param, steps: 0, exp_avg, exp_avg_sq });
             }
         }
-        Ok(Self {
-            config,
-            lrs,
-            slots,
-            step_count: 0,
-        })
+        Ok(Self { config, lrs, slots, step_count: 0 })
     }
 
     /// The configuration this optimizer was built with.
@@ -152,9 +140,7 @@ impl Optimizer {
     pub fn set_lr(&mut self, group: usize, lr: f64) -> Result<(), TchError> {
         let groups = self.lrs.len();
         let slot = self.lrs.get_mut(group).ok_or_else(|| {
-            TchError::Convert(format!(
-                "optimizer group {group} does not exist; there are {groups} groups"
-            ))
+            TchError::Convert(format!("optimizer group {group} does not exist; there are {groups} groups"))
         })?;
         *slot = lr;
         Ok(())
@@ -205,14 +191,8 @@ impl Optimizer {
             out.push((format!("optimizer.group{i}.lr"), Tensor::from(*lr)));
         }
         for slot in &self.slots {
-            out.push((
-                format!("{}.exp_avg", slot.name),
-                slot.exp_avg.shallow_clone(),
-            ));
-            out.push((
-                format!("{}.exp_avg_sq", slot.name),
-                slot.exp_avg_sq.shallow_clone(),
-            ));
+            out.push((format!("{}.exp_avg", slot.name), slot.exp_avg.shallow_clone()));
+            out.push((format!("{}.exp_avg_sq", slot.name), slot.exp_avg_sq.shallow_clone()));
             out.push((format!("{}.step", slot.name), Tensor::from(slot.steps)));
         }
         out
@@ -224,9 +204,10 @@ impl Optimizer {
     pub fn load_state(&mut self, named: &[(String, Tensor)]) -> Result<(), TchError> {
         let by_name: HashMap<&str, &Tensor> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let get = |name: &str| -> Result<&Tensor, TchError> {
-            by_name.get(name).copied().ok_or_else(|| {
-                TchError::TensorNameNotFound(name.to_string(), "the optimizer state".into())
-            })
+            by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| TchError::TensorNameNotFound(name.to_string(), "the optimizer state".into()))
         };
         let scalar_i64 = |name: &str| -> Result<i64, TchError> { get(name)?.f_int64_value(&[]) };
         let step_count = scalar_i64("optimizer.step")?;
@@ -267,19 +248,15 @@ impl Optimizer {
 }
 
 /// Adam's moment updates and bias-corrected denominator; returns `(denom, step_size)`.
-fn adam_moments(
-    slot: &mut Slot,
-    grad: &Tensor,
-    lr: f64,
-    config: &OptimizerConfig,
-) -> (Tensor, f64) {
+fn adam_moments(slot: &mut Slot, grad: &Tensor, lr: f64, config: &OptimizerConfig) -> (Tensor, f64) {
     let (beta1, beta2) = config.betas;
-    let _ = slot.exp_avg.lerp_(grad, 1.0 - beta1);
-    let _ = slot.exp_avg_sq.g_mul_scalar_(beta2);
-    let _ = slot.exp_avg_sq.g_add_(&(grad.square() * (1.0 - beta2)));
+    let _ = slot.exp_avg.lerp_(grad, 1.0 - beta1); // b1 m + (1 - b1) g
+    let _ = slot.exp_avg_sq.lerp_(&grad.square(), 1.0 - beta2); // b2 v + (1 - b2) g²
     let bias_correction1 = 1.0 - beta1.powi(slot.steps as i32);
     let bias_correction2 = 1.0 - beta2.powi(slot.steps as i32);
-    let denom = slot.exp_avg_sq.sqrt() / bias_correction2.sqrt() + config.eps;
+    let mut denom = slot.exp_avg_sq.sqrt();
+    let _ = denom.g_div_scalar_(bias_correction2.sqrt());
+    let _ = denom.g_add_scalar_(config.eps);
     (denom, lr / bias_correction1)
 }
 
@@ -295,67 +272,75 @@ fn adam_moments(
 fn adamp_update(slot: &mut Slot, grad: &Tensor, lr: f64, config: &OptimizerConfig) {
     let beta1 = config.betas.0;
     let (denom, step_size) = adam_moments(slot, grad, lr, config);
-    let perturb = if config.nesterov {
-        (&slot.exp_avg * beta1 + grad * (1.0 - beta1)) / &denom
+    let mut perturb = if config.nesterov {
+        grad.lerp(&slot.exp_avg, beta1) // b1 m + (1 - b1) g
     } else {
-        &slot.exp_avg / &denom
+        slot.exp_avg.copy()
     };
+    let _ = perturb.g_div_(&denom);
     let p = &mut slot.param;
-    let (perturb, wd_scale) = if p.dim() > 1 {
-        project_scale_invariant(p, grad, &perturb, config.delta, config.wd_ratio, config.eps)
+    let wd_scale = if p.dim() > 1 {
+        project_scale_invariant(p, grad, &mut perturb, config.delta, config.wd_ratio, config.eps)
     } else {
-        (perturb, Tensor::from(1.0).to_device(p.device()))
+        1.0
     };
     if config.weight_decay > 0.0 {
-        let _ = p.g_mul_(&(1.0f64 - wd_scale * (lr * config.weight_decay)).to_kind(p.kind()));
+        let _ = p.g_mul_scalar_(1.0 - lr * config.weight_decay * wd_scale);
     }
-    let _ = p.g_add_(&(perturb * -step_size));
+    let _ = perturb.g_mul_scalar_(-step_size);
+    let _ = p.g_add_(&perturb);
 }
 
-/// AdamP's projection. Tries the channel view (`[out, rest]`) then the layer view
-/// (`[1, all]`): if in every row `|cos(g_r, w_r)| < delta / sqrt(row length)`, the weight
-/// is treated as scale-invariant there and the radial part of the update is removed,
-/// `u_r <- u_r - ŵ_r (ŵ_r · u_r)` with `ŵ_r = w_r / (||w_r|| + eps)`, and weight decay is
-/// scaled by `wd_ratio`. Returns the update and that scale (a 0-d tensor), without a
-/// device synchronisation.
+/// AdamP's projection. Tries the channel view (rows `w_r` of `[out, rest]`) then the layer
+/// view (the whole tensor as one row): if in every row
+/// `|cos(g_r, w_r)| < delta / sqrt(row length)`, the weight is treated as scale-invariant
+/// there and the radial part of the update is removed in place,
+/// `u_r <- u_r - ŵ_r (ŵ_r · u_r)` with `ŵ_r = w_r / (||w_r|| + eps)`; the returned
+/// weight-decay scale is then `wd_ratio`, else 1. Norms are clamped at `eps` in the cosine,
+/// as in `F.cosine_similarity`.
+///
+/// Works from per-channel dot products, so the layer view costs no extra pass over the
+/// weight, and reads one pair of numbers back from the device.
 ///
 /// # Shapes
 /// - `p`, `grad`, `perturb`: the parameter's shape, at least 2-D
 fn project_scale_invariant(
     p: &Tensor,
     grad: &Tensor,
-    perturb: &Tensor,
+    perturb: &mut Tensor,
     delta: f64,
     wd_ratio: f64,
     eps: f64,
-) -> (Tensor, Tensor) {
+) -> f64 {
     let shape = p.size();
-    let mut expand = vec![1i64; shape.len()];
-    expand[0] = -1;
-    let mut out = perturb.shallow_clone();
-    let mut projected = Tensor::from(false).to_device(p.device());
-    for rows in [shape[0], 1] {
-        let p_view = p.reshape([rows, -1]); // [rows, rest]
-        let cos = Tensor::cosine_similarity(&grad.reshape([rows, -1]), &p_view, 1, eps).abs(); // [rows]
-        let threshold = delta / (p_view.size()[1] as f64).sqrt();
-        let fires = cos
-            .max()
-            .lt(threshold)
-            .logical_and(&projected.logical_not());
-        let unit = p / (p_view.norm_scalaropt_dim(2, [1], false) + eps).reshape(expand.as_slice());
-        let radial = (&unit * &out)
-            .reshape([rows, -1])
-            .sum_dim_intlist(1, false, None)
-            .reshape(expand.as_slice());
-        let candidate = &out - &unit * radial;
-        out = candidate.where_self(&fires, &out);
-        projected = projected.logical_or(&fires);
-    }
-    let one = Tensor::from(1.0).to_device(p.device());
-    let wd_scale = Tensor::from(wd_ratio)
-        .to_device(p.device())
-        .where_self(&projected, &one);
-    (out, wd_scale)
+    let rows = shape[0];
+    let row_len = p.numel() as i64 / rows.max(1);
+    let (p_rows, g_rows) = (p.reshape([rows, -1]), grad.reshape([rows, -1])); // [rows, L]
+                                                                              // <a_r, b_r> for every row r (faster on CPU than a batched matrix product).
+    let row_dot = |a: &Tensor, b: &Tensor| (a * b).sum_dim_intlist(1, false, None); // [rows]
+    let gp = row_dot(&g_rows, &p_rows);
+    let pp = row_dot(&p_rows, &p_rows);
+    let gg = row_dot(&g_rows, &g_rows);
+    let cosine =
+        |gp: &Tensor, gg: &Tensor, pp: &Tensor| gp.abs() / (gg.sqrt().clamp_min(eps) * pp.sqrt().clamp_min(eps));
+    let channel_cos = cosine(&gp, &gg, &pp).max();
+    let layer_cos = cosine(&gp.sum(gp.kind()), &gg.sum(gg.kind()), &pp.sum(pp.kind()));
+    let cos = Vec::<f64>::try_from(&Tensor::stack(&[channel_cos, layer_cos], 0)).unwrap_or_default();
+    let fires = |i: usize, len: i64| cos.get(i).is_some_and(|&c| c < delta / (len as f64).sqrt());
+    // u <- u - w <w, u> / (||w|| + eps)^2, per row (channel) or over the whole tensor.
+    let coef = if fires(0, row_len) {
+        let pu = row_dot(&p_rows, &perturb.reshape([rows, -1]));
+        let mut expand = vec![1i64; shape.len()];
+        expand[0] = rows;
+        (pu / (pp.sqrt() + eps).square()).reshape(expand)
+    } else if fires(1, rows * row_len) {
+        let pu = row_dot(&p_rows, &perturb.reshape([rows, -1])).sum(pp.kind());
+        pu / (pp.sum(pp.kind()).sqrt() + eps).square()
+    } else {
+        return 1.0;
+    };
+    let _ = perturb.addcmul_(p, &coef.neg());
+    wd_ratio
 }
 
 /// AdamW (`torch.optim.AdamW`): `w <- w (1 - lr wd)`, then `w <- w - lr / (1 - b1^t) m / denom`.
@@ -373,11 +358,7 @@ fn sgd_update(slot: &mut Slot, grad: &Tensor, lr: f64, config: &OptimizerConfig)
     let buf = &mut slot.exp_avg;
     let _ = buf.g_mul_scalar_(config.momentum);
     let _ = buf.g_add_(&d);
-    let update = if config.nesterov {
-        d + &*buf * config.momentum
-    } else {
-        buf.shallow_clone()
-    };
+    let update = if config.nesterov { d + &*buf * config.momentum } else { buf.shallow_clone() };
     let _ = slot.param.g_add_(&(update * -lr));
 }
 

@@ -36,10 +36,7 @@ pub fn nearest_neighbors_in_chunks(
     rows_per_chunk: i64,
 ) -> Result<Vec<Vec<usize>>, TchError> {
     let (n, _dim) = embeddings.size2().map_err(|_| {
-        TchError::Shape(format!(
-            "nearest-neighbour search needs [N, D] embeddings, got shape {:?}",
-            embeddings.size()
-        ))
+        TchError::Shape(format!("nearest-neighbour search needs [N, D] embeddings, got shape {:?}", embeddings.size()))
     })?;
     if n == 0 || k == 0 {
         return Ok(vec![Vec::new(); n as usize]);
@@ -54,15 +51,11 @@ pub fn nearest_neighbors_in_chunks(
             let len = rows_per_chunk.min(n - start);
             let dist = squared_distances_between(&x.narrow(0, start, len), &x); // [len, N]
                                                                                 // Each row is its own first neighbour, even among exact duplicates.
-            let own =
-                Tensor::arange_start(start, start + len, (Kind::Int64, x.device())).unsqueeze(1); // [len, 1]
+            let own = Tensor::arange_start(start, start + len, (Kind::Int64, x.device())).unsqueeze(1); // [len, 1]
             let dist = dist.scatter_value(1, &own, f64::NEG_INFINITY);
             let (_, nn) = dist.topk(k, 1, false, true); // [len, k]
             let nn = Vec::<Vec<i64>>::try_from(&nn.to_device(Device::Cpu))?;
-            out.extend(
-                nn.into_iter()
-                    .map(|row| row.into_iter().map(|j| j as usize).collect::<Vec<_>>()),
-            );
+            out.extend(nn.into_iter().map(|row| row.into_iter().map(|j| j as usize).collect::<Vec<_>>()));
             start += len;
         }
         Ok(out)
@@ -80,12 +73,7 @@ pub fn nearest_neighbors_in_chunks(
 /// # Shapes
 /// - `knn`: `N` neighbour lists (from [`nearest_neighbors`])
 /// - returns `floor(N / B)` lists of dataset indices
-pub fn epoch_batches<R: Rng + ?Sized>(
-    knn: &[Vec<usize>],
-    batch_size: usize,
-    k: usize,
-    rng: &mut R,
-) -> Vec<Vec<usize>> {
+pub fn epoch_batches<R: Rng + ?Sized>(knn: &[Vec<usize>], batch_size: usize, k: usize, rng: &mut R) -> Vec<Vec<usize>> {
     let n = knn.len();
     let k = k.max(1);
     let queries = batch_size / k;
@@ -94,10 +82,7 @@ pub fn epoch_batches<R: Rng + ?Sized>(
     }
     (0..n / batch_size)
         .map(|_| {
-            rand::seq::index::sample(rng, n, queries)
-                .into_iter()
-                .flat_map(|q| knn[q].iter().take(k).copied())
-                .collect()
+            rand::seq::index::sample(rng, n, queries).into_iter().flat_map(|q| knn[q].iter().take(k).copied()).collect()
         })
         .collect()
 }

@@ -68,10 +68,7 @@ pub fn contextual_similarity(w_p: &Tensor, idx: &Tensor, k: i64) -> Tensor {
         let w_tilde = &v * v.matmul(&v) / r_size;
         let h = expansion_size(k);
         let nn_h = nn_k.narrow(1, 0, h).reshape([-1]); // [N * h]
-        let w_hat = w_tilde
-            .index_select(0, &nn_h)
-            .reshape([n, h, n])
-            .mean_dim(1, false, None);
+        let w_hat = w_tilde.index_select(0, &nn_h).reshape([n, h, n]).mean_dim(1, false, None);
         (&w_hat + w_hat.tr()) * 0.5
     })
 }
@@ -101,8 +98,5 @@ pub fn pseudo_labels(teacher_g: &Tensor, idx: &Tensor, sigma: f64, k: i64) -> Te
 /// - `labels`: `[N]` integer class labels
 /// - returns `[N, N]` of `kind`
 pub fn label_similarity(labels: &Tensor, kind: Kind) -> Tensor {
-    labels
-        .unsqueeze(1)
-        .eq_tensor(&labels.unsqueeze(0))
-        .to_kind(kind)
+    labels.unsqueeze(1).eq_tensor(&labels.unsqueeze(0)).to_kind(kind)
 }
