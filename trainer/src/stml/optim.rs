@@ -15,8 +15,10 @@ pub enum Algorithm {
     /// Adam with projection of the radial update component of scale-invariant weights
     /// and decoupled weight decay (clovaai/AdamP).
     #[default]
+    #[value(name = "adamp")]
     AdamP,
     /// Adam with decoupled weight decay (`torch.optim.AdamW`).
+    #[value(name = "adamw")]
     AdamW,
     /// SGD with momentum and L2 weight decay (`torch.optim.SGD`).
     Sgd,
@@ -371,4 +373,18 @@ pub fn cosine_lr(base: f64, epoch: usize, total_epochs: usize, eta_min: f64) -> 
     }
     let progress = epoch as f64 / total_epochs as f64;
     eta_min + (base - eta_min) * (1.0 + (PI * progress).cos()) / 2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn algorithm_names_match_the_cli_and_config() {
+        for (name, algorithm) in [("adamp", Algorithm::AdamP), ("adamw", Algorithm::AdamW), ("sgd", Algorithm::Sgd)] {
+            assert_eq!(Algorithm::from_str(name, false), Ok(algorithm));
+            assert_eq!(serde_json::to_string(&algorithm).unwrap(), format!("\"{name}\""));
+        }
+    }
 }
