@@ -17,6 +17,7 @@ EPOCHS="${EPOCHS:-4}"
 BATCH="${BATCH:-60}"
 DEVICE="${DEVICE:-cpu}"
 THREADS="${THREADS:-0}"
+EXTRA="${EXTRA:-}"                # extra `trainer fit` flags for (b) and (c), e.g. --bn-freeze
 if [ -z "${SKIP_SETUP:-}" ]; then
   bash scripts/setup.sh
   cargo build --release -q -p trainer
@@ -24,7 +25,7 @@ fi
 mkdir -p "$OUT"
 rm -rf "$OUT/stml" "$OUT/supervised"
 common=(--data deps/fashion-mnist --image-size "$IMAGE_SIZE" --limit "$LIMIT" --eval-limit "$EVAL_LIMIT"
-        --epochs "$EPOCHS" --batch-size "$BATCH" --dim 128 --device "$DEVICE" --threads "$THREADS" --eval-every 1)
+        --epochs "$EPOCHS" --batch-size "$BATCH" --dim 128 --device "$DEVICE" --threads "$THREADS" --eval-every 1 $EXTRA)
 t0=$(date +%s)
 "$TRAINER" eval --arch mobilenet_v2 --data deps/fashion-mnist --image-size "$IMAGE_SIZE" --limit "$EVAL_LIMIT" \
   --device "$DEVICE" --threads "$THREADS" --json > "$OUT/baseline.json"

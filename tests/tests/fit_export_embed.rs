@@ -1,18 +1,18 @@
 //! The product end to end, small: fit STML for a few steps on a labelled folder (labels
-//! unused by training), evaluate, export to ONNX, and check that ONNX Runtime embeds the
-//! test images exactly as the trainer's own evaluation does.
+//! unused by training), evaluate, export to ONNX, and check that the server's embedding
+//! path (decode, manifest preprocessing, ONNX Runtime) gives the same vectors as the
+//! trainer's own evaluation for the same image files.
 
 use std::sync::Arc;
 
 use models::net::Network;
-use ort::session::Session;
 use tch::{nn::VarStore, Device};
 use trainer::config::{DeviceKind, TrainConfig};
 use trainer::data::{self, Split, Transform};
 use trainer::embed::{embed, EmbedOptions};
 
 #[test]
-fn fit_eval_export_and_onnx_embeds_like_the_trainer() {
+fn fit_eval_export_and_server_embeds_like_the_trainer() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("shapes");
     // 6 classes: 3 train, 3 test (labelled folders split by class halves).
@@ -83,20 +83,20 @@ fn fit_eval_export_and_onnx_embeds_like_the_trainer() {
     .unwrap();
     assert_eq!(ours.kept.len(), test.len());
 
-    let lib = std::env::var("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH is set by .cargo/config.toml");
-    let env = ort::init_from(&lib).expect("ONNX Runtime library (run scripts/setup.sh)").build().unwrap();
-    let mut session = Session::builder(&env).unwrap().commit_from_file(&onnx_path).unwrap();
-    let s = manifest.preprocess.crop as usize;
+    // The server's path: bytes -> decode_image -> manifest preprocessing -> ONNX Runtime.
+    let env = server::runtime::environment(&server::runtime::resolve_dylib(None)).expect("ONNX Runtime (run scripts/setup.sh)");
+    let model = server::runtime::OnnxModel::open(&env, &onnx_path, 1).expect("server opens the exported model");
+    assert_eq!(model.manifest(), &manifest);
     let mut worst = 0f32;
     let mut scale = 0f32;
     for (row, &i) in ours.kept.iter().enumerate() {
         let data::ImageSource::File(path) = &test.samples[i].source else { panic!("files expected") };
-        let img = image::open(path).unwrap();
-        let x = manifest.preprocess.apply(&img);
-        let x = ort::value::Tensor::from_array(([1usize, 3, s, s], x)).unwrap();
-        let out = session.run(ort::inputs![manifest.input_name.as_str() => x]).unwrap();
-        let (_, y) = out[manifest.output_name.as_str()].try_extract_tensor::<f32>().unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let img = server::embed::decode_image(&bytes, 1 << 24).unwrap();
+        let x = model.manifest().preprocess.apply(&img);
+        let y = model.embed(x, 1).unwrap().remove(0);
         let expect = &ours.vectors[row * 16..(row + 1) * 16];
+        assert_eq!(y.len(), expect.len());
         for (a, b) in y.iter().zip(expect) {
             worst = worst.max((a - b).abs());
             scale = scale.max(b.abs());
@@ -104,6 +104,6 @@ fn fit_eval_export_and_onnx_embeds_like_the_trainer() {
     }
     assert!(
         worst <= 1e-4 * scale.max(1.0),
-        "ONNX Runtime and the trainer disagree: max |diff| {worst} (output scale {scale})"
+        "server and trainer embeddings disagree: max |diff| {worst} (output scale {scale})"
     );
 }

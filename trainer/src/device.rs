@@ -5,8 +5,31 @@ use tch::Device;
 use crate::config::DeviceKind;
 use crate::error::{Result, TrainError};
 
+/// Loads libtorch's CUDA backend. The linker drops `libtorch_cuda.so` from the binary's
+/// needed libraries (no symbol of it is referenced), and without it libtorch sees no GPU;
+/// loading it registers the backend. Built only with the `cuda` feature.
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+fn load_cuda_backend() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: dlopen with a valid NUL-terminated name; the handle is kept for the
+        // process lifetime (never dlclosed).
+        let handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if handle.is_null() {
+            tracing::warn!("libtorch_cuda.so could not be loaded: training will use the CPU");
+        }
+    });
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_cuda_backend() {}
+
 /// Resolves `--device` to a libtorch device; `cuda` without a usable GPU is an error.
 pub fn select(kind: DeviceKind) -> Result<Device> {
+    if kind != DeviceKind::Cpu {
+        load_cuda_backend();
+    }
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
         DeviceKind::Auto => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
@@ -14,9 +37,11 @@ pub fn select(kind: DeviceKind) -> Result<Device> {
             if tch::Cuda::is_available() {
                 Ok(Device::Cuda(0))
             } else {
-                Err(TrainError::Device(
-                    "--device cuda was asked for but libtorch sees no CUDA GPU; use --device cpu or auto".into(),
-                ))
+                Err(TrainError::Device(if cfg!(feature = "cuda") {
+                    "--device cuda was asked for but libtorch sees no CUDA GPU; use --device cpu or auto".into()
+                } else {
+                    "--device cuda needs a trainer built with `--features cuda`; use --device cpu or auto".into()
+                }))
             }
         }
     }
