@@ -1,0 +1,160 @@
+//! Search-only benchmark of the server's two indexes on clustered vectors: HNSW build time,
+//! then queries per second (one thread) and recall@10 against the exact index, for several
+//! `ef_search` values. No model and no HTTP: just [`HnswIndex`] and [`ExactIndex`].
+//!
+//! ```text
+//! cargo run --release -p server --example index_bench -- [--n 100000] [--dim 128] [--ef 32,64,128,256]
+//! ```
+//!
+//! Prints a markdown table.
+
+use std::time::Instant;
+
+use clap::Parser;
+use models::Distance;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use server::index::{ExactIndex, HnswIndex, HnswParams, VectorRead, VectorWrite};
+use server::settings::HnswSettings;
+
+#[derive(Parser)]
+#[command(about = "HNSW vs exact search: build time, QPS and recall@10 on clustered vectors")]
+struct Args {
+    /// Indexed vectors.
+    #[arg(long, default_value_t = 100_000)]
+    n: usize,
+    /// Vector length (the model's embedding dimension).
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Cluster centres the vectors are drawn around.
+    #[arg(long, default_value_t = 1000)]
+    clusters: usize,
+    /// Dimension of the latent space the clusters live in before the linear map to `dim`.
+    #[arg(long, default_value_t = 32)]
+    latent: usize,
+    /// Spread of each cluster in the latent space: each latent coordinate gets the sum of
+    /// three uniform draws from `-spread ..= spread` (the recall test uses 0.12).
+    #[arg(long, default_value_t = 0.3)]
+    spread: f32,
+    /// Query vectors (drawn from the same clusters, not indexed).
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// `ef_search` values to measure.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256")]
+    ef: Vec<usize>,
+    /// Links per node (default: the server's `hnsw.m`).
+    #[arg(long)]
+    m: Option<usize>,
+    /// Build breadth (default: the server's `hnsw.ef_construction`).
+    #[arg(long)]
+    ef_construction: Option<usize>,
+    /// `euclidean` or `cosine`.
+    #[arg(long, default_value = "euclidean")]
+    distance: String,
+}
+
+/// `n` points around `clusters` centres: Gaussian-like spread in a `latent`-dimensional
+/// space, mapped linearly into `dim` dimensions, plus a little isotropic noise. Every seed
+/// shares the centres and the map, so queries drawn with another seed fall in the same
+/// clusters. (The construction of the server's recall test, with its sizes as parameters.)
+fn clustered(n: usize, dim: usize, latent: usize, clusters: usize, spread: f32, seed: u64) -> Vec<Vec<f32>> {
+    let mut prng = StdRng::seed_from_u64(99);
+    let proj: Vec<Vec<f32>> = (0..dim).map(|_| (0..latent).map(|_| prng.gen_range(-1.0f32..1.0)).collect()).collect();
+    let centres: Vec<Vec<f32>> =
+        (0..clusters).map(|_| (0..latent).map(|_| prng.gen_range(-1.0f32..1.0)).collect()).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let c = &centres[rng.gen_range(0..clusters)];
+            let z: Vec<f32> =
+                c.iter().map(|x| x + (0..3).map(|_| rng.gen_range(-spread..spread)).sum::<f32>()).collect();
+            proj.iter()
+                .map(|row| row.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>() + rng.gen_range(-0.01f32..0.01))
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs every query once; returns queries per second and the answers' keys.
+fn timed_search(index: &dyn VectorRead, queries: &[Vec<f32>], k: usize, ef: Option<usize>) -> (f64, Vec<Vec<u64>>) {
+    let started = Instant::now();
+    let answers: Vec<Vec<u64>> =
+        queries.iter().map(|q| index.search(q, k, ef).iter().map(|n| n.key).collect()).collect();
+    (queries.len() as f64 / started.elapsed().as_secs_f64(), answers)
+}
+
+fn recall(truth: &[Vec<u64>], got: &[Vec<u64>], k: usize) -> f64 {
+    let found: usize = truth.iter().zip(got).map(|(t, g)| g.iter().filter(|key| t.contains(key)).count()).sum();
+    found as f64 / (k * truth.len()) as f64
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.n > 0 && args.queries > 0 && args.k > 0, "--n, --queries and --k must be positive");
+    anyhow::ensure!(
+        args.clusters > 0 && args.latent > 0 && args.dim > 0,
+        "--clusters, --latent, --dim must be positive"
+    );
+    let metric = match args.distance.as_str() {
+        "euclidean" => Distance::Euclidean,
+        "cosine" => Distance::Cosine,
+        other => anyhow::bail!("--distance {other}: expected euclidean or cosine"),
+    };
+    let defaults = HnswSettings::default();
+    let params = HnswParams {
+        m: args.m.unwrap_or(defaults.m),
+        ef_construction: args.ef_construction.unwrap_or(defaults.ef_construction),
+        ef_search: defaults.ef_search,
+    };
+
+    let data = clustered(args.n, args.dim, args.latent, args.clusters, args.spread, 1);
+    let queries = clustered(args.queries, args.dim, args.latent, args.clusters, args.spread, 2);
+    let items: Vec<(u64, Vec<f32>)> = data.into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
+
+    let started = Instant::now();
+    let mut exact = ExactIndex::new(args.dim, metric);
+    exact.insert(&items);
+    let exact_build = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut hnsw = HnswIndex::new(args.dim, metric, params, args.n);
+    hnsw.insert(&items);
+    let hnsw_build = started.elapsed().as_secs_f64();
+    anyhow::ensure!(hnsw.len() == args.n, "the graph holds {} of {} vectors", hnsw.len(), args.n);
+
+    let (exact_qps, truth) = timed_search(&exact, &queries, args.k, None);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{} clustered vectors of dimension {} ({} clusters, latent dimension {}, spread {}), {} distance, {} queries, k = {}; \
+         HNSW M = {}, ef_construction = {}; HNSW build on {threads} threads, queries on one thread.",
+        args.n,
+        args.dim,
+        args.clusters,
+        args.latent,
+        args.spread,
+        args.distance,
+        args.queries,
+        args.k,
+        params.m,
+        params.ef_construction,
+    );
+    println!();
+    println!("| index | ef_search | build (s) | build (vectors/s) | QPS | recall@{} |", args.k);
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| exact | - | {exact_build:.2} | {:.0} | {exact_qps:.1} | 1.000 |",
+        args.n as f64 / exact_build.max(1e-9)
+    );
+    for &ef in &args.ef {
+        let (qps, got) = timed_search(&hnsw, &queries, args.k, Some(ef));
+        println!(
+            "| hnsw | {ef} | {hnsw_build:.1} | {:.0} | {qps:.0} | {:.3} |",
+            args.n as f64 / hnsw_build,
+            recall(&truth, &got, args.k)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Raw ONNX Runtime throughput of an exported model: the ceiling `/search` is measured
+//! against. The model is opened exactly as `server serve` opens it (same settings layering,
+//! same library, same intra-op thread count), then batches of the batcher's largest size
+//! run back to back on preprocessed inputs for a fixed time.
+//!
+//! ```text
+//! cargo run --release -p server --example ort_throughput -- --model model.onnx [--batch 16] [--seconds 3] [--repeats 3]
+//! ```
+//!
+//! Prints one line per repeat and a final `images_per_second=<median>` line for scripts.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use rand::{Rng, SeedableRng};
+use server::{serve, Settings};
+
+#[derive(Parser)]
+#[command(about = "Raw ONNX Runtime batch throughput of an exported model, opened as the server opens it")]
+struct Args {
+    /// The ONNX model written by `trainer export`.
+    #[arg(long)]
+    model: PathBuf,
+    /// TOML config file, as for `server serve` (`STML_SERVER_*` variables apply too).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Images per inference call (default: the batcher's `batch.max_batch`).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Seconds each repeat runs batches back to back.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Timed repeats; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Untimed batches run first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(args.seconds > 0.0 && args.repeats > 0, "--seconds and --repeats must be positive");
+    let mut settings = Settings::load(args.config.as_deref(), std::env::vars())?;
+    settings.model = args.model.clone();
+    let batch = args.batch.unwrap_or(settings.batch.max_batch);
+    anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    let model = serve::open_model(&settings).with_context(|| format!("opening {}", args.model.display()))?;
+
+    // Preprocessed images are normalised pixels; random values of that range cost the
+    // same to run as real ones.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let input: Vec<f32> = (0..batch * model.input_len()).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+    for _ in 0..args.warmup {
+        model.embed(input.clone(), batch)?;
+    }
+
+    let mut rates = Vec::with_capacity(args.repeats);
+    for repeat in 1..=args.repeats {
+        let budget = Duration::from_secs_f64(args.seconds);
+        let started = Instant::now();
+        let mut batches = 0usize;
+        while started.elapsed() < budget {
+            let vectors = model.embed(input.clone(), batch)?;
+            anyhow::ensure!(vectors.len() == batch, "the model answered {} vectors for {batch}", vectors.len());
+            batches += 1;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let rate = (batches * batch) as f64 / seconds;
+        println!("repeat {repeat}: {batches} batches of {batch} in {seconds:.2} s = {rate:.1} images/s");
+        rates.push(rate);
+    }
+    let crop = model.manifest().preprocess.crop;
+    println!(
+        "model={} arch={} input={crop}x{crop} batch={batch} intra_threads={}",
+        args.model.display(),
+        model.manifest().arch,
+        settings.intra_threads
+    );
+    println!("images_per_second={:.1}", median(&mut rates));
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
