@@ -4,5 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
+# Headless Chromium (Debian packages) for the web page test.
+bash scripts/install_browser.sh
 # The models crate's libtorch-backed tests (architectures, ONNX parity) need its `tch` feature.
 cargo test --workspace --features models/tch "$@"

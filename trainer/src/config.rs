@@ -166,7 +166,7 @@ impl TrainConfig {
         if s.num_neighbors < 1 {
             return bad("--num-neighbors must be at least 1".into());
         }
-        if o.batch_size < s.num_neighbors || o.batch_size % s.num_neighbors != 0 {
+        if o.batch_size < s.num_neighbors || !o.batch_size.is_multiple_of(s.num_neighbors) {
             return bad(format!(
                 "--batch-size {} must be a multiple of --num-neighbors {} (a batch is B/K queries, each with its K neighbours)",
                 o.batch_size, s.num_neighbors

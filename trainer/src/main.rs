@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train an embedding on a folder of images (labels, if any, are ignored).
-    Fit(FitArgs),
+    Fit(Box<FitArgs>),
     /// Report Recall@K, NMI and MAP@R of a run (or of a pretrained backbone) on labelled data.
     Eval(EvalArgs),
     /// Export a run's student `f` embedding to ONNX, manifest included.

@@ -167,7 +167,16 @@ mod tests {
         assert!(run.latest_checkpoint().is_none());
         for e in 0..4 {
             let st = RunState { epochs_done: e + 1, ..Default::default() };
-            run.save_checkpoint(e, &st, |d| Ok(std::fs::write(d.join("x"), b"1").unwrap()), 2).unwrap();
+            run.save_checkpoint(
+                e,
+                &st,
+                |d| {
+                    std::fs::write(d.join("x"), b"1").unwrap();
+                    Ok(())
+                },
+                2,
+            )
+            .unwrap();
         }
         let latest = run.latest_checkpoint().unwrap();
         assert!(latest.ends_with("epoch-0003"));

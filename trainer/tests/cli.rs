@@ -15,7 +15,7 @@ fn fixture(root: &Path) {
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..10u8 {
             let img = image::RgbImage::from_fn(40, 40, |x, y| {
-                let on = ((x / 8 + y / 8 + c as u32) % 2 == 0) ^ (i % 3 == 0 && x < 4);
+                let on = (x / 8 + y / 8 + c as u32).is_multiple_of(2) ^ (i.is_multiple_of(3) && x < 4);
                 if on { image::Rgb([60 * c, 200, (i * 20)]) } else { image::Rgb([10, 10 + 40 * c, 30]) }
             });
             img.save(dir.join(format!("{i}.png"))).unwrap();
