@@ -172,8 +172,27 @@ impl Network {
                     *eps,
                     true,
                 ),
-                Op::Relu => inp(0).relu(),
-                Op::Relu6 => inp(0).clamp(0.0, 6.0),
+                Op::Relu | Op::Relu6 => {
+                    let src = node.inputs[0];
+                    let six = matches!(node.op, Op::Relu6);
+                    if uses[src] == 1 && output_not_saved_for_backward(&g.nodes[src].op) {
+                        // In place, as torchvision's `inplace=True`: nothing else reads the
+                        // input, and its producer's backward does not need it. Saves
+                        // allocating (and page-faulting) one activation per layer.
+                        let mut x = vals[src].take().expect("input computed before use");
+                        if six {
+                            x.relu6_()
+                        } else {
+                            x.relu_()
+                        }
+                    } else if six {
+                        // hardtanh(0, 6), as torch.nn.ReLU6: one fused backward kernel,
+                        // where clamp's backward takes several passes over the tensor.
+                        inp(0).relu6()
+                    } else {
+                        inp(0).relu()
+                    }
+                }
                 Op::MaxPool { kernel, stride, padding, ceil_mode } => inp(0).max_pool2d(
                     [kernel[0] as i64, kernel[1] as i64],
                     [stride[0] as i64, stride[1] as i64],
@@ -238,7 +257,82 @@ impl Network {
     }
 }
 
+/// True for ops whose backward does not read their own output (convolution, batch norm
+/// and sums need only their inputs), so an activation may overwrite that output in place.
+fn output_not_saved_for_backward(op: &Op) -> bool {
+    matches!(op, Op::Conv2d { .. } | Op::BatchNorm { .. } | Op::Add)
+}
+
 /// Writes a network's state dict atomically as safetensors.
 pub fn save(net: &Network, path: &std::path::Path) -> Result<()> {
     net.to_weights().write(path, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{ConvOpts, GraphBuilder};
+    use tch::{Device, Tensor};
+
+    /// conv-bn-relu6 (in place), conv-bn (also an output, so its relu must not be in
+    /// place), a residual sum and a relu on it (in place), global pooling.
+    fn graph() -> crate::graph::Graph {
+        let mut b = GraphBuilder::new();
+        let x = b.input();
+        let h = b.conv_bn(x, "c1", "b1", 3, 4, ConvOpts::k(3), 1e-5);
+        let r6 = b.relu6(h);
+        let h2 = b.conv_bn(r6, "c2", "b2", 4, 4, ConvOpts::k(1), 1e-5);
+        b.output("b2", h2);
+        let r = b.relu(h2);
+        let sum = b.add(r6, r);
+        let y = b.relu(sum);
+        let pooled = b.global_avg_max_pool(y);
+        b.output("y", pooled);
+        b.finish()
+    }
+
+    const PARAMS: [&str; 6] = ["c1.weight", "b1.weight", "b1.bias", "c2.weight", "b2.weight", "b2.bias"];
+
+    /// The same computation with out-of-place tch ops on leaf copies of the parameters.
+    fn reference(net: &Network, xs: &Tensor) -> (Tensor, Tensor, Vec<Tensor>) {
+        let leaf = |n: &str| net.param(n).unwrap().detach().copy().set_requires_grad(true);
+        let buf = |n: &str| net.param(n).unwrap().detach().copy();
+        let leaves: Vec<Tensor> = PARAMS.iter().map(|n| leaf(n)).collect();
+        let [c1, b1w, b1b, c2, b2w, b2b] = [0, 1, 2, 3, 4, 5].map(|i| leaves[i].shallow_clone());
+        let bn = |x: &Tensor, w: &Tensor, b: &Tensor, name: &str| {
+            let (m, v) = (buf(&format!("{name}.running_mean")), buf(&format!("{name}.running_var")));
+            Tensor::batch_norm(x, Some(w), Some(b), Some(&m), Some(&v), true, 0.1, 1e-5, false)
+        };
+        let h = bn(&xs.conv2d(&c1, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1), &b1w, &b1b, "b1");
+        let r6 = h.clamp(0.0, 6.0);
+        let h2 = bn(&r6.conv2d(&c2, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1), &b2w, &b2b, "b2");
+        let y = (&r6 + h2.relu()).relu();
+        let pooled = y.mean_dim([2i64, 3].as_slice(), false, Kind::Float) + y.amax([2i64, 3].as_slice(), false);
+        (pooled, h2, leaves)
+    }
+
+    #[test]
+    fn in_place_activations_keep_values_and_gradients() {
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = Network::new(&vs.root(), graph());
+        // A large BN scale drives activations past 6, so both ends of relu6 are exercised.
+        tch::no_grad(|| {
+            let _ = net.param("b1.weight").unwrap().shallow_clone().fill_(4.0);
+        });
+        let xs = Tensor::randn([5, 3, 6, 6], (Kind::Float, Device::Cpu));
+
+        let (want, want_b2, leaves) = reference(&net, &xs);
+        (&want * &want).sum(Kind::Float).backward();
+        let out = net.forward(&xs, true).unwrap();
+        (&out["y"] * &out["y"]).sum(Kind::Float).backward();
+
+        assert!(want.ge(6.0).any().int64_value(&[]) == 1, "the test must reach relu6's ceiling");
+        assert!(out["y"].allclose(&want, 1e-5, 1e-6, false), "pooled output differs");
+        assert!(out["b2"].allclose(&want_b2, 1e-5, 1e-6, false), "a graph output was overwritten in place");
+        for (name, leaf) in PARAMS.iter().zip(&leaves) {
+            let got = net.param(name).unwrap().grad();
+            assert!(got.allclose(&leaf.grad(), 1e-4, 1e-5, false), "gradient of {name} differs");
+        }
+    }
 }
