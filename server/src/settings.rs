@@ -45,7 +45,8 @@ pub struct Settings {
 pub struct BatchSettings {
     /// Most images in one inference call.
     pub max_batch: usize,
-    /// Longest a request waits for others to join its batch, in milliseconds.
+    /// Longest a request waits for others to join its batch, in milliseconds. Under load
+    /// the queue fills batches anyway; a short wait keeps single-request latency low.
     pub max_wait_ms: u64,
     /// Requests waiting beyond this are refused with 503.
     pub queue_capacity: usize,
@@ -86,7 +87,7 @@ impl Default for Settings {
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self { max_batch: 16, max_wait_ms: 5, queue_capacity: 1024 }
+        Self { max_batch: 16, max_wait_ms: 1, queue_capacity: 1024 }
     }
 }
 
