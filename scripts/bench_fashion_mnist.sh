@@ -11,13 +11,13 @@ cd "$ROOT"
 TRAINER="${TRAINER:-target/release/trainer}"
 OUT="${OUT:-runs/bench-fmnist}"
 IMAGE_SIZE="${IMAGE_SIZE:-64}"
-LIMIT="${LIMIT:-3000}"          # training images (seeded subset of the 35,000)
+LIMIT="${LIMIT:-6000}"          # training images (seeded subset of the 35,000)
 EVAL_LIMIT="${EVAL_LIMIT:-3000}" # test images (seeded subset of the 35,000)
-EPOCHS="${EPOCHS:-4}"
+EPOCHS="${EPOCHS:-3}"
 BATCH="${BATCH:-60}"
 DEVICE="${DEVICE:-cpu}"
 THREADS="${THREADS:-0}"
-EXTRA="${EXTRA:-}"                # extra `trainer fit` flags for (b) and (c), e.g. --bn-freeze
+EXTRA="${EXTRA---bn-freeze}"      # extra `trainer fit` flags for (b) and (c); EXTRA= for none
 if [ -z "${SKIP_SETUP:-}" ]; then
   bash scripts/setup.sh
   cargo build --release -q -p trainer
