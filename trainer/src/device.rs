@@ -67,11 +67,7 @@ pub fn flush_denormals() {
 /// zero (see [`flush_denormals`]). Safe to call more than once.
 pub fn set_threads(threads: usize) -> usize {
     flush_denormals();
-    let n = if threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    } else {
-        threads
-    };
+    let n = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
     tch::set_num_threads(n as i32);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     n

@@ -85,3 +85,29 @@ pub fn embed(net: &Network, dataset: &Arc<Dataset>, opts: &EmbedOptions<'_>) -> 
     skipped += loader.skipped();
     Ok(Embedded { vectors, dim, kept, skipped })
 }
+
+/// Embeds a dataset with the evaluation transform (resize, centre crop, normalise) in
+/// batches of 128: what evaluation, reports and `trainer eval` all do.
+pub fn embed_eval(
+    net: &Network,
+    dataset: &Arc<Dataset>,
+    preprocess: &models::Preprocess,
+    output: &str,
+    threads: usize,
+    device: Device,
+    label: Option<&str>,
+) -> Result<Embedded> {
+    embed(
+        net,
+        dataset,
+        &EmbedOptions {
+            output,
+            transform: Transform::eval(preprocess),
+            batch_size: 128,
+            threads,
+            device,
+            cache: None,
+            label,
+        },
+    )
+}

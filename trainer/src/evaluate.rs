@@ -12,8 +12,8 @@ use tch::nn::VarStore;
 pub use crate::eval::EvalReport;
 
 use crate::config::DeviceKind;
-use crate::data::{self, Dataset, Split, Transform};
-use crate::embed::{embed, EmbedOptions, Embedded};
+use crate::data::{self, Dataset, Split};
+use crate::embed::{embed_eval, Embedded};
 use crate::error::{Result, TrainError};
 use crate::eval::Distance;
 use crate::run::{RunDir, STUDENT};
@@ -52,12 +52,10 @@ impl EvalReport {
 
 /// Evaluates embeddings of a labelled dataset (rows of skipped images are left out).
 pub fn evaluate_embeddings(e: &Embedded, ds: &Dataset, ks: &[usize], cosine: bool) -> Result<EvalReport> {
-    let labels: Vec<u32> = e
-        .kept
-        .iter()
-        .map(|&i| ds.samples[i].label)
-        .collect::<Option<Vec<u32>>>()
-        .ok_or_else(|| TrainError::Config(format!("{} has unlabelled images; evaluation needs labels", ds.root.display())))?;
+    let labels: Vec<u32> =
+        e.kept.iter().map(|&i| ds.samples[i].label).collect::<Option<Vec<u32>>>().ok_or_else(|| {
+            TrainError::Config(format!("{} has unlabelled images; evaluation needs labels", ds.root.display()))
+        })?;
     let distance = if cosine { Distance::Cosine } else { Distance::Euclidean };
     Ok(crate::eval::evaluate(&e.vectors, e.dim, &labels, ks, distance)?)
 }
@@ -89,29 +87,16 @@ fn ks_for(opts: &EvalOptions, ds: &Dataset) -> Vec<usize> {
 pub fn eval_run(run: &Path, opts: &EvalOptions) -> Result<EvalReport> {
     let run = RunDir::open(run)?;
     let cfg = run.config()?;
-    let ck = run.latest_checkpoint().ok_or_else(|| TrainError::Run {
-        path: run.root.clone(),
-        reason: "has no checkpoint yet".into(),
-    })?;
+    let ck = run
+        .latest_checkpoint()
+        .ok_or_else(|| TrainError::Run { path: run.root.clone(), reason: "has no checkpoint yet".into() })?;
     let threads = crate::device::set_threads(opts.threads);
     let device = crate::device::select(opts.device)?;
     let vs = VarStore::new(device);
     let net = Network::new(&vs.root(), cfg.model.student_graph());
     net.load_file(&ck.join(STUDENT), cfg.model.arch.name(), &[], &|_| false)?;
     let ds = test_split(opts, cfg.seed + 1)?;
-    let e = embed(
-        &net,
-        &ds,
-        &EmbedOptions {
-            output: "f",
-            transform: Transform::eval(&cfg.model.preprocess()),
-            batch_size: 128,
-            threads,
-            device,
-            cache: None,
-            label: Some("eval"),
-        },
-    )?;
+    let e = embed_eval(&net, &ds, &cfg.model.preprocess(), "f", threads, device, Some("eval"))?;
     evaluate_embeddings(&e, &ds, &ks_for(opts, &ds), opts.cosine)
 }
 
@@ -130,18 +115,6 @@ pub fn eval_backbone(arch: Arch, weights: Option<&Path>, opts: &EvalOptions) -> 
         None => arch.preprocess(),
     };
     let ds = test_split(opts, 1)?; // the subset a run with seed 0 evaluates on
-    let e = embed(
-        &net,
-        &ds,
-        &EmbedOptions {
-            output: "embedding",
-            transform: Transform::eval(&pre),
-            batch_size: 128,
-            threads,
-            device,
-            cache: None,
-            label: Some("eval"),
-        },
-    )?;
+    let e = embed_eval(&net, &ds, &pre, "embedding", threads, device, Some("eval"))?;
     evaluate_embeddings(&e, &ds, &ks_for(opts, &ds), opts.cosine)
 }

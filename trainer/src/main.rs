@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use trainer::config::{DeviceKind, OptimizerKind, TrainConfig};
 
 #[derive(Parser)]
-#[command(name = "trainer", version, about = "Self-taught metric learning (STML) without labels: fit, evaluate, export")]
+#[command(
+    name = "trainer",
+    version,
+    about = "Self-taught metric learning (STML) without labels: fit, evaluate, export"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

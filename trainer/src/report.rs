@@ -7,8 +7,8 @@ use models::net::Network;
 use models::Preprocess;
 use tch::Device;
 
-use crate::data::{decode, Dataset, Transform};
-use crate::embed::{embed, EmbedOptions};
+use crate::data::{decode, Dataset};
+use crate::embed::embed_eval;
 use crate::error::Result;
 use crate::plots::{line_chart, retrieval_grid as draw_grid, GridRow, Series};
 use crate::run::RunDir;
@@ -17,10 +17,7 @@ use crate::run::RunDir;
 pub fn curves(run: &RunDir) -> Result<()> {
     let metrics = run.metrics();
     let series = |key: &str| -> Vec<(f64, f64)> {
-        metrics
-            .iter()
-            .filter_map(|m| Some((m.get("epoch")?.as_f64()?, m.get(key)?.as_f64()?)))
-            .collect()
+        metrics.iter().filter_map(|m| Some((m.get("epoch")?.as_f64()?, m.get(key)?.as_f64()?))).collect()
     };
     line_chart(
         &run.path("loss.png"),
@@ -53,12 +50,15 @@ pub fn curves(run: &RunDir) -> Result<()> {
 }
 
 /// Draws `retrieval.png`: 8 test queries (spread over classes) and their top-5 results.
-pub fn retrieval_grid(run: &RunDir, student: &Network, test: &Arc<Dataset>, pre: &Preprocess, threads: usize, device: Device) -> Result<()> {
-    let e = embed(
-        student,
-        test,
-        &EmbedOptions { output: "f", transform: Transform::eval(pre), batch_size: 128, threads, device, cache: None, label: None },
-    )?;
+pub fn retrieval_grid(
+    run: &RunDir,
+    student: &Network,
+    test: &Arc<Dataset>,
+    pre: &Preprocess,
+    threads: usize,
+    device: Device,
+) -> Result<()> {
+    let e = embed_eval(student, test, pre, "f", threads, device, None)?;
     let n = e.kept.len();
     if n < 2 {
         return Ok(());

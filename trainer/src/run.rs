@@ -112,7 +112,13 @@ impl RunDir {
 
     /// Writes a checkpoint: `write(dir)` fills a temporary folder, which is synced and
     /// renamed, then `LATEST` is switched to it and older checkpoints beyond `keep` removed.
-    pub fn save_checkpoint(&self, epoch: usize, state: &RunState, write: impl FnOnce(&Path) -> Result<()>, keep: usize) -> Result<PathBuf> {
+    pub fn save_checkpoint(
+        &self,
+        epoch: usize,
+        state: &RunState,
+        write: impl FnOnce(&Path) -> Result<()>,
+        keep: usize,
+    ) -> Result<PathBuf> {
         let ckdir = self.root.join("checkpoints");
         let name = format!("epoch-{epoch:04}");
         let tmp = ckdir.join(format!(".{name}.tmp"));

@@ -73,7 +73,10 @@ pub fn build_networks(cfg: &TrainConfig, device: Device) -> Result<Networks> {
             w.display(),
             arch.name()
         ),
-        None => warn!("{} has no pretrained weights here; starting from random initialisation (pass --weights FILE)", arch.name()),
+        None => warn!(
+            "{} has no pretrained weights here; starting from random initialisation (pass --weights FILE)",
+            arch.name()
+        ),
     }
     student.freeze_bn(cfg.optim.bn_freeze);
     let mut vs_teacher = VarStore::new(device);
@@ -258,8 +261,7 @@ fn train_run(
         )?;
         let g = Tensor::from_slice(&sampled.vectors).view([sampled.kept.len() as i64, sampled.dim as i64]);
         let knn_local = sampler::nearest_neighbors(&g, cfg.stml.num_neighbors)?;
-        let knn: Vec<Vec<usize>> =
-            knn_local.iter().map(|row| row.iter().map(|&j| sampled.kept[j]).collect()).collect();
+        let knn: Vec<Vec<usize>> = knn_local.iter().map(|row| row.iter().map(|&j| sampled.kept[j]).collect()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut batches = sampler::epoch_batches(&knn, cfg.optim.batch_size, cfg.stml.num_neighbors, &mut rng);
         if cfg.optim.max_steps_per_epoch > 0 {
@@ -293,7 +295,8 @@ fn train_run(
             let out = nets.student.forward(&x, true)?;
             let (f, g) = (&out["f"], &out["g"]);
             let w = if cfg.stml.supervised {
-                let labels = batch.labels.as_ref().ok_or_else(|| TrainError::Config("--supervised needs labels".into()))?;
+                let labels =
+                    batch.labels.as_ref().ok_or_else(|| TrainError::Config("--supervised needs labels".into()))?;
                 similarity::label_similarity(&Tensor::from_slice(labels).to_device(device), Kind::Float)
             } else {
                 let t_g = tch::no_grad(|| nets.teacher.forward(&x, false))?;
@@ -410,18 +413,6 @@ pub fn eval_student(
     threads: usize,
     device: Device,
 ) -> Result<EvalReport> {
-    let e = embed(
-        student,
-        test,
-        &EmbedOptions {
-            output: "f",
-            transform: Transform::eval(pre),
-            batch_size: 128,
-            threads,
-            device,
-            cache: None,
-            label: Some("eval"),
-        },
-    )?;
+    let e = crate::embed::embed_eval(student, test, pre, "f", threads, device, Some("eval"))?;
     evaluate_embeddings(&e, test, ks, false)
 }

@@ -18,15 +18,11 @@ pub const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
 /// [`MAX_DECODE_BYTES`] fail instead of exhausting memory. The format is sniffed from the
 /// file's bytes, so a mislabelled extension still decodes.
 pub fn decode(sample: &Sample) -> Result<RgbImage> {
-    let fail = |reason: String| DataError::Decode {
-        name: describe(sample),
-        reason,
-    };
+    let fail = |reason: String| DataError::Decode { name: describe(sample), reason };
     let img = match &sample.source {
         ImageSource::File(path) => {
-            let mut reader = ImageReader::open(path)
-                .and_then(|r| r.with_guessed_format())
-                .map_err(|e| fail(e.to_string()))?;
+            let mut reader =
+                ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| fail(e.to_string()))?;
             let mut limits = Limits::default();
             limits.max_image_width = Some(MAX_IMAGE_SIDE);
             limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -35,9 +31,7 @@ pub fn decode(sample: &Sample) -> Result<RgbImage> {
             reader.decode().map_err(|e| fail(e.to_string()))?.to_rgb8()
         }
         ImageSource::Idx { images, index } => {
-            let plane = images
-                .image(*index)
-                .ok_or_else(|| fail(format!("no image {index} in the IDX file")))?;
+            let plane = images.image(*index).ok_or_else(|| fail(format!("no image {index} in the IDX file")))?;
             let rgb: Vec<u8> = plane.iter().flat_map(|&v| [v, v, v]).collect();
             RgbImage::from_raw(images.cols, images.rows, rgb)
                 .ok_or_else(|| fail("inconsistent IDX image size".into()))?
@@ -69,11 +63,7 @@ pub struct ImageCache {
 impl ImageCache {
     /// A cache for a dataset of `len` samples holding at most `budget_bytes` of pixels.
     pub fn new(len: usize, budget_bytes: u64) -> Self {
-        Self {
-            slots: (0..len).map(|_| OnceLock::new()).collect(),
-            used: AtomicU64::new(0),
-            budget: budget_bytes,
-        }
+        Self { slots: (0..len).map(|_| OnceLock::new()).collect(), used: AtomicU64::new(0), budget: budget_bytes }
     }
 
     /// Bytes of pixels held.
@@ -83,10 +73,7 @@ impl ImageCache {
 
     /// Sample `i` of `dataset`, decoded (from the cache when present).
     pub fn get_or_decode(&self, dataset: &Dataset, i: usize) -> Result<Arc<RgbImage>> {
-        let sample = dataset.samples.get(i).ok_or(DataError::IndexOutOfRange {
-            index: i,
-            len: dataset.len(),
-        })?;
+        let sample = dataset.samples.get(i).ok_or(DataError::IndexOutOfRange { index: i, len: dataset.len() })?;
         let Some(slot) = self.slots.get(i) else {
             return decode(sample).map(Arc::new);
         };

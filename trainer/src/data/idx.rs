@@ -47,18 +47,13 @@ impl fmt::Debug for IdxImages {
 
 /// Read a whole file, inflating it when it starts with the gzip magic bytes.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let raw = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::BadFile {
-                path: path.to_path_buf(),
-                reason: format!("corrupt gzip stream ({e}); download the file again"),
-            })?;
+        GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| DataError::BadFile {
+            path: path.to_path_buf(),
+            reason: format!("corrupt gzip stream ({e}); download the file again"),
+        })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -67,26 +62,15 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
 
 /// Parse an IDX header of unsigned bytes: returns (dims, payload).
 fn parse(path: &Path, bytes: &[u8], ndims: u8) -> Result<(Vec<usize>, usize), DataError> {
-    let bad = |reason: String| DataError::BadFile {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| DataError::BadFile { path: path.to_path_buf(), reason };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad(
-            "not an IDX file (magic number must start with two zero bytes)".into(),
-        ));
+        return Err(bad("not an IDX file (magic number must start with two zero bytes)".into()));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(format!(
-            "IDX element type 0x{:02x} is not unsigned bytes (0x08)",
-            bytes[2]
-        )));
+        return Err(bad(format!("IDX element type 0x{:02x} is not unsigned bytes (0x08)", bytes[2])));
     }
     if bytes[3] != ndims {
-        return Err(bad(format!(
-            "IDX file has {} dimensions, expected {ndims}",
-            bytes[3]
-        )));
+        return Err(bad(format!("IDX file has {} dimensions, expected {ndims}", bytes[3])));
     }
     let header = 4 + 4 * ndims as usize;
     let dims: Vec<usize> = bytes
@@ -114,13 +98,8 @@ pub(crate) struct IdxPair {
 
 /// Read `*-images-idx3-ubyte[.gz]` and its labels file (`images-idx3` -> `labels-idx1`).
 pub(crate) fn read_pair(images_path: &Path) -> Result<IdxPair, DataError> {
-    let file = images_path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let labels_name =
-        file.replacen("images-idx3", "labels-idx1", 1)
-            .replacen("images.idx3", "labels.idx1", 1);
+    let file = images_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let labels_name = file.replacen("images-idx3", "labels-idx1", 1).replacen("images.idx3", "labels.idx1", 1);
     let labels_path = images_path.with_file_name(&labels_name);
     if labels_name == file || !labels_path.is_file() {
         return Err(DataError::Layout {
@@ -131,11 +110,7 @@ pub(crate) fn read_pair(images_path: &Path) -> Result<IdxPair, DataError> {
     }
     let bytes = read_maybe_gz(images_path)?;
     let (dims, header) = parse(images_path, &bytes, 3)?;
-    let images = IdxImages {
-        rows: dims[1] as u32,
-        cols: dims[2] as u32,
-        pixels: bytes[header..].to_vec(),
-    };
+    let images = IdxImages { rows: dims[1] as u32, cols: dims[2] as u32, pixels: bytes[header..].to_vec() };
     let lbytes = read_maybe_gz(&labels_path)?;
     let (ldims, lheader) = parse(&labels_path, &lbytes, 1)?;
     if ldims[0] != dims[0] {
@@ -147,11 +122,7 @@ pub(crate) fn read_pair(images_path: &Path) -> Result<IdxPair, DataError> {
             ),
         });
     }
-    Ok(IdxPair {
-        images_path: images_path.to_path_buf(),
-        images: Arc::new(images),
-        labels: lbytes[lheader..].to_vec(),
-    })
+    Ok(IdxPair { images_path: images_path.to_path_buf(), images: Arc::new(images), labels: lbytes[lheader..].to_vec() })
 }
 
 /// Whether a file name is an IDX images file.

@@ -13,32 +13,17 @@ pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "g
 const MAX_DEPTH: usize = 32;
 
 /// Class names of Fashion-MNIST, by label.
-const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+const FASHION_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 pub(crate) fn is_image_name(name: &str) -> bool {
     !name.starts_with('.')
-        && name
-            .rsplit_once('.')
-            .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+        && name.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
 }
 
 /// Entries of a folder, sorted by name.
 pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |source| DataError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         out.push(entry.map_err(io)?.path());
@@ -69,11 +54,7 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
         return Ok(());
     }
     for p in read_dir_sorted(dir)? {
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
@@ -87,16 +68,8 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 fn file_sample(root: &Path, path: PathBuf, label: Option<u32>) -> Sample {
-    let name = path
-        .strip_prefix(root)
-        .unwrap_or(&path)
-        .to_string_lossy()
-        .into_owned();
-    Sample {
-        source: ImageSource::File(path),
-        label,
-        name,
-    }
+    let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+    Sample { source: ImageSource::File(path), label, name }
 }
 
 /// A plain folder: every image file below it (hidden files skipped), sorted, unlabelled.
@@ -104,10 +77,7 @@ pub(crate) fn folder(root: &Path) -> Result<Vec<Sample>> {
     let mut paths = Vec::new();
     walk(root, 0, &mut paths)?;
     paths.sort();
-    Ok(paths
-        .into_iter()
-        .map(|p| file_sample(root, p, None))
-        .collect())
+    Ok(paths.into_iter().map(|p| file_sample(root, p, None)).collect())
 }
 
 /// One subfolder per class (sorted names; subfolders without images are not classes).
@@ -115,11 +85,7 @@ pub(crate) fn labeled(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<Str
     let mut classes = Vec::new();
     let mut per_class = Vec::new();
     for p in read_dir_sorted(root)? {
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if p.is_dir() && !name.starts_with('.') {
             let mut paths = Vec::new();
             walk(&p, 1, &mut paths)?;
@@ -141,11 +107,7 @@ pub(crate) fn labeled(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<Str
     let mut samples = Vec::new();
     for (c, paths) in per_class.into_iter().enumerate() {
         if split.keeps(c, train) {
-            samples.extend(
-                paths
-                    .into_iter()
-                    .map(|p| file_sample(root, p, Some(c as u32))),
-            );
+            samples.extend(paths.into_iter().map(|p| file_sample(root, p, Some(c as u32))));
         }
     }
     Ok((samples, classes))
@@ -162,10 +124,7 @@ fn index_lines(path: &Path, format: Format) -> Result<Vec<(usize, Vec<String>)>>
             reason: format!("{name} is missing; pass the dataset's root folder"),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     Ok(text
         .lines()
         .enumerate()
@@ -186,11 +145,7 @@ fn parse_id(path: &Path, line: usize, what: &str, s: &str) -> Result<usize> {
 }
 
 fn malformed(path: &Path, line: usize, reason: String) -> DataError {
-    DataError::Malformed {
-        path: path.to_path_buf(),
-        line,
-        reason,
-    }
+    DataError::Malformed { path: path.to_path_buf(), line, reason }
 }
 
 /// CUB-200-2011: `images.txt` (`<image_id> <path under images/>`),
@@ -212,11 +167,7 @@ pub(crate) fn cub(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>
         let id = parse_id(&labels_txt, line, "image id", &f[0])?;
         let class = parse_id(&labels_txt, line, "class id", &f[1])?;
         if label_of.insert(id, class).is_some() {
-            return Err(malformed(
-                &labels_txt,
-                line,
-                format!("image id {id} is listed twice"),
-            ));
+            return Err(malformed(&labels_txt, line, format!("image id {id} is listed twice")));
         }
     }
     let mut names: HashMap<usize, String> = HashMap::new();
@@ -224,50 +175,26 @@ pub(crate) fn cub(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>
     if classes_txt.is_file() {
         for (line, f) in index_lines(&classes_txt, Format::Cub)? {
             if f.len() < 2 {
-                return Err(malformed(
-                    &classes_txt,
-                    line,
-                    "expected `<class_id> <name>`".into(),
-                ));
+                return Err(malformed(&classes_txt, line, "expected `<class_id> <name>`".into()));
             }
-            names.insert(
-                parse_id(&classes_txt, line, "class id", &f[0])?,
-                f[1..].join(" "),
-            );
+            names.insert(parse_id(&classes_txt, line, "class id", &f[0])?, f[1..].join(" "));
         }
     }
     let mut listed = Vec::new();
     for (line, f) in index_lines(&images_txt, Format::Cub)? {
         if f.len() < 2 {
-            return Err(malformed(
-                &images_txt,
-                line,
-                "expected `<image_id> <relative path>`".into(),
-            ));
+            return Err(malformed(&images_txt, line, "expected `<image_id> <relative path>`".into()));
         }
         let id = parse_id(&images_txt, line, "image id", &f[0])?;
         let rel = f[1..].join(" ");
         let class = *label_of.get(&id).ok_or_else(|| {
-            malformed(
-                &images_txt,
-                line,
-                format!("image id {id} has no class in image_class_labels.txt"),
-            )
+            malformed(&images_txt, line, format!("image id {id} has no class in image_class_labels.txt"))
         })?;
-        names
-            .entry(class)
-            .or_insert_with(|| rel.split('/').next().unwrap_or_default().to_string());
+        names.entry(class).or_insert_with(|| rel.split('/').next().unwrap_or_default().to_string());
         listed.push((class, rel));
     }
     let max_class = names.keys().copied().max().unwrap_or(0);
-    let classes = (1..=max_class)
-        .map(|c| {
-            names
-                .get(&c)
-                .cloned()
-                .unwrap_or_else(|| format!("class {c}"))
-        })
-        .collect();
+    let classes = (1..=max_class).map(|c| names.get(&c).cloned().unwrap_or_else(|| format!("class {c}"))).collect();
     let images = root.join("images");
     let samples = listed
         .into_iter()
@@ -284,18 +211,12 @@ pub(crate) fn cub(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>
 pub(crate) fn cars(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>)> {
     const TRAIN_CLASSES: usize = 98;
     let path = root.join("cars_annos.mat");
-    let bytes = std::fs::read(&path).map_err(|source| DataError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let bad = |reason: String| DataError::BadFile {
-        path: path.clone(),
-        reason,
-    };
+    let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+    let bad = |reason: String| DataError::BadFile { path: path.clone(), reason };
     let vars = mat::read(&bytes).map_err(|r| bad(format!("{r}; download cars_annos.mat again")))?;
-    let annotations = vars.get("annotations").ok_or_else(|| {
-        bad("no variable `annotations`; expected the official Cars-196 cars_annos.mat".into())
-    })?;
+    let annotations = vars
+        .get("annotations")
+        .ok_or_else(|| bad("no variable `annotations`; expected the official Cars-196 cars_annos.mat".into()))?;
     let count = match annotations {
         mat::MatValue::Struct { elements, .. } => elements.len(),
         _ => return Err(bad("`annotations` is not a struct array".into())),
@@ -303,23 +224,13 @@ pub(crate) fn cars(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String
     let mut listed = Vec::with_capacity(count);
     let mut max_class = 0;
     for e in 0..count {
-        let rel = annotations
-            .field(e, "relative_im_path")
-            .and_then(mat::MatValue::as_str);
-        let class = annotations
-            .field(e, "class")
-            .and_then(mat::MatValue::as_f64);
+        let rel = annotations.field(e, "relative_im_path").and_then(mat::MatValue::as_str);
+        let class = annotations.field(e, "class").and_then(mat::MatValue::as_f64);
         let (Some(rel), Some(class)) = (rel, class) else {
-            return Err(bad(format!(
-                "annotation {} lacks a text `relative_im_path` or a numeric `class`",
-                e + 1
-            )));
+            return Err(bad(format!("annotation {} lacks a text `relative_im_path` or a numeric `class`", e + 1)));
         };
         if !(class >= 1.0 && class.fract() == 0.0) {
-            return Err(bad(format!(
-                "annotation {} has class {class}, expected 1, 2, ...",
-                e + 1
-            )));
+            return Err(bad(format!("annotation {} has class {class}, expected 1, 2, ...", e + 1)));
         }
         let class = class as usize;
         max_class = max_class.max(class);
@@ -361,35 +272,20 @@ pub(crate) fn sop(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>
                 return Err(malformed(
                     &path,
                     line,
-                    format!(
-                        "expected `image_id class_id super_class_id path`, found {} fields",
-                        f.len()
-                    ),
+                    format!("expected `image_id class_id super_class_id path`, found {} fields", f.len()),
                 ));
             }
             parse_id(&path, line, "image id", &f[0])?;
             let class = parse_id(&path, line, "class id", &f[1])?;
             parse_id(&path, line, "super class id", &f[2])?;
             let folder = f[3].split('/').next().unwrap_or_default();
-            names
-                .entry(class)
-                .or_insert_with(|| format!("{folder} {class}"));
+            names.entry(class).or_insert_with(|| format!("{folder} {class}"));
             listed.push((class, f[3].clone()));
         }
     }
     let max_class = names.keys().copied().max().unwrap_or(0);
-    let classes = (1..=max_class)
-        .map(|c| {
-            names
-                .get(&c)
-                .cloned()
-                .unwrap_or_else(|| format!("class {c}"))
-        })
-        .collect();
-    let samples = listed
-        .into_iter()
-        .map(|(c, rel)| file_sample(root, root.join(rel), Some((c - 1) as u32)))
-        .collect();
+    let classes = (1..=max_class).map(|c| names.get(&c).cloned().unwrap_or_else(|| format!("class {c}"))).collect();
+    let samples = listed.into_iter().map(|(c, rel)| file_sample(root, root.join(rel), Some((c - 1) as u32))).collect();
     Ok((samples, classes))
 }
 
@@ -399,16 +295,10 @@ pub(crate) fn sop(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>
 pub(crate) fn idx(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>)> {
     let mut files: Vec<PathBuf> = read_dir_sorted(root)?
         .into_iter()
-        .filter(|p| {
-            p.is_file() && idx::is_images_file(&p.file_name().unwrap_or_default().to_string_lossy())
-        })
+        .filter(|p| p.is_file() && idx::is_images_file(&p.file_name().unwrap_or_default().to_string_lossy()))
         .collect();
     files.sort_by_key(|p| {
-        let n = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let n = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
         (!n.starts_with("train"), n)
     });
     if files.is_empty() {
@@ -418,21 +308,9 @@ pub(crate) fn idx(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>
             reason: "no *-images-idx3-ubyte[.gz] file in it".into(),
         });
     }
-    let pairs = files
-        .iter()
-        .map(|f| idx::read_pair(f))
-        .collect::<Result<Vec<_>>>()?;
-    let num_classes = pairs
-        .iter()
-        .flat_map(|p| p.labels.iter())
-        .map(|&l| l as usize + 1)
-        .max()
-        .unwrap_or(0)
-        .max(10);
-    let fashion = root
-        .to_string_lossy()
-        .to_ascii_lowercase()
-        .contains("fashion");
+    let pairs = files.iter().map(|f| idx::read_pair(f)).collect::<Result<Vec<_>>>()?;
+    let num_classes = pairs.iter().flat_map(|p| p.labels.iter()).map(|&l| l as usize + 1).max().unwrap_or(0).max(10);
+    let fashion = root.to_string_lossy().to_ascii_lowercase().contains("fashion");
     let classes = (0..num_classes)
         .map(|c| match (fashion, FASHION_CLASSES.get(c)) {
             (true, Some(n)) => n.to_string(),
@@ -442,19 +320,11 @@ pub(crate) fn idx(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>
     let train = num_classes.div_ceil(2);
     let mut samples = Vec::new();
     for pair in pairs {
-        let file = pair
-            .images_path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let file = pair.images_path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         for (i, &label) in pair.labels.iter().enumerate() {
             if split.keeps(label as usize, train) {
                 samples.push(Sample {
-                    source: ImageSource::Idx {
-                        images: pair.images.clone(),
-                        index: i,
-                    },
+                    source: ImageSource::Idx { images: pair.images.clone(), index: i },
                     label: Some(label as u32),
                     name: format!("{file}[{i}]"),
                 });

@@ -31,14 +31,7 @@ pub struct LoaderOptions {
 
 impl Default for LoaderOptions {
     fn default() -> Self {
-        Self {
-            views: 1,
-            threads: 0,
-            prefetch: 3,
-            seed: 0,
-            epoch: 0,
-            cache: None,
-        }
+        Self { views: 1, threads: 0, prefetch: 3, seed: 0, epoch: 0, cache: None }
     }
 }
 
@@ -72,10 +65,7 @@ pub struct Batch {
 /// shorter): the order for embedding a whole dataset.
 pub fn sequential_batches(len: usize, batch_size: usize) -> Vec<Vec<usize>> {
     let b = batch_size.max(1);
-    (0..len)
-        .step_by(b)
-        .map(|s| (s..(s + b).min(len)).collect())
-        .collect()
+    (0..len).step_by(b).map(|s| (s..(s + b).min(len)).collect()).collect()
 }
 
 /// An iterator of [`Batch`]es computed ahead on worker threads, yielded in the order of the
@@ -99,15 +89,10 @@ impl Loader {
         options: LoaderOptions,
     ) -> Result<Self> {
         if let Some(&index) = batches.iter().flatten().find(|&&i| i >= dataset.len()) {
-            return Err(DataError::IndexOutOfRange {
-                index,
-                len: dataset.len(),
-            });
+            return Err(DataError::IndexOutOfRange { index, len: dataset.len() });
         }
         let threads = if options.threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             options.threads
         };
@@ -115,10 +100,7 @@ impl Loader {
             .num_threads(threads)
             .thread_name(|i| format!("loader-{i}"))
             .build()
-            .map_err(|e| DataError::Threads {
-                threads,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| DataError::Threads { threads, reason: e.to_string() })?;
         let (tx, rx) = bounded(options.prefetch.max(1));
         let skipped = Arc::new(AtomicUsize::new(0));
         let counter = skipped.clone();
@@ -134,16 +116,8 @@ impl Loader {
                     }
                 }
             })
-            .map_err(|e| DataError::Threads {
-                threads,
-                reason: e.to_string(),
-            })?;
-        Ok(Self {
-            rx: Some(rx),
-            worker: Some(worker),
-            skipped,
-            batches: count,
-        })
+            .map_err(|e| DataError::Threads { threads, reason: e.to_string() })?;
+        Ok(Self { rx: Some(rx), worker: Some(worker), skipped, batches: count })
     }
 
     /// Images skipped so far because they could not be decoded.
@@ -181,13 +155,7 @@ impl Drop for Loader {
 }
 
 /// Decode and transform one batch on the current rayon pool.
-fn build(
-    dataset: &Dataset,
-    b: usize,
-    indices: &[usize],
-    transform: &Transform,
-    options: &LoaderOptions,
-) -> Batch {
+fn build(dataset: &Dataset, b: usize, indices: &[usize], transform: &Transform, options: &LoaderOptions) -> Batch {
     let views = options.views.max(1);
     let size = transform.output_size();
     let per_image = 3 * (size as usize) * (size as usize);
@@ -222,10 +190,7 @@ fn build(
         })
         .collect();
     let kept: Vec<usize> = (0..indices.len()).filter(|&p| done[p].is_some()).collect();
-    let skipped = (0..indices.len())
-        .filter(|&p| done[p].is_none())
-        .map(|p| indices[p])
-        .collect();
+    let skipped = (0..indices.len()).filter(|&p| done[p].is_none()).map(|p| indices[p]).collect();
     let rows = kept.len() * views;
     let mut data = Vec::with_capacity(rows * per_image);
     let mut idx = Vec::with_capacity(rows);
@@ -239,15 +204,5 @@ fn build(
             labels.push(dataset.samples[indices[p]].label.map(i64::from));
         }
     }
-    Batch {
-        index: b,
-        data,
-        images: kept.len(),
-        views,
-        rows,
-        size,
-        idx,
-        labels: labels.into_iter().collect(),
-        skipped,
-    }
+    Batch { index: b, data, images: kept.len(), views, rows, size, idx, labels: labels.into_iter().collect(), skipped }
 }

@@ -38,16 +38,9 @@ pub enum MatValue {
     /// as its text).
     Char { dims: Vec<usize>, text: String },
     /// A struct array: `elements[e][f]` is field `fields[f]` of element `e`.
-    Struct {
-        dims: Vec<usize>,
-        fields: Vec<String>,
-        elements: Vec<Vec<MatValue>>,
-    },
+    Struct { dims: Vec<usize>, fields: Vec<String>, elements: Vec<Vec<MatValue>> },
     /// A cell array.
-    Cell {
-        dims: Vec<usize>,
-        items: Vec<MatValue>,
-    },
+    Cell { dims: Vec<usize>, items: Vec<MatValue> },
     /// An empty (zero-byte) matrix element.
     Empty,
     /// An array class this reader does not decode (sparse, object, function handles...).
@@ -74,9 +67,7 @@ impl MatValue {
     /// A field of struct element `element`, by name.
     pub fn field(&self, element: usize, name: &str) -> Option<&MatValue> {
         match self {
-            MatValue::Struct {
-                fields, elements, ..
-            } => {
+            MatValue::Struct { fields, elements, .. } => {
                 let f = fields.iter().position(|n| n == name)?;
                 elements.get(element)?.get(f)
             }
@@ -97,11 +88,7 @@ pub fn read(bytes: &[u8]) -> Result<HashMap<String, MatValue>, String> {
         _ => return Err("not a MATLAB level-5 MAT-file (no IM/MI endian mark at byte 126)".into()),
     };
     let mut vars = HashMap::new();
-    let mut cur = Cursor {
-        data: bytes,
-        pos: 128,
-        big,
-    };
+    let mut cur = Cursor { data: bytes, pos: 128, big };
     while cur.pos + 8 <= bytes.len() {
         let (ty, body) = cur.element()?;
         let (name, value) = match ty {
@@ -111,11 +98,7 @@ pub fn read(bytes: &[u8]) -> Result<HashMap<String, MatValue>, String> {
                 ZlibDecoder::new(body)
                     .read_to_end(&mut inflated)
                     .map_err(|e| format!("corrupt compressed element at byte {}: {e}", cur.pos))?;
-                let mut inner = Cursor {
-                    data: &inflated,
-                    pos: 0,
-                    big,
-                };
+                let mut inner = Cursor { data: &inflated, pos: 0, big };
                 let (ity, ibody) = inner.element()?;
                 if ity != MI_MATRIX {
                     continue;
@@ -144,11 +127,7 @@ impl<'a> Cursor<'a> {
             .get(at..at + 4)
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| format!("truncated data element tag at byte {at}"))?;
-        Ok(if self.big {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
+        Ok(if self.big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
     }
 
     /// The next data element: (type, payload). Handles the small-element format and the
@@ -158,10 +137,7 @@ impl<'a> Cursor<'a> {
         if first >> 16 != 0 {
             let (ty, n) = (first & 0xffff, (first >> 16) as usize);
             if n > 4 {
-                return Err(format!(
-                    "small data element at byte {} claims {n} bytes",
-                    self.pos
-                ));
+                return Err(format!("small data element at byte {} claims {n} bytes", self.pos));
             }
             let body = self
                 .data
@@ -175,17 +151,8 @@ impl<'a> Cursor<'a> {
         let body = self
             .data
             .get(start..start.saturating_add(n))
-            .ok_or_else(|| {
-                format!(
-                    "data element at byte {} claims {n} bytes past the end",
-                    self.pos
-                )
-            })?;
-        self.pos = if first == MI_COMPRESSED {
-            start + n
-        } else {
-            start + n.div_ceil(8) * 8
-        };
+            .ok_or_else(|| format!("data element at byte {} claims {n} bytes past the end", self.pos))?;
+        self.pos = if first == MI_COMPRESSED { start + n } else { start + n.div_ceil(8) * 8 };
         Ok((first, body))
     }
 }
@@ -196,11 +163,7 @@ fn numbers(ty: u32, body: &[u8], big: bool) -> Result<Vec<f64>, String> {
             body.chunks_exact($n)
                 .map(|c| {
                     let a: [u8; $n] = c.try_into().unwrap_or([0; $n]);
-                    (if big {
-                        <$t>::from_be_bytes(a)
-                    } else {
-                        <$t>::from_le_bytes(a)
-                    }) as f64
+                    (if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
                 })
                 .collect()
         };
@@ -225,35 +188,23 @@ fn matrix(body: &[u8], big: bool) -> Result<(String, MatValue), String> {
     if body.is_empty() {
         return Ok((String::new(), MatValue::Empty));
     }
-    let mut cur = Cursor {
-        data: body,
-        pos: 0,
-        big,
-    };
+    let mut cur = Cursor { data: body, pos: 0, big };
     let (_, flags) = cur.element()?;
     let flags = numbers(MI_UINT32, flags, big)?;
     let word = flags.first().copied().unwrap_or(0.0) as u32;
     let class = (word & 0xff) as u8;
     let (_, dims) = cur.element()?;
-    let dims: Vec<usize> = numbers(MI_INT32, dims, big)?
-        .into_iter()
-        .map(|d| d.max(0.0) as usize)
-        .collect();
+    let dims: Vec<usize> = numbers(MI_INT32, dims, big)?.into_iter().map(|d| d.max(0.0) as usize).collect();
     let count: usize = dims.iter().product();
     let (_, name) = cur.element()?;
-    let name = String::from_utf8_lossy(name)
-        .trim_end_matches('\0')
-        .to_string();
+    let name = String::from_utf8_lossy(name).trim_end_matches('\0').to_string();
     let value = match class {
         MX_CHAR => {
             let (ty, data) = cur.element()?;
             let text = match ty {
                 MI_UTF8 | MI_UINT8 | MI_INT8 => String::from_utf8_lossy(data).into_owned(),
                 _ => {
-                    let units: Vec<u16> = numbers(ty, data, big)?
-                        .into_iter()
-                        .map(|v| v as u16)
-                        .collect();
+                    let units: Vec<u16> = numbers(ty, data, big)?.into_iter().map(|v| v as u16).collect();
                     String::from_utf16_lossy(&units)
                 }
             };
@@ -263,10 +214,7 @@ fn matrix(body: &[u8], big: bool) -> Result<(String, MatValue), String> {
             let (ty, data) = cur.element()?;
             let data = numbers(ty, data, big)?;
             if data.len() != count {
-                return Err(format!(
-                    "numeric array `{name}` has {} values for dimensions {dims:?}",
-                    data.len()
-                ));
+                return Err(format!("numeric array `{name}` has {} values for dimensions {dims:?}", data.len()));
             }
             MatValue::Numeric { dims, data }
         }
@@ -277,33 +225,21 @@ fn matrix(body: &[u8], big: bool) -> Result<(String, MatValue), String> {
             if len == 0 {
                 return Err(format!("struct `{name}` has a zero field-name length"));
             }
-            let fields: Vec<String> = names
-                .chunks(len)
-                .map(|c| {
-                    String::from_utf8_lossy(c)
-                        .trim_end_matches('\0')
-                        .to_string()
-                })
-                .collect();
+            let fields: Vec<String> =
+                names.chunks(len).map(|c| String::from_utf8_lossy(c).trim_end_matches('\0').to_string()).collect();
             let mut elements = Vec::with_capacity(count);
             for _ in 0..count {
                 let mut row = Vec::with_capacity(fields.len());
                 for _ in &fields {
                     let (ty, sub) = cur.element()?;
                     if ty != MI_MATRIX {
-                        return Err(format!(
-                            "struct `{name}` holds a field of element type {ty}"
-                        ));
+                        return Err(format!("struct `{name}` holds a field of element type {ty}"));
                     }
                     row.push(matrix(sub, big)?.1);
                 }
                 elements.push(row);
             }
-            MatValue::Struct {
-                dims,
-                fields,
-                elements,
-            }
+            MatValue::Struct { dims, fields, elements }
         }
         MX_CELL => {
             let mut items = Vec::with_capacity(count);
@@ -324,11 +260,7 @@ fn matrix(body: &[u8], big: bool) -> Result<(String, MatValue), String> {
 /// Write variables as a little-endian MAT v5 file (char, double, struct and cell values),
 /// each variable zlib-compressed when `compress` is set. Used to write test fixtures in the
 /// official Cars-196 layout.
-pub fn write(
-    vars: &[(&str, MatValue)],
-    compress: bool,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
+pub fn write(vars: &[(&str, MatValue)], compress: bool, out: &mut impl Write) -> std::io::Result<()> {
     let mut header = [b' '; 128];
     let text = b"MATLAB 5.0 MAT-file, written by the stml trainer fixture writer";
     header[..text.len()].copy_from_slice(text);
@@ -369,15 +301,9 @@ fn put_matrix(out: &mut Vec<u8>, name: &str, value: &MatValue) {
         MatValue::Cell { dims, .. } => (MX_CELL, dims.clone()),
         MatValue::Empty | MatValue::Unsupported { .. } => (MX_DOUBLE, vec![0, 0]),
     };
-    let flags: Vec<u8> = [class as u32, 0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let flags: Vec<u8> = [class as u32, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
     put_element(&mut body, MI_UINT32, &flags);
-    let dims: Vec<u8> = dims
-        .iter()
-        .flat_map(|&d| (d as i32).to_le_bytes())
-        .collect();
+    let dims: Vec<u8> = dims.iter().flat_map(|&d| (d as i32).to_le_bytes()).collect();
     put_element(&mut body, MI_INT32, &dims);
     put_element(&mut body, MI_INT8, name.as_bytes());
     match value {
@@ -389,9 +315,7 @@ fn put_matrix(out: &mut Vec<u8>, name: &str, value: &MatValue) {
             let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
             put_element(&mut body, MI_UINT16, &bytes);
         }
-        MatValue::Struct {
-            fields, elements, ..
-        } => {
+        MatValue::Struct { fields, elements, .. } => {
             let len = fields.iter().map(|f| f.len() + 1).max().unwrap_or(1);
             put_element(&mut body, MI_INT32, &(len as i32).to_le_bytes());
             let mut names = vec![0u8; len * fields.len()];
@@ -422,23 +346,14 @@ mod tests {
     fn sample() -> MatValue {
         let el = |p: &str, c: f64| {
             vec![
-                MatValue::Char {
-                    dims: vec![1, p.len()],
-                    text: p.into(),
-                },
-                MatValue::Numeric {
-                    dims: vec![1, 1],
-                    data: vec![c],
-                },
+                MatValue::Char { dims: vec![1, p.len()], text: p.into() },
+                MatValue::Numeric { dims: vec![1, 1], data: vec![c] },
             ]
         };
         MatValue::Struct {
             dims: vec![1, 2],
             fields: vec!["relative_im_path".into(), "class".into()],
-            elements: vec![
-                el("car_ims/000001.jpg", 1.0),
-                el("car_ims/000002.jpg", 99.0),
-            ],
+            elements: vec![el("car_ims/000001.jpg", 1.0), el("car_ims/000002.jpg", 99.0)],
         }
     }
 
@@ -451,10 +366,7 @@ mod tests {
             let a = &vars["annotations"];
             assert_eq!(a, &sample());
             assert_eq!(a.field(1, "class").and_then(MatValue::as_f64), Some(99.0));
-            assert_eq!(
-                a.field(0, "relative_im_path").and_then(MatValue::as_str),
-                Some("car_ims/000001.jpg")
-            );
+            assert_eq!(a.field(0, "relative_im_path").and_then(MatValue::as_str), Some("car_ims/000001.jpg"));
         }
     }
 

@@ -31,23 +31,11 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error("no images found in {path} (format {format}, split {split}); check --data, --format and --split")]
-    Empty {
-        path: PathBuf,
-        format: Format,
-        split: Split,
-    },
+    Empty { path: PathBuf, format: Format, split: Split },
     #[error("{path} is not a valid {format} dataset: {reason}")]
-    Layout {
-        path: PathBuf,
-        format: Format,
-        reason: String,
-    },
+    Layout { path: PathBuf, format: Format, reason: String },
     #[error("{path}, line {line}: {reason}; fix or regenerate this index file")]
-    Malformed {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    Malformed { path: PathBuf, line: usize, reason: String },
     #[error("{path}: {reason}")]
     BadFile { path: PathBuf, reason: String },
     #[error("cannot decode image {name}: {reason}")]
@@ -140,10 +128,7 @@ pub enum ImageSource {
     /// An image file, decoded on demand.
     File(PathBuf),
     /// Image `index` of an in-memory set of grey IDX images.
-    Idx {
-        images: Arc<IdxImages>,
-        index: usize,
-    },
+    Idx { images: Arc<IdxImages>, index: usize },
 }
 
 /// One image of a dataset.
@@ -198,10 +183,7 @@ impl Dataset {
     /// Indices out of range are skipped.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         Dataset {
-            samples: indices
-                .iter()
-                .filter_map(|&i| self.samples.get(i).cloned())
-                .collect(),
+            samples: indices.iter().filter_map(|&i| self.samples.get(i).cloned()).collect(),
             ..self.clone_empty()
         }
     }
@@ -231,15 +213,9 @@ pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
                 reason: "expected a folder, found a file; pass the folder that contains it".into(),
             });
         }
-        return Err(DataError::Missing {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::Missing { path: path.to_path_buf() });
     }
-    let format = if format == Format::Auto {
-        detect(path)?
-    } else {
-        format
-    };
+    let format = if format == Format::Auto { detect(path)? } else { format };
     let (samples, classes) = match format {
         Format::Auto | Format::Folder => (layouts::folder(path)?, Vec::new()),
         Format::Labeled => layouts::labeled(path, split)?,
@@ -249,11 +225,7 @@ pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
         Format::Idx => layouts::idx(path, split)?,
     };
     if samples.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            format,
-            split,
-        });
+        return Err(DataError::Empty { path: path.to_path_buf(), format, split });
     }
     if let Some(ImageSource::File(first)) = samples.first().map(|s| &s.source) {
         if !first.is_file() {
@@ -267,13 +239,7 @@ pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
             });
         }
     }
-    Ok(Dataset {
-        root: path.to_path_buf(),
-        format,
-        split,
-        samples,
-        classes,
-    })
+    Ok(Dataset { root: path.to_path_buf(), format, split, samples, classes })
 }
 
 /// The layout of a folder, by the rules documented on [`Format::Auto`].
@@ -291,11 +257,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     let mut top_images = false;
     let mut dirs = Vec::new();
     for entry in layouts::read_dir_sorted(path)? {
-        let name = entry
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = entry.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if idx::is_images_file(&name) {
             return Ok(Format::Idx);
         }

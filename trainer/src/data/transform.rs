@@ -45,11 +45,7 @@ pub struct RandomResizedCrop {
 impl RandomResizedCrop {
     /// STML's training crop: scale (0.16, 1), ratio (3/4, 4/3).
     pub fn new(size: u32) -> Self {
-        Self {
-            size,
-            scale: (0.16, 1.0),
-            ratio: (3.0 / 4.0, 4.0 / 3.0),
-        }
+        Self { size, scale: (0.16, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) }
     }
 
     /// The crop box for a `width` x `height` image, as torchvision's `get_params`:
@@ -75,24 +71,13 @@ impl RandomResizedCrop {
         }
         let in_ratio = wf / hf;
         let (w, h) = if in_ratio < self.ratio.0 {
-            (
-                width,
-                ((wf / self.ratio.0).round_ties_even() as u32).clamp(1, height.max(1)),
-            )
+            (width, ((wf / self.ratio.0).round_ties_even() as u32).clamp(1, height.max(1)))
         } else if in_ratio > self.ratio.1 {
-            (
-                ((hf * self.ratio.1).round_ties_even() as u32).clamp(1, width.max(1)),
-                height,
-            )
+            (((hf * self.ratio.1).round_ties_even() as u32).clamp(1, width.max(1)), height)
         } else {
             (width, height)
         };
-        CropBox {
-            x: (width - w) / 2,
-            y: (height - h) / 2,
-            w,
-            h,
-        }
+        CropBox { x: (width - w) / 2, y: (height - h) / 2, w, h }
     }
 
     /// Crop and resize an image.
@@ -118,11 +103,7 @@ fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
 pub enum Transform {
     /// Training view: RandomResizedCrop to `crop.size`, horizontal flip with probability
     /// `flip_p`, normalise.
-    Train {
-        crop: RandomResizedCrop,
-        flip_p: f64,
-        preprocess: Preprocess,
-    },
+    Train { crop: RandomResizedCrop, flip_p: f64, preprocess: Preprocess },
     /// Sampling transform for the per-epoch neighbour search: resize to `size` x `size`
     /// (squashing the aspect ratio, no crop), normalise.
     Sampling { size: u32, preprocess: Preprocess },
@@ -142,10 +123,7 @@ impl Transform {
 
     /// The sampling transform at `size` x `size`.
     pub fn sampling(preprocess: &Preprocess, size: u32) -> Self {
-        Transform::Sampling {
-            size,
-            preprocess: preprocess.clone(),
-        }
+        Transform::Sampling { size, preprocess: preprocess.clone() }
     }
 
     /// The evaluation transform.
@@ -173,11 +151,7 @@ impl Transform {
     /// - returns `3 * S * S` values, `[3, S, S]` channel-major, S = [`Self::output_size`].
     pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> Vec<f32> {
         match self {
-            Transform::Train {
-                crop,
-                flip_p,
-                preprocess,
-            } => {
+            Transform::Train { crop, flip_p, preprocess } => {
                 let mut out = crop.apply(img, rng);
                 if rng.gen::<f64>() < *flip_p {
                     imageops::flip_horizontal_in_place(&mut out);

@@ -16,10 +16,7 @@ pub struct KMeansOptions {
 
 impl Default for KMeansOptions {
     fn default() -> Self {
-        Self {
-            seed: 0,
-            max_iter: 100,
-        }
+        Self { seed: 0, max_iter: 100 }
     }
 }
 
@@ -46,10 +43,7 @@ pub fn kmeans(points: &[f32], dim: usize, k: usize, options: &KMeansOptions) -> 
     // k-means++ seeding.
     let mut centres: Vec<f32> = Vec::with_capacity(k * dim); // [k, dim]
     centres.extend_from_slice(row(rng.gen_range(0..n)));
-    let mut nearest: Vec<f32> = (0..n)
-        .into_par_iter()
-        .map(|i| squared_euclidean(row(i), &centres[..dim]))
-        .collect();
+    let mut nearest: Vec<f32> = (0..n).into_par_iter().map(|i| squared_euclidean(row(i), &centres[..dim])).collect();
     for _ in 1..k {
         let total: f64 = nearest.iter().map(|&d| d as f64).sum();
         let pick = if total > 0.0 {
@@ -69,10 +63,7 @@ pub fn kmeans(points: &[f32], dim: usize, k: usize, options: &KMeansOptions) -> 
         let c = centres.len();
         centres.extend_from_slice(row(pick));
         let new = &centres[c..c + dim];
-        nearest
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(i, d)| *d = d.min(squared_euclidean(row(i), new)));
+        nearest.par_iter_mut().enumerate().for_each(|(i, d)| *d = d.min(squared_euclidean(row(i), new)));
     }
 
     let mut assign = vec![u32::MAX; n];
@@ -102,10 +93,7 @@ pub fn kmeans(points: &[f32], dim: usize, k: usize, options: &KMeansOptions) -> 
         let mut counts = vec![0usize; k];
         for (i, &c) in assign.iter().enumerate() {
             counts[c as usize] += 1;
-            for (s, &v) in sums[c as usize * dim..(c as usize + 1) * dim]
-                .iter_mut()
-                .zip(row(i))
-            {
+            for (s, &v) in sums[c as usize * dim..(c as usize + 1) * dim].iter_mut().zip(row(i)) {
                 *s += v as f64;
             }
         }

@@ -86,10 +86,7 @@ pub(crate) struct Points<'a> {
 impl<'a> Points<'a> {
     pub fn new(embeddings: &'a [f32], dim: usize, distance: Distance) -> Result<Self, EvalError> {
         if embeddings.len().checked_rem(dim) != Some(0) {
-            return Err(EvalError::Shape {
-                len: embeddings.len(),
-                dim,
-            });
+            return Err(EvalError::Shape { len: embeddings.len(), dim });
         }
         if let Some(p) = embeddings.iter().position(|v| !v.is_finite()) {
             return Err(EvalError::NotFinite { point: p / dim });
@@ -108,12 +105,7 @@ impl<'a> Points<'a> {
                 Cow::Owned(v)
             }
         };
-        Ok(Self {
-            data,
-            dim,
-            n,
-            distance,
-        })
+        Ok(Self { data, dim, n, distance })
     }
 
     pub fn row(&self, i: usize) -> &[f32] {
@@ -158,11 +150,7 @@ impl<'a> Points<'a> {
                         }
                     }
                 }
-                let scale = if self.distance == Distance::Cosine {
-                    0.5
-                } else {
-                    1.0
-                };
+                let scale = if self.distance == Distance::Cosine { 0.5 } else { 1.0 };
                 let mut cand: Vec<Neighbor> = Vec::new();
                 for q in q0..q1 {
                     let row = &dist[(q - q0) * n..(q - q0 + 1) * n];
@@ -186,10 +174,7 @@ fn select_nearest(row: &[f32], skip: usize, k: usize, out: &mut Vec<Neighbor>) {
         return;
     }
     let all = row.iter().enumerate().filter(|&(j, _)| j != skip);
-    let all = all.map(|(j, &d)| Neighbor {
-        index: j as u32,
-        distance: d,
-    });
+    let all = all.map(|(j, &d)| Neighbor { index: j as u32, distance: d });
     if k * 16 <= row.len() {
         for c in all {
             // Candidates arrive by increasing index, so an equal distance never displaces.
@@ -212,9 +197,7 @@ fn select_nearest(row: &[f32], skip: usize, k: usize, out: &mut Vec<Neighbor>) {
 
 /// Nearest first, ties to the lower index.
 fn order(a: &Neighbor, b: &Neighbor) -> Ordering {
-    a.distance
-        .total_cmp(&b.distance)
-        .then(a.index.cmp(&b.index))
+    a.distance.total_cmp(&b.distance).then(a.index.cmp(&b.index))
 }
 
 /// The `k` nearest other points of every point (k capped at n - 1).
@@ -253,9 +236,5 @@ pub fn knn(
             distances[q * k + c] = nbr.distance;
         }
     }
-    Ok(Neighbors {
-        k,
-        indices,
-        distances,
-    })
+    Ok(Neighbors { k, indices, distances })
 }

@@ -25,10 +25,7 @@ pub fn recall_at_k(knn_labels: &[u32], query_labels: &[u32], ks: &[usize]) -> Ve
     let k = knn_labels.len() / n;
     let mut hits = vec![0usize; ks.len()];
     for (q, &label) in query_labels.iter().enumerate() {
-        for (h, hit) in hits
-            .iter_mut()
-            .zip(hits_at_k(&knn_labels[q * k..(q + 1) * k], label, ks))
-        {
+        for (h, hit) in hits.iter_mut().zip(hits_at_k(&knn_labels[q * k..(q + 1) * k], label, ks)) {
             *h += usize::from(hit);
         }
     }
@@ -75,9 +72,7 @@ pub fn map_at_r(knn_labels: &[u32], query_labels: &[u32]) -> f64 {
     let (sum, used) = query_labels
         .iter()
         .enumerate()
-        .filter_map(|(q, &l)| {
-            average_precision_at_r(&knn_labels[q * k..(q + 1) * k], l, counts[&l] - 1)
-        })
+        .filter_map(|(q, &l)| average_precision_at_r(&knn_labels[q * k..(q + 1) * k], l, counts[&l] - 1))
         .fold((0f64, 0usize), |(s, c), ap| (s + ap, c + 1));
     if used == 0 {
         0.0
@@ -116,12 +111,7 @@ pub fn nmi(labels: &[u32], clusters: &[u32]) -> f64 {
         *joint.entry((y, c)).or_insert(0) += 1;
     }
     let nf = n as f64;
-    let entropy = |m: &HashMap<u32, usize>| -> f64 {
-        m.values()
-            .map(|&c| c as f64 / nf)
-            .map(|p| -p * p.ln())
-            .sum()
-    };
+    let entropy = |m: &HashMap<u32, usize>| -> f64 { m.values().map(|&c| c as f64 / nf).map(|p| -p * p.ln()).sum() };
     let mi: f64 = joint
         .iter()
         .map(|(&(y, c), &nyc)| {

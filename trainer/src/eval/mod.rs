@@ -19,9 +19,7 @@ pub enum EvalError {
     Shape { len: usize, dim: usize },
     #[error("{embeddings} embeddings but {labels} labels; give one label per embedded image")]
     Labels { embeddings: usize, labels: usize },
-    #[error(
-        "evaluation needs at least 2 embedded images, got {0}; check the test split is not empty"
-    )]
+    #[error("evaluation needs at least 2 embedded images, got {0}; check the test split is not empty")]
     TooFew(usize),
     #[error("embedding {point} is not finite (NaN or infinity); the model diverged or the input is broken")]
     NotFinite { point: usize },
@@ -73,10 +71,7 @@ pub fn evaluate(
     let points = knn::Points::new(embeddings, dim, distance)?;
     let n = points.n;
     if labels.len() != n {
-        return Err(EvalError::Labels {
-            embeddings: n,
-            labels: labels.len(),
-        });
+        return Err(EvalError::Labels { embeddings: n, labels: labels.len() });
     }
     if n < 2 {
         return Err(EvalError::TooFew(n));
@@ -104,28 +99,12 @@ pub fn evaluate(
             (a.0, a.1 + b.1, a.2 + b.2)
         },
     );
-    let clusters = kmeans(
-        &points.data,
-        dim,
-        counts.len(),
-        &KMeansOptions {
-            seed: KMEANS_SEED,
-            ..Default::default()
-        },
-    );
+    let clusters = kmeans(&points.data, dim, counts.len(), &KMeansOptions { seed: KMEANS_SEED, ..Default::default() });
     Ok(EvalReport {
         queries: n,
         classes: counts.len(),
-        recall: ks
-            .iter()
-            .zip(hits)
-            .map(|(&k, h)| (k, h as f64 / n as f64))
-            .collect(),
+        recall: ks.iter().zip(hits).map(|(&k, h)| (k, h as f64 / n as f64)).collect(),
         nmi: nmi(labels, &clusters),
-        map_at_r: if ap_queries == 0 {
-            0.0
-        } else {
-            ap_sum / ap_queries as f64
-        },
+        map_at_r: if ap_queries == 0 { 0.0 } else { ap_sum / ap_queries as f64 },
     })
 }
