@@ -25,10 +25,19 @@ pub enum Op {
         bias: bool,
     },
     /// Batch norm; `{name}.weight`, `.bias` (trained) and `.running_mean`, `.running_var` (buffers).
-    BatchNorm { name: String, channels: usize, eps: f64 },
+    BatchNorm {
+        name: String,
+        channels: usize,
+        eps: f64,
+    },
     Relu,
     Relu6,
-    MaxPool { kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], ceil_mode: bool },
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        ceil_mode: bool,
+    },
     AvgPool {
         kernel: [usize; 2],
         stride: [usize; 2],
@@ -38,7 +47,12 @@ pub enum Op {
     },
     /// Local response normalisation across channels (Caffe / ONNX semantics):
     /// `x / (bias + alpha / size * sum_{window} x^2) ^ beta`.
-    Lrn { size: usize, alpha: f64, beta: f64, bias: f64 },
+    Lrn {
+        size: usize,
+        alpha: f64,
+        beta: f64,
+        bias: f64,
+    },
     /// Element-wise sum of the inputs (residual connections).
     Add,
     /// Concatenation along channels.
@@ -48,7 +62,13 @@ pub enum Op {
     /// Global average pool. `[b, c, h, w] -> [b, c]`.
     GlobalAvgPool,
     /// Fully connected layer: `{name}.weight` `[out, in]`, `{name}.bias` `[out]`.
-    Linear { name: String, in_features: usize, out_features: usize, bias: bool, init: LinearInit },
+    Linear {
+        name: String,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        init: LinearInit,
+    },
     /// Row-wise L2 normalisation of `[b, d]`.
     L2Normalize,
 }
@@ -75,7 +95,9 @@ pub enum Init {
     /// Kaiming-normal, fan-out, ReLU gain (torchvision's conv init).
     KaimingConv,
     /// PyTorch's default linear init; the bias bound uses `fan_in`.
-    LinearDefault { fan_in: usize },
+    LinearDefault {
+        fan_in: usize,
+    },
     Orthogonal,
     Zeros,
     Ones,
@@ -142,10 +164,9 @@ impl Graph {
                 }
                 Op::Linear { name, in_features, out_features, bias, init } => {
                     let (wi, bi) = match init {
-                        LinearInit::Default => (
-                            Init::LinearDefault { fan_in: *in_features },
-                            Init::LinearDefault { fan_in: *in_features },
-                        ),
+                        LinearInit::Default => {
+                            (Init::LinearDefault { fan_in: *in_features }, Init::LinearDefault { fan_in: *in_features })
+                        }
                         LinearInit::Orthogonal => (Init::Orthogonal, Init::Zeros),
                     };
                     out.push(p(name, "weight", vec![*out_features, *in_features], ParamKind::Trainable, wi));
@@ -260,7 +281,15 @@ impl GraphBuilder {
         self.push(Op::MaxPool { kernel: [k, k], stride: [s, s], padding: [p, p], ceil_mode }, vec![x])
     }
 
-    pub fn avg_pool(&mut self, x: NodeId, k: usize, s: usize, p: usize, ceil_mode: bool, count_include_pad: bool) -> NodeId {
+    pub fn avg_pool(
+        &mut self,
+        x: NodeId,
+        k: usize,
+        s: usize,
+        p: usize,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> NodeId {
         self.push(
             Op::AvgPool { kernel: [k, k], stride: [s, s], padding: [p, p], ceil_mode, count_include_pad },
             vec![x],
@@ -288,10 +317,7 @@ impl GraphBuilder {
     }
 
     pub fn linear(&mut self, x: NodeId, name: &str, cin: usize, cout: usize, bias: bool, init: LinearInit) -> NodeId {
-        self.push(
-            Op::Linear { name: name.to_string(), in_features: cin, out_features: cout, bias, init },
-            vec![x],
-        )
+        self.push(Op::Linear { name: name.to_string(), in_features: cin, out_features: cout, bias, init }, vec![x])
     }
 
     pub fn l2_normalize(&mut self, x: NodeId) -> NodeId {
@@ -300,7 +326,16 @@ impl GraphBuilder {
 
     /// Conv (no bias) + batch norm: the most common block.
     #[allow(clippy::too_many_arguments)]
-    pub fn conv_bn(&mut self, x: NodeId, conv: &str, bn: &str, cin: usize, cout: usize, o: ConvOpts, eps: f64) -> NodeId {
+    pub fn conv_bn(
+        &mut self,
+        x: NodeId,
+        conv: &str,
+        bn: &str,
+        cin: usize,
+        cout: usize,
+        o: ConvOpts,
+        eps: f64,
+    ) -> NodeId {
         let c = self.conv(x, conv, cin, cout, o);
         self.bn(c, bn, cout, eps)
     }

@@ -99,7 +99,13 @@ impl Network {
 
     /// Copies weights in by name. Missing names for which `optional` is true keep their
     /// initialisation; anything else that does not match is an error naming the tensors.
-    pub fn load(&self, w: &Weights, arch: &str, ignore_prefixes: &[&str], optional: &dyn Fn(&str) -> bool) -> Result<()> {
+    pub fn load(
+        &self,
+        w: &Weights,
+        arch: &str,
+        ignore_prefixes: &[&str],
+        optional: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
         w.check(arch, &self.specs, ignore_prefixes, optional)?;
         tch::no_grad(|| {
             for (name, t) in &self.vars {
@@ -117,7 +123,13 @@ impl Network {
     }
 
     /// Loads a safetensors file (see [`Network::load`]).
-    pub fn load_file(&self, path: &std::path::Path, arch: &str, ignore_prefixes: &[&str], optional: &dyn Fn(&str) -> bool) -> Result<()> {
+    pub fn load_file(
+        &self,
+        path: &std::path::Path,
+        arch: &str,
+        ignore_prefixes: &[&str],
+        optional: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
         self.load(&Weights::read(path)?, arch, ignore_prefixes, optional)
     }
 
@@ -225,7 +237,8 @@ impl Network {
                     acc
                 }
                 Op::Concat => {
-                    let xs: Vec<&Tensor> = node.inputs.iter().map(|&i| vals[i].as_ref().expect("input computed")).collect();
+                    let xs: Vec<&Tensor> =
+                        node.inputs.iter().map(|&i| vals[i].as_ref().expect("input computed")).collect();
                     Tensor::f_cat(&xs, 1)?
                 }
                 Op::GlobalAvgMaxPool => {

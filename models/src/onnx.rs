@@ -9,8 +9,8 @@ use onnx_protobuf::{
     attribute_proto::AttributeType,
     tensor_proto::DataType,
     tensor_shape_proto::{dimension, Dimension},
-    type_proto, AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use protobuf::{EnumOrUnknown, MessageField};
 
@@ -45,13 +45,7 @@ const L2_EPS: f32 = 1e-12;
 /// - input `manifest.input_name`: `[batch, 3, input_size, input_size]`, f32
 /// - one output per graph output, under its graph name: `[batch, d]` for vectors,
 ///   `[batch, c, h, w]` for feature maps, f32
-pub fn export(
-    graph: &Graph,
-    weights: &Weights,
-    manifest: &Manifest,
-    input_size: u32,
-    path: &Path,
-) -> Result<()> {
+pub fn export(graph: &Graph, weights: &Weights, manifest: &Manifest, input_size: u32, path: &Path) -> Result<()> {
     let model = build_model(graph, weights, manifest, input_size, path)?;
     let bytes = model.write_to_bytes().map_err(|e| Error::Export {
         path: path.to_path_buf(),
@@ -59,23 +53,15 @@ pub fn export(
     })?;
     crate::weights::write_atomic(path, &bytes).map_err(|e| Error::Export {
         path: path.to_path_buf(),
-        reason: format!(
-            "cannot write the file ({e}); check that its folder exists and is writable"
-        ),
+        reason: format!("cannot write the file ({e}); check that its folder exists and is writable"),
     })
 }
 
 /// Reads the [`Manifest`] of an ONNX file written by [`export`], checking that the
 /// model has the input and output the manifest names.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bad = |reason: String| Error::Manifest {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bad = |reason: String| Error::Manifest { path: path.to_path_buf(), reason };
     let model = ModelProto::parse_from_bytes(&bytes).map_err(|e| {
         bad(format!(
             "it is not a readable ONNX file ({e}); it may be truncated or in another format. Re-export it with `trainer export`"
@@ -87,10 +73,8 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
         ))
     })?;
     let manifest = Manifest::from_json(&entry.value).map_err(bad)?;
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| bad("it has no graph; re-export it with `trainer export`".into()))?;
+    let graph =
+        model.graph.as_ref().ok_or_else(|| bad("it has no graph; re-export it with `trainer export`".into()))?;
     if !graph.input.iter().any(|i| i.name == manifest.input_name) {
         return Err(bad(format!(
             "its manifest names input `{}`, which the graph does not have; re-export it with `trainer export`",
@@ -114,14 +98,9 @@ fn build_model(
     input_size: u32,
     path: &Path,
 ) -> Result<ModelProto> {
-    let fail = |reason: String| Error::Export {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let fail = |reason: String| Error::Export { path: path.to_path_buf(), reason };
     if input_size == 0 {
-        return Err(fail(
-            "the input size is 0; pass the model's image size".into(),
-        ));
+        return Err(fail("the input size is 0; pass the model's image size".into()));
     }
     if manifest.preprocess.crop != input_size {
         return Err(fail(format!(
@@ -136,10 +115,7 @@ fn build_model(
             graph.outputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
         ))
     })?;
-    let is_normalized = matches!(
-        graph.nodes.get(output).map(|n| &n.op),
-        Some(Op::L2Normalize)
-    );
+    let is_normalized = matches!(graph.nodes.get(output).map(|n| &n.op), Some(Op::L2Normalize));
     if manifest.normalized != is_normalized {
         return Err(fail(format!(
             "the manifest says normalized = {} but the graph's output `{}` is {}L2-normalised; build the graph and the manifest from the same setting",
@@ -164,17 +140,10 @@ fn build_model(
         }
     }
 
-    let mut g = GraphProto {
-        name: manifest.arch.clone(),
-        ..Default::default()
-    };
-    g.input.push(value_info(
-        &manifest.input_name,
-        &[3, input_size as usize, input_size as usize],
-    ));
+    let mut g = GraphProto { name: manifest.arch.clone(), ..Default::default() };
+    g.input.push(value_info(&manifest.input_name, &[3, input_size as usize, input_size as usize]));
     for (name, id) in &graph.outputs {
-        let shape =
-            ex.shapes[*id].ok_or_else(|| fail(format!("output `{name}` was not computed")))?;
+        let shape = ex.shapes[*id].ok_or_else(|| fail(format!("output `{name}` was not computed")))?;
         g.output.push(value_info(name, &shape.dims()));
     }
     g.node = ex.nodes;
@@ -187,11 +156,7 @@ fn build_model(
         graph: MessageField::some(g),
         ..Default::default()
     };
-    model.opset_import.push(OperatorSetIdProto {
-        domain: String::new(),
-        version: OPSET_VERSION,
-        ..Default::default()
-    });
+    model.opset_import.push(OperatorSetIdProto { domain: String::new(), version: OPSET_VERSION, ..Default::default() });
     model.metadata_props.push(StringStringEntryProto {
         key: MANIFEST_KEY.to_string(),
         value: manifest.to_json(),
@@ -243,13 +208,7 @@ struct Exporter<'a> {
 }
 
 impl<'a> Exporter<'a> {
-    fn new(
-        graph: &'a Graph,
-        weights: &'a Weights,
-        manifest: &'a Manifest,
-        input_size: u32,
-        path: &'a Path,
-    ) -> Self {
+    fn new(graph: &'a Graph, weights: &'a Weights, manifest: &'a Manifest, input_size: u32, path: &'a Path) -> Self {
         let n = graph.nodes.len();
         let uses = graph.use_counts();
         let mut folded_into = vec![None; n];
@@ -262,12 +221,8 @@ impl<'a> Exporter<'a> {
         }
         // A node's value takes the name of the first graph output that shows it, so
         // outputs need no Identity node; everything else is named by id and kind.
-        let mut names: Vec<String> = graph
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(id, node)| internal_name(id, &node.op))
-            .collect();
+        let mut names: Vec<String> =
+            graph.nodes.iter().enumerate().map(|(id, node)| internal_name(id, &node.op)).collect();
         let mut named = vec![false; n];
         for (out, id) in &graph.outputs {
             if *id < n && !named[*id] && !matches!(graph.nodes[*id].op, Op::Input) {
@@ -296,10 +251,7 @@ impl<'a> Exporter<'a> {
     }
 
     fn fail(&self, reason: impl Into<String>) -> Error {
-        Error::Export {
-            path: self.path.to_path_buf(),
-            reason: reason.into(),
-        }
+        Error::Export { path: self.path.to_path_buf(), reason: reason.into() }
     }
 
     fn run(&mut self) -> Result<()> {
@@ -308,14 +260,10 @@ impl<'a> Exporter<'a> {
         let mut seen = HashSet::new();
         for (name, id) in &graph.outputs {
             if *id >= n {
-                return Err(self.fail(format!(
-                    "graph output `{name}` refers to node {id}, which does not exist"
-                )));
+                return Err(self.fail(format!("graph output `{name}` refers to node {id}, which does not exist")));
             }
             if !seen.insert(name.as_str()) || name == self.input_name {
-                return Err(self.fail(format!(
-                    "the name `{name}` is used twice among the graph's input and outputs"
-                )));
+                return Err(self.fail(format!("the name `{name}` is used twice among the graph's input and outputs")));
             }
         }
         if !graph.nodes.iter().any(|node| matches!(node.op, Op::Input)) {
@@ -323,9 +271,7 @@ impl<'a> Exporter<'a> {
         }
         for (id, node) in graph.nodes.iter().enumerate() {
             if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
-                return Err(self.fail(format!(
-                    "node {id} reads node {bad}, which does not come before it"
-                )));
+                return Err(self.fail(format!("node {id} reads node {bad}, which does not come before it")));
             }
             let shape = self.emit(id)?;
             self.shapes[id] = Some(shape);
@@ -352,18 +298,16 @@ impl<'a> Exporter<'a> {
     fn map_input(&self, id: NodeId, what: &str) -> Result<(usize, usize, usize)> {
         match self.input_shape(id, 0) {
             Shape::Map { c, h, w } => Ok((c, h, w)),
-            Shape::Vector(d) => Err(self.fail(format!(
-                "{what} (node {id}) needs a feature map but gets a vector of {d}"
-            ))),
+            Shape::Vector(d) => {
+                Err(self.fail(format!("{what} (node {id}) needs a feature map but gets a vector of {d}")))
+            }
         }
     }
 
     fn arity(&self, id: NodeId, expected: usize, what: &str) -> Result<()> {
         let got = self.graph.nodes[id].inputs.len();
         if got != expected {
-            return Err(self.fail(format!(
-                "{what} (node {id}) has {got} inputs, expected {expected}"
-            )));
+            return Err(self.fail(format!("{what} (node {id}) has {got} inputs, expected {expected}")));
         }
         Ok(())
     }
@@ -376,28 +320,13 @@ impl<'a> Exporter<'a> {
         match op {
             Op::Input => {
                 self.arity(id, 0, "the input")?;
-                Ok(Shape::Map {
-                    c: 3,
-                    h: self.input_size,
-                    w: self.input_size,
-                })
+                Ok(Shape::Map { c: 3, h: self.input_size, w: self.input_size })
             }
-            Op::Conv2d {
-                name,
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                groups,
-                bias,
-            } => {
+            Op::Conv2d { name, in_channels, out_channels, kernel, stride, padding, groups, bias } => {
                 self.arity(id, 1, name)?;
                 let (c, h, w) = self.map_input(id, name)?;
                 if c != *in_channels {
-                    return Err(self.fail(format!(
-                        "convolution `{name}` expects {in_channels} channels but gets {c}"
-                    )));
+                    return Err(self.fail(format!("convolution `{name}` expects {in_channels} channels but gets {c}")));
                 }
                 if *groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
                     return Err(self.fail(format!(
@@ -410,25 +339,14 @@ impl<'a> Exporter<'a> {
                     w: self.window_out(name, w, kernel[1], stride[1], padding[1], false)?,
                 };
                 if self.folded_into[id].is_none() {
-                    let weight = self.param(
-                        name,
-                        "weight",
-                        &[*out_channels, in_channels / groups, kernel[0], kernel[1]],
-                    )?;
-                    let bias = if *bias {
-                        Some(self.param(name, "bias", &[*out_channels])?)
-                    } else {
-                        None
-                    };
+                    let weight =
+                        self.param(name, "weight", &[*out_channels, in_channels / groups, kernel[0], kernel[1]])?;
+                    let bias = if *bias { Some(self.param(name, "bias", &[*out_channels])?) } else { None };
                     self.conv_node(id, &weight.data, bias.map(|b| b.data.as_slice()), &out);
                 }
                 Ok(shape)
             }
-            Op::BatchNorm {
-                name,
-                channels,
-                eps,
-            } => {
+            Op::BatchNorm { name, channels, eps } => {
                 self.arity(id, 1, name)?;
                 let shape = self.input_shape(id, 0);
                 if shape.channels() != *channels {
@@ -443,33 +361,17 @@ impl<'a> Exporter<'a> {
                 let var = &self.param(name, "running_var", &[*channels])?.data;
                 let src = graph.nodes[id].inputs[0];
                 if self.folded_into[src] == Some(id) {
-                    let Op::Conv2d {
-                        name: conv,
-                        in_channels,
-                        out_channels,
-                        kernel,
-                        groups,
-                        bias,
-                        ..
-                    } = &graph.nodes[src].op
+                    let Op::Conv2d { name: conv, in_channels, out_channels, kernel, groups, bias, .. } =
+                        &graph.nodes[src].op
                     else {
                         unreachable!("only convolutions are folded")
                     };
-                    let weight = self.param(
-                        conv,
-                        "weight",
-                        &[*out_channels, in_channels / groups, kernel[0], kernel[1]],
-                    )?;
-                    let conv_bias = if *bias {
-                        Some(self.param(conv, "bias", &[*out_channels])?.data.as_slice())
-                    } else {
-                        None
-                    };
-                    let (w, b) =
-                        fold_batch_norm(&weight.data, conv_bias, gamma, beta, mean, var, *eps)
-                            .map_err(|reason| {
-                                self.fail(format!("batch norm `{name}`: {reason}"))
-                            })?;
+                    let weight =
+                        self.param(conv, "weight", &[*out_channels, in_channels / groups, kernel[0], kernel[1]])?;
+                    let conv_bias =
+                        if *bias { Some(self.param(conv, "bias", &[*out_channels])?.data.as_slice()) } else { None };
+                    let (w, b) = fold_batch_norm(&weight.data, conv_bias, gamma, beta, mean, var, *eps)
+                        .map_err(|reason| self.fail(format!("batch norm `{name}`: {reason}")))?;
                     self.conv_node(src, &w, Some(&b), &out);
                 } else {
                     let x = self.input_name(id, 0);
@@ -480,12 +382,7 @@ impl<'a> Exporter<'a> {
                         self.initializer(&format!("{name}.running_mean"), &[*channels], mean),
                         self.initializer(&format!("{name}.running_var"), &[*channels], var),
                     ];
-                    self.node(
-                        "BatchNormalization",
-                        ins,
-                        &out,
-                        vec![attr_float("epsilon", *eps as f32)],
-                    );
+                    self.node("BatchNormalization", ins, &out, vec![attr_float("epsilon", *eps as f32)]);
                 }
                 Ok(shape)
             }
@@ -503,12 +400,7 @@ impl<'a> Exporter<'a> {
                 self.node("Clip", vec![x, lo, hi], &out, vec![]);
                 Ok(self.input_shape(id, 0))
             }
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-            } => {
+            Op::MaxPool { kernel, stride, padding, ceil_mode } => {
                 self.arity(id, 1, "max pool")?;
                 let shape = self.pool_shape(id, kernel, stride, padding, *ceil_mode)?;
                 let x = self.input_name(id, 0);
@@ -521,13 +413,7 @@ impl<'a> Exporter<'a> {
                 self.node("MaxPool", vec![x], &out, attrs);
                 Ok(shape)
             }
-            Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-                ceil_mode,
-                count_include_pad,
-            } => {
+            Op::AvgPool { kernel, stride, padding, ceil_mode, count_include_pad } => {
                 self.arity(id, 1, "average pool")?;
                 let shape = self.pool_shape(id, kernel, stride, padding, *ceil_mode)?;
                 let x = self.input_name(id, 0);
@@ -541,12 +427,7 @@ impl<'a> Exporter<'a> {
                 self.node("AveragePool", vec![x], &out, attrs);
                 Ok(shape)
             }
-            Op::Lrn {
-                size,
-                alpha,
-                beta,
-                bias,
-            } => {
+            Op::Lrn { size, alpha, beta, bias } => {
                 self.arity(id, 1, "local response norm")?;
                 self.map_input(id, "local response norm")?;
                 // ONNX centres an even window one channel later than torch does.
@@ -571,15 +452,8 @@ impl<'a> Exporter<'a> {
                     return Err(self.fail(format!("add (node {id}) has no inputs")));
                 }
                 let shape = self.input_shape(id, 0);
-                if let Some(other) = (1..k)
-                    .map(|i| self.input_shape(id, i))
-                    .find(|&s| s != shape)
-                {
-                    return Err(self.fail(format!(
-                        "add (node {id}) sums {:?} and {:?}",
-                        shape.dims(),
-                        other.dims()
-                    )));
+                if let Some(other) = (1..k).map(|i| self.input_shape(id, i)).find(|&s| s != shape) {
+                    return Err(self.fail(format!("add (node {id}) sums {:?} and {:?}", shape.dims(), other.dims())));
                 }
                 let ins = (0..k).map(|i| self.input_name(id, i)).collect();
                 self.node(if k == 2 { "Add" } else { "Sum" }, ins, &out, vec![]);
@@ -595,9 +469,7 @@ impl<'a> Exporter<'a> {
                 for i in 0..k {
                     let s = self.input_shape(id, i);
                     let same_rest = match (first, s) {
-                        (Shape::Map { h, w, .. }, Shape::Map { h: h2, w: w2, .. }) => {
-                            h == h2 && w == w2
-                        }
+                        (Shape::Map { h, w, .. }, Shape::Map { h: h2, w: w2, .. }) => h == h2 && w == w2,
                         (Shape::Vector(_), Shape::Vector(_)) => true,
                         _ => false,
                     };
@@ -621,11 +493,7 @@ impl<'a> Exporter<'a> {
                 self.arity(id, 1, "global pool")?;
                 let (c, _, _) = self.map_input(id, "global pool")?;
                 let x = self.input_name(id, 0);
-                let (avg, max, sum) = (
-                    format!("{out}.avg"),
-                    format!("{out}.max"),
-                    format!("{out}.sum"),
-                );
+                let (avg, max, sum) = (format!("{out}.avg"), format!("{out}.max"), format!("{out}.sum"));
                 self.node("GlobalAveragePool", vec![x.clone()], &avg, vec![]); // [b, c, 1, 1]
                 self.node("GlobalMaxPool", vec![x], &max, vec![]); // [b, c, 1, 1]
                 self.node("Add", vec![avg, max], &sum, vec![]);
@@ -641,13 +509,7 @@ impl<'a> Exporter<'a> {
                 self.node("Flatten", vec![avg], &out, vec![attr_int("axis", 1)]); // [b, c]
                 Ok(Shape::Vector(c))
             }
-            Op::Linear {
-                name,
-                in_features,
-                out_features,
-                bias,
-                ..
-            } => {
+            Op::Linear { name, in_features, out_features, bias, .. } => {
                 self.arity(id, 1, name)?;
                 match self.input_shape(id, 0) {
                     Shape::Vector(d) if d == *in_features => {}
@@ -659,16 +521,9 @@ impl<'a> Exporter<'a> {
                     }
                 }
                 let weight = self.param(name, "weight", &[*out_features, *in_features])?;
-                let b = if *bias {
-                    Some(self.param(name, "bias", &[*out_features])?)
-                } else {
-                    None
-                };
+                let b = if *bias { Some(self.param(name, "bias", &[*out_features])?) } else { None };
                 let x = self.input_name(id, 0);
-                let mut ins = vec![
-                    x,
-                    self.initializer(&format!("{name}.weight"), &weight.shape, &weight.data),
-                ];
+                let mut ins = vec![x, self.initializer(&format!("{name}.weight"), &weight.shape, &weight.data)];
                 if let Some(b) = b {
                     ins.push(self.initializer(&format!("{name}.bias"), &b.shape, &b.data));
                 }
@@ -679,10 +534,9 @@ impl<'a> Exporter<'a> {
                 self.arity(id, 1, "L2 normalisation")?;
                 let shape = self.input_shape(id, 0);
                 if !matches!(shape, Shape::Vector(_)) {
-                    return Err(self.fail(format!(
-                        "L2 normalisation (node {id}) needs a vector, gets {:?}",
-                        shape.dims()
-                    )));
+                    return Err(
+                        self.fail(format!("L2 normalisation (node {id}) needs a vector, gets {:?}", shape.dims()))
+                    );
                 }
                 // x / max(||x||, eps), as torch's F.normalize.
                 let x = self.input_name(id, 0);
@@ -700,16 +554,8 @@ impl<'a> Exporter<'a> {
     /// Emits a Conv node with the hyper-parameters of graph node `conv` reading the input
     /// of that convolution; initialisers are named after the convolution.
     fn conv_node(&mut self, conv: NodeId, weight: &[f32], bias: Option<&[f32]>, out: &str) {
-        let Op::Conv2d {
-            name,
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            groups,
-            ..
-        } = &self.graph.nodes[conv].op
+        let Op::Conv2d { name, in_channels, out_channels, kernel, stride, padding, groups, .. } =
+            &self.graph.nodes[conv].op
         else {
             unreachable!("conv_node is called on convolutions")
         };
@@ -745,10 +591,9 @@ impl<'a> Exporter<'a> {
         let (c, h, w) = self.map_input(id, &what)?;
         for axis in 0..2 {
             if 2 * padding[axis] > kernel[axis] {
-                return Err(self.fail(format!(
-                    "{what}: padding {} exceeds half the kernel {}",
-                    padding[axis], kernel[axis]
-                )));
+                return Err(
+                    self.fail(format!("{what}: padding {} exceeds half the kernel {}", padding[axis], kernel[axis]))
+                );
             }
         }
         Ok(Shape::Map {
@@ -760,26 +605,14 @@ impl<'a> Exporter<'a> {
 
     /// Output length of a sliding window, with torch's rule that in ceil mode the last
     /// window must start inside the input or its left padding.
-    fn window_out(
-        &self,
-        what: &str,
-        len: usize,
-        k: usize,
-        s: usize,
-        p: usize,
-        ceil_mode: bool,
-    ) -> Result<usize> {
+    fn window_out(&self, what: &str, len: usize, k: usize, s: usize, p: usize, ceil_mode: bool) -> Result<usize> {
         if s == 0 || k == 0 || len + 2 * p < k {
             return Err(self.fail(format!(
                 "{what}: a {k}-wide window with stride {s} and padding {p} does not fit a {len}-pixel input; use a larger image size"
             )));
         }
         let span = len + 2 * p - k;
-        let mut out = if ceil_mode {
-            span.div_ceil(s) + 1
-        } else {
-            span / s + 1
-        };
+        let mut out = if ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
         if ceil_mode && (out - 1) * s >= len + p {
             out -= 1;
         }
@@ -818,13 +651,7 @@ impl<'a> Exporter<'a> {
         name.to_string()
     }
 
-    fn node(
-        &mut self,
-        op_type: &str,
-        inputs: Vec<String>,
-        output: &str,
-        attribute: Vec<AttributeProto>,
-    ) {
+    fn node(&mut self, op_type: &str, inputs: Vec<String>, output: &str, attribute: Vec<AttributeProto>) {
         self.nodes.push(NodeProto {
             name: output.to_string(),
             op_type: op_type.to_string(),
@@ -840,9 +667,7 @@ impl<'a> Exporter<'a> {
 fn internal_name(id: NodeId, op: &Op) -> String {
     let kind = match op {
         Op::Input => "input",
-        Op::Conv2d { name, .. } | Op::BatchNorm { name, .. } | Op::Linear { name, .. } => {
-            name.as_str()
-        }
+        Op::Conv2d { name, .. } | Op::BatchNorm { name, .. } | Op::Linear { name, .. } => name.as_str(),
         Op::Relu => "relu",
         Op::Relu6 => "relu6",
         Op::MaxPool { .. } => "max_pool",
@@ -880,16 +705,10 @@ fn fold_batch_norm(
     for o in 0..out {
         let denom = var[o] as f64 + eps;
         if denom.is_nan() || denom <= 0.0 {
-            return Err(format!(
-                "running_var[{o}] + eps = {denom} is not positive; the checkpoint is corrupt"
-            ));
+            return Err(format!("running_var[{o}] + eps = {denom} is not positive; the checkpoint is corrupt"));
         }
         let scale = gamma[o] as f64 / denom.sqrt();
-        w.extend(
-            weight[o * per..(o + 1) * per]
-                .iter()
-                .map(|&v| (v as f64 * scale) as f32),
-        );
+        w.extend(weight[o * per..(o + 1) * per].iter().map(|&v| (v as f64 * scale) as f32));
         let b0 = bias.map_or(0.0, |b| b[o] as f64);
         b.push(((b0 - mean[o] as f64) * scale + beta[o] as f64) as f32);
     }
@@ -898,15 +717,9 @@ fn fold_batch_norm(
 
 fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
     let mut shape = TensorShapeProto::new();
-    shape.dim.push(Dimension {
-        value: Some(dimension::Value::DimParam(BATCH_DIM.to_string())),
-        ..Default::default()
-    });
+    shape.dim.push(Dimension { value: Some(dimension::Value::DimParam(BATCH_DIM.to_string())), ..Default::default() });
     for &d in dims {
-        shape.dim.push(Dimension {
-            value: Some(dimension::Value::DimValue(d as i64)),
-            ..Default::default()
-        });
+        shape.dim.push(Dimension { value: Some(dimension::Value::DimValue(d as i64)), ..Default::default() });
     }
     let tensor = type_proto::Tensor {
         elem_type: DataType::FLOAT as i32,
@@ -924,12 +737,7 @@ fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        type_: EnumOrUnknown::new(AttributeType::INT),
-        i,
-        ..Default::default()
-    }
+    AttributeProto { name: name.to_string(), type_: EnumOrUnknown::new(AttributeType::INT), i, ..Default::default() }
 }
 
 fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
@@ -942,12 +750,7 @@ fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
 }
 
 fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        type_: EnumOrUnknown::new(AttributeType::FLOAT),
-        f,
-        ..Default::default()
-    }
+    AttributeProto { name: name.to_string(), type_: EnumOrUnknown::new(AttributeType::FLOAT), f, ..Default::default() }
 }
 
 #[cfg(test)]
@@ -997,13 +800,7 @@ mod tests {
                     }
                 })
                 .collect();
-            w.tensors.insert(
-                spec.name,
-                Tensor {
-                    shape: spec.shape,
-                    data,
-                },
-            );
+            w.tensors.insert(spec.name, Tensor { shape: spec.shape, data });
         }
         w
     }
@@ -1018,10 +815,7 @@ mod tests {
             input_name: "image".to_string(),
             output_name: "embedding".to_string(),
             preprocess: Preprocess::imagenet(20, SIZE),
-            provenance: Provenance {
-                run_id: "test".into(),
-                ..Default::default()
-            },
+            provenance: Provenance { run_id: "test".into(), ..Default::default() },
         }
     }
 
@@ -1048,10 +842,7 @@ mod tests {
     }
 
     fn floats(t: &TensorProto) -> Vec<f32> {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     }
 
     #[test]
@@ -1090,21 +881,10 @@ mod tests {
             ]
         );
         // The only BatchNormalization left reads a convolution that has another user.
-        let bn = g
-            .node
-            .iter()
-            .find(|n| n.op_type == "BatchNormalization")
-            .unwrap();
-        let readers = g
-            .node
-            .iter()
-            .filter(|n| n.input.contains(&bn.input[0]))
-            .count();
+        let bn = g.node.iter().find(|n| n.op_type == "BatchNormalization").unwrap();
+        let readers = g.node.iter().filter(|n| n.input.contains(&bn.input[0])).count();
         assert_eq!(readers, 2);
-        assert!(
-            g.initializer.iter().all(|t| !t.name.starts_with("b1.")),
-            "b1 is folded away"
-        );
+        assert!(g.initializer.iter().all(|t| !t.name.starts_with("b1.")), "b1 is folded away");
 
         assert_eq!(g.input.len(), 1);
         assert_eq!(g.input[0].name, "image");
@@ -1114,11 +894,7 @@ mod tests {
         assert_eq!(dims(&g.output[0]), ["batch", "5"]);
         assert_eq!(g.node.last().unwrap().output, ["embedding"]);
 
-        let entry = model
-            .metadata_props
-            .iter()
-            .find(|p| p.key == MANIFEST_KEY)
-            .expect("manifest in metadata");
+        let entry = model.metadata_props.iter().find(|p| p.key == MANIFEST_KEY).expect("manifest in metadata");
         assert_eq!(Manifest::from_json(&entry.value).unwrap(), m);
         assert_eq!(read_manifest(&path).unwrap(), m);
     }
@@ -1132,13 +908,8 @@ mod tests {
         let init = |name: &str| floats(g.initializer.iter().find(|t| t.name == name).unwrap());
         let src = tiny_weights(&tiny_graph());
         let p = |name: &str| src.get(name).unwrap().data.clone();
-        let (w, gamma, beta, mean, var) = (
-            p("c1.weight"),
-            p("b1.weight"),
-            p("b1.bias"),
-            p("b1.running_mean"),
-            p("b1.running_var"),
-        );
+        let (w, gamma, beta, mean, var) =
+            (p("c1.weight"), p("b1.weight"), p("b1.bias"), p("b1.running_mean"), p("b1.running_var"));
         let (folded_w, folded_b) = (init("c1.weight"), init("c1.bias"));
         assert_eq!(folded_w.len(), w.len());
         let per = w.len() / 4;
@@ -1158,20 +929,8 @@ mod tests {
         for (m, needle) in [
             (manifest(7, true), "embedding_dim"),
             (manifest(5, false), "normalized"),
-            (
-                Manifest {
-                    output_name: "logits".into(),
-                    ..manifest(5, true)
-                },
-                "logits",
-            ),
-            (
-                Manifest {
-                    preprocess: Preprocess::imagenet(40, 32),
-                    ..manifest(5, true)
-                },
-                "crops 32",
-            ),
+            (Manifest { output_name: "logits".into(), ..manifest(5, true) }, "logits"),
+            (Manifest { preprocess: Preprocess::imagenet(40, 32), ..manifest(5, true) }, "crops 32"),
         ] {
             let (_dir, path, r) = export_tiny(&m);
             match r {
@@ -1186,18 +945,11 @@ mod tests {
         let g = tiny_graph();
         let mut w = tiny_weights(&g);
         w.tensors.remove("b2.running_var");
-        let err = export(&g, &w, &manifest(5, true), SIZE, &path)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("b2.running_var") && err.contains("tiny.onnx"),
-            "{err}"
-        );
+        let err = export(&g, &w, &manifest(5, true), SIZE, &path).unwrap_err().to_string();
+        assert!(err.contains("b2.running_var") && err.contains("tiny.onnx"), "{err}");
         let mut w = tiny_weights(&g);
         w.tensors.get_mut("fc.weight").unwrap().shape = vec![8, 5];
-        let err = export(&g, &w, &manifest(5, true), SIZE, &path)
-            .unwrap_err()
-            .to_string();
+        let err = export(&g, &w, &manifest(5, true), SIZE, &path).unwrap_err().to_string();
         assert!(err.contains("fc.weight") && err.contains("[5, 8]"), "{err}");
     }
 

@@ -28,10 +28,8 @@ impl Weights {
     /// Reads every floating-point tensor of a safetensors file (f32, f16, bf16, f64 are
     /// converted to f32; integer counters such as `num_batches_tracked` are skipped).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::WeightsUnreadable {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::WeightsUnreadable { path: path.to_path_buf(), reason: e.to_string() })?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::WeightsUnreadable {
             path: path.to_path_buf(),
             reason: format!("not a valid safetensors file ({e}); it may be truncated or in another format (convert .pt/.pth files with scripts/convert_weights.py)"),
@@ -48,7 +46,13 @@ impl Weights {
     /// Compares the file with what a graph needs. Tensors under `ignore_prefixes` (a
     /// classifier the embedding does not use) are allowed extra; names for which
     /// `optional(name)` is true (fresh heads) may be missing. Everything else must match.
-    pub fn check(&self, arch: &str, specs: &[ParamSpec], ignore_prefixes: &[&str], optional: &dyn Fn(&str) -> bool) -> Result<()> {
+    pub fn check(
+        &self,
+        arch: &str,
+        specs: &[ParamSpec],
+        ignore_prefixes: &[&str],
+        optional: &dyn Fn(&str) -> bool,
+    ) -> Result<()> {
         let mut missing = Vec::new();
         let mut misshaped = Vec::new();
         for s in specs {
@@ -102,10 +106,8 @@ impl Weights {
             .iter()
             .map(|(k, b, s)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent sizes")))
             .collect();
-        let out = safetensors::serialize(views, &metadata).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let out = safetensors::serialize(views, &metadata)
+            .map_err(|e| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
         crate::weights::write_atomic(path, &out).map_err(io)
     }
 }
@@ -133,18 +135,11 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let b = view.data();
     Some(match view.dtype() {
         Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F64 => b
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        Dtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        Dtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-            .collect(),
+        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+        Dtype::F16 => b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        Dtype::BF16 => {
+            b.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+        }
         _ => return None,
     })
 }

@@ -11,10 +11,7 @@ use onnx_protobuf::{Message, ModelProto};
 const SIZE: u32 = 32;
 
 fn config() -> ModelConfig {
-    ModelConfig {
-        image_size: SIZE,
-        ..ModelConfig::new(Arch::MobilenetV2, 16)
-    }
+    ModelConfig { image_size: SIZE, ..ModelConfig::new(Arch::MobilenetV2, 16) }
 }
 
 fn manifest(cfg: &ModelConfig) -> Manifest {
@@ -44,13 +41,7 @@ fn exported(dir: &Path) -> (PathBuf, Manifest) {
     for spec in graph.params() {
         let n: usize = spec.shape.iter().product();
         let data = (0..n).map(|i| 0.5 + (i % 17) as f32 / 34.0).collect();
-        weights.tensors.insert(
-            spec.name,
-            Tensor {
-                shape: spec.shape,
-                data,
-            },
-        );
+        weights.tensors.insert(spec.name, Tensor { shape: spec.shape, data });
     }
     let m = manifest(&cfg);
     let path = dir.join("model.onnx");
@@ -62,16 +53,10 @@ fn manifest_error(path: &Path) -> String {
     match onnx::read_manifest(path) {
         Err(e @ Error::Manifest { .. }) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains(&path.display().to_string()),
-                "the error names the file: {msg}"
-            );
+            assert!(msg.contains(&path.display().to_string()), "the error names the file: {msg}");
             msg
         }
-        other => panic!(
-            "expected a manifest error for {}, got {other:?}",
-            path.display()
-        ),
+        other => panic!("expected a manifest error for {}, got {other:?}", path.display()),
     }
 }
 
@@ -82,20 +67,9 @@ fn manifest_round_trips_through_the_onnx_file() {
     assert_eq!(onnx::read_manifest(&path).unwrap(), m);
     let model = ModelProto::parse_from_bytes(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(model.producer_name, onnx::PRODUCER_NAME);
-    assert_eq!(
-        model
-            .metadata_props
-            .iter()
-            .filter(|p| p.key == MANIFEST_KEY)
-            .count(),
-        1
-    );
+    assert_eq!(model.metadata_props.iter().filter(|p| p.key == MANIFEST_KEY).count(), 1);
     // Every batch norm of MobileNetV2 follows a convolution with no other user.
-    assert!(model
-        .graph
-        .node
-        .iter()
-        .all(|n| n.op_type != "BatchNormalization"));
+    assert!(model.graph.node.iter().all(|n| n.op_type != "BatchNormalization"));
 }
 
 #[test]
@@ -115,11 +89,7 @@ fn truncated_files_are_manifest_errors() {
 fn garbage_and_foreign_files_are_manifest_errors() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("photo.onnx");
-    std::fs::write(
-        &garbage,
-        b"\x89PNG\r\n\x1a\n not a model at all \xff\xff\xff\xff",
-    )
-    .unwrap();
+    std::fs::write(&garbage, b"\x89PNG\r\n\x1a\n not a model at all \xff\xff\xff\xff").unwrap();
     manifest_error(&garbage);
 
     // A valid ONNX model without our metadata.
@@ -131,10 +101,7 @@ fn garbage_and_foreign_files_are_manifest_errors() {
     assert!(manifest_error(&foreign).contains(MANIFEST_KEY));
 
     // A manifest naming an output the graph does not have.
-    let wrong = Manifest {
-        output_name: "logits".into(),
-        ..m
-    };
+    let wrong = Manifest { output_name: "logits".into(), ..m };
     model.metadata_props = props;
     model.metadata_props[0].value = wrong.to_json();
     let lying = dir.path().join("lying.onnx");

@@ -22,12 +22,10 @@ const DIM: usize = 32;
 fn ort_env() -> &'static ort::environment::Environment {
     static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
     ENV.get_or_init(|| {
-        let lib = std::env::var("ORT_DYLIB_PATH")
-            .expect("ORT_DYLIB_PATH is set by .cargo/config.toml; run scripts/setup.sh");
+        let lib =
+            std::env::var("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH is set by .cargo/config.toml; run scripts/setup.sh");
         ort::init_from(&lib)
-            .unwrap_or_else(|e| {
-                panic!("cannot load ONNX Runtime from {lib}: {e}; run scripts/setup.sh")
-            })
+            .unwrap_or_else(|e| panic!("cannot load ONNX Runtime from {lib}: {e}; run scripts/setup.sh"))
             .build()
             .expect("ONNX Runtime environment")
     })
@@ -46,19 +44,10 @@ fn session(path: &Path) -> Session {
 ///
 /// # Shapes
 /// - `input`: `[batch, 3, s, s]` flattened, `shape` its dimensions.
-fn run(
-    session: &mut Session,
-    output: &str,
-    input: Vec<f32>,
-    shape: [usize; 4],
-) -> (Vec<usize>, Vec<f32>) {
+fn run(session: &mut Session, output: &str, input: Vec<f32>, shape: [usize; 4]) -> (Vec<usize>, Vec<f32>) {
     let x = ort::value::Tensor::from_array((shape, input)).expect("input tensor");
-    let outputs = session
-        .run(ort::inputs![INPUT => x])
-        .expect("ONNX Runtime run");
-    let (s, data) = outputs[output]
-        .try_extract_tensor::<f32>()
-        .expect("f32 output");
+    let outputs = session.run(ort::inputs![INPUT => x]).expect("ONNX Runtime run");
+    let (s, data) = outputs[output].try_extract_tensor::<f32>().expect("f32 output");
     (s.iter().map(|&d| d as usize).collect(), data.to_vec())
 }
 
@@ -85,10 +74,7 @@ fn randomise(net: &Network) {
             } else {
                 continue;
             };
-            let mut t = net
-                .param(&spec.name)
-                .expect("parameter exists")
-                .shallow_clone();
+            let mut t = net.param(&spec.name).expect("parameter exists").shallow_clone();
             t.copy_(&new);
         }
     });
@@ -97,19 +83,10 @@ fn randomise(net: &Network) {
 /// max |a - b| <= 1e-4 * max(1, max |a|), everything finite.
 fn assert_close(what: &str, want: &[f32], got: &[f32]) {
     assert_eq!(want.len(), got.len(), "{what}: output lengths differ");
-    assert!(
-        want.iter().chain(got).all(|v| v.is_finite()),
-        "{what}: non-finite output"
-    );
+    assert!(want.iter().chain(got).all(|v| v.is_finite()), "{what}: non-finite output");
     let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let diff = want
-        .iter()
-        .zip(got)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        diff <= 1e-4 * scale,
-        "{what}: tch and ONNX Runtime differ by {diff} (output scale {scale})"
-    );
+    let diff = want.iter().zip(got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * scale, "{what}: tch and ONNX Runtime differ by {diff} (output scale {scale})");
 }
 
 fn manifest(arch: Arch, cfg: &ModelConfig, normalized: bool) -> Manifest {
@@ -118,28 +95,18 @@ fn manifest(arch: Arch, cfg: &ModelConfig, normalized: bool) -> Manifest {
         arch: arch.name().to_string(),
         embedding_dim: cfg.dim,
         normalized,
-        distance: if normalized {
-            Distance::Cosine
-        } else {
-            Distance::Euclidean
-        },
+        distance: if normalized { Distance::Cosine } else { Distance::Euclidean },
         input_name: INPUT.to_string(),
         output_name: "embedding".to_string(),
         preprocess: cfg.preprocess(),
-        provenance: Provenance {
-            run_id: "parity-test".into(),
-            ..Default::default()
-        },
+        provenance: Provenance { run_id: "parity-test".into(), ..Default::default() },
     }
 }
 
 /// Must-show 1 for one architecture at input size `size`.
 fn parity(arch: Arch, size: u32) {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let cfg = ModelConfig {
-        image_size: size,
-        ..ModelConfig::new(arch, DIM)
-    };
+    let cfg = ModelConfig { image_size: size, ..ModelConfig::new(arch, DIM) };
     for normalize in [false, true] {
         let graph = cfg.export_graph(normalize);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -153,26 +120,16 @@ fn parity(arch: Arch, size: u32) {
         for batch in [1usize, 3] {
             let what = format!("{arch} normalize={normalize} batch={batch}");
             let s = size as usize;
-            let xs = Tensor::randn(
-                [batch as i64, 3, s as i64, s as i64],
-                (Kind::Float, Device::Cpu),
-            );
+            let xs = Tensor::randn([batch as i64, 3, s as i64, s as i64], (Kind::Float, Device::Cpu));
             let want = net.forward(&xs, false).expect("tch forward");
             let want = to_vec(&want["embedding"]);
             let (shape, got) = run(&mut session, "embedding", to_vec(&xs), [batch, 3, s, s]);
             assert_eq!(shape, [batch, DIM], "{what}: output shape");
             assert_close(&what, &want, &got);
             // Guard against a vacuous pass: real, per-image outputs.
-            assert!(
-                want.iter().any(|v| v.abs() > 1e-3),
-                "{what}: output is all zeros"
-            );
+            assert!(want.iter().any(|v| v.abs() > 1e-3), "{what}: output is all zeros");
             if batch > 1 {
-                assert_ne!(
-                    want[..DIM],
-                    want[DIM..2 * DIM],
-                    "{what}: images give the same output"
-                );
+                assert_ne!(want[..DIM], want[DIM..2 * DIM], "{what}: images give the same output");
             }
             if normalize {
                 for row in got.chunks(DIM) {
@@ -221,9 +178,7 @@ fn deps() -> PathBuf {
 }
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
 /// Must-show 2, ONNX half: the pretrained EfficientNet-Lite0 with its classifier,
@@ -232,12 +187,9 @@ fn argmax(row: &[f32]) -> usize {
 fn efficientnet_lite0_pretrained_onnx_classifies_photos() {
     let arch = Arch::EfficientnetLite0;
     let deps = deps();
-    let weights_path = deps
-        .join("weights")
-        .join(arch.pretrained_file().expect("pretrained file"));
+    let weights_path = deps.join("weights").join(arch.pretrained_file().expect("pretrained file"));
     let weights = Weights::read(&weights_path).expect("pretrained weights; run scripts/setup.sh");
-    let graph =
-        ModelConfig::classifier_graph(arch, 1000).expect("EfficientNet-Lite0 has a classifier");
+    let graph = ModelConfig::classifier_graph(arch, 1000).expect("EfficientNet-Lite0 has a classifier");
     let pre = Preprocess::imagenet(256, 224);
     let m = Manifest {
         format: MANIFEST_FORMAT.to_string(),
@@ -256,32 +208,20 @@ fn efficientnet_lite0_pretrained_onnx_classifies_photos() {
 
     let mut input = Vec::new();
     for photo in ["chelsea.png", "coffee.png"] {
-        let img =
-            image::open(deps.join("photos").join(photo)).expect("photo; run scripts/setup.sh");
+        let img = image::open(deps.join("photos").join(photo)).expect("photo; run scripts/setup.sh");
         input.extend(pre.apply(&img));
     }
-    let (shape, logits) = run(
-        &mut session(&path),
-        "logits",
-        input.clone(),
-        [2, 3, 224, 224],
-    );
+    let (shape, logits) = run(&mut session(&path), "logits", input.clone(), [2, 3, 224, 224]);
     assert_eq!(shape, [2, 1000]);
     let cat = argmax(&logits[..1000]);
     let coffee = argmax(&logits[1000..]);
-    assert!(
-        (281..=285).contains(&cat),
-        "chelsea.png came out as class {cat}"
-    );
+    assert!((281..=285).contains(&cat), "chelsea.png came out as class {cat}");
     assert_eq!(coffee, 967, "coffee.png came out as class {coffee}");
 
     // The same logits as the libtorch port, with real (not random) batch-norm statistics.
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::new(&vs.root(), graph);
-    net.load(&weights, arch.name(), arch.classifier_prefixes(), &|_| {
-        false
-    })
-    .expect("load");
+    net.load(&weights, arch.name(), arch.classifier_prefixes(), &|_| false).expect("load");
     let xs = Tensor::from_slice(&input).reshape([2, 3, 224, 224]);
     let want = to_vec(&net.forward(&xs, false).expect("tch forward")["logits"]);
     assert_close("efficientnet_lite0 pretrained logits", &want, &logits);

@@ -29,25 +29,14 @@ fn good_weights(specs: &[ParamSpec]) -> BTreeMap<String, Tensor> {
         .iter()
         .map(|s| {
             let len = s.shape.iter().product();
-            (
-                s.name.clone(),
-                Tensor {
-                    shape: s.shape.clone(),
-                    data: vec![0.5; len],
-                },
-            )
+            (s.name.clone(), Tensor { shape: s.shape.clone(), data: vec![0.5; len] })
         })
         .collect()
 }
 
 fn write(dir: &Path, name: &str, tensors: BTreeMap<String, Tensor>) -> PathBuf {
     let path = dir.join(name);
-    Weights {
-        tensors,
-        source: PathBuf::new(),
-    }
-    .write(&path, None)
-    .expect("write weights");
+    Weights { tensors, source: PathBuf::new() }.write(&path, None).expect("write weights");
     path
 }
 
@@ -60,10 +49,7 @@ fn read_and_check(path: &Path) -> Result<(), Error> {
 fn message(path: &Path) -> String {
     let err = read_and_check(path).expect_err("a broken file must be rejected");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&path.display().to_string()),
-        "the error does not name the file: {msg}"
-    );
+    assert!(msg.contains(&path.display().to_string()), "the error does not name the file: {msg}");
     msg
 }
 
@@ -97,13 +83,7 @@ fn files() -> Files {
     std::fs::write(&truncated, &bytes[..bytes.len() - 40]).expect("write truncated");
 
     let mut t = good_weights(&specs);
-    t.insert(
-        "stem.conv.weight".into(),
-        Tensor {
-            shape: vec![4, 3, 5, 5],
-            data: vec![0.5; 300],
-        },
-    );
+    t.insert("stem.conv.weight".into(), Tensor { shape: vec![4, 3, 5, 5], data: vec![0.5; 300] });
     let misshaped = write(dir.path(), "misshaped.safetensors", t);
 
     let mut t = good_weights(&specs);
@@ -112,32 +92,15 @@ fn files() -> Files {
     let incomplete = write(dir.path(), "incomplete.safetensors", t);
 
     let mut t = good_weights(&specs);
-    t.insert(
-        "head.extra.weight".into(),
-        Tensor {
-            shape: vec![2, 2],
-            data: vec![0.5; 4],
-        },
-    );
+    t.insert("head.extra.weight".into(), Tensor { shape: vec![2, 2], data: vec![0.5; 4] });
     let extra = write(dir.path(), "extra.safetensors", t);
 
     // A legacy torch checkpoint starts with a zip or pickle header, not a safetensors one.
     let not_safetensors = dir.path().join("model.pth");
-    std::fs::write(
-        &not_safetensors,
-        b"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl\x80\x02}q\x00",
-    )
-    .expect("write pth");
+    std::fs::write(&not_safetensors, b"PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl\x80\x02}q\x00")
+        .expect("write pth");
 
-    Files {
-        dir,
-        good,
-        truncated,
-        misshaped,
-        incomplete,
-        extra,
-        not_safetensors,
-    }
+    Files { dir, good, truncated, misshaped, incomplete, extra, not_safetensors }
 }
 
 #[test]
@@ -157,31 +120,14 @@ fn truncated_file_is_reported_with_its_path() {
 fn misshaped_tensor_is_named_with_both_shapes() {
     let f = files();
     let msg = message(&f.misshaped);
-    assert_mentions(
-        &msg,
-        &[
-            "mis-shaped",
-            "stem.conv.weight",
-            "[4, 3, 5, 5]",
-            "[4, 3, 3, 3]",
-            MISMATCH_FIX,
-        ],
-    );
+    assert_mentions(&msg, &["mis-shaped", "stem.conv.weight", "[4, 3, 5, 5]", "[4, 3, 3, 3]", MISMATCH_FIX]);
 }
 
 #[test]
 fn missing_tensors_are_named() {
     let f = files();
     let msg = message(&f.incomplete);
-    assert_mentions(
-        &msg,
-        &[
-            "2 missing",
-            "stem.bn.running_var",
-            "stem.conv.weight",
-            MISMATCH_FIX,
-        ],
-    );
+    assert_mentions(&msg, &["2 missing", "stem.bn.running_var", "stem.conv.weight", MISMATCH_FIX]);
 }
 
 #[test]
@@ -195,10 +141,7 @@ fn unexpected_tensor_is_named() {
 fn other_formats_point_to_the_converter() {
     let f = files();
     let msg = message(&f.not_safetensors);
-    assert_mentions(
-        &msg,
-        &["not a valid safetensors file", "scripts/convert_weights.py"],
-    );
+    assert_mentions(&msg, &["not a valid safetensors file", "scripts/convert_weights.py"]);
     let empty = f.dir.path().join("empty.safetensors");
     std::fs::write(&empty, b"").expect("write empty");
     assert_mentions(&message(&empty), &["not a valid safetensors file"]);
@@ -215,35 +158,17 @@ fn missing_file_points_to_setup() {
 #[test]
 fn wrong_architecture_lists_missing_and_unexpected_names() {
     let deps = std::env::var("STML_DEPS").unwrap_or_else(|_| env!("STML_DEPS").to_string());
-    let file = Path::new(&deps)
-        .join("weights")
-        .join("efficientnet_lite0.safetensors");
-    assert!(
-        file.exists(),
-        "{} is missing: run scripts/setup.sh",
-        file.display()
-    );
+    let file = Path::new(&deps).join("weights").join("efficientnet_lite0.safetensors");
+    assert!(file.exists(), "{} is missing: run scripts/setup.sh", file.display());
     let w = Weights::read(&file).unwrap_or_else(|e| panic!("{e}"));
     let arch = Arch::Resnet18;
     let err = w
-        .check(
-            arch.name(),
-            &ModelConfig::pooled_graph(arch).params(),
-            arch.classifier_prefixes(),
-            &|_| false,
-        )
+        .check(arch.name(), &ModelConfig::pooled_graph(arch).params(), arch.classifier_prefixes(), &|_| false)
         .expect_err("EfficientNet weights do not fit ResNet-18");
     let msg = err.to_string();
     assert_mentions(
         &msg,
-        &[
-            "resnet18",
-            "missing",
-            "conv1.weight",
-            "unexpected",
-            "_blocks.0._depthwise_conv.weight",
-            "... and",
-        ],
+        &["resnet18", "missing", "conv1.weight", "unexpected", "_blocks.0._depthwise_conv.weight", "... and"],
     );
     assert!(msg.contains(&file.display().to_string()), "{msg}");
 }
@@ -261,12 +186,7 @@ mod network {
     }
 
     fn conv_weight_sum(net: &Network) -> f64 {
-        f64::try_from(
-            net.param("stem.conv.weight")
-                .expect("conv weight")
-                .sum(Kind::Double),
-        )
-        .expect("f64")
+        f64::try_from(net.param("stem.conv.weight").expect("conv weight").sum(Kind::Double)).expect("f64")
     }
 
     /// Every broken file fails to load, with the same message, and leaves the
@@ -276,29 +196,12 @@ mod network {
         let f = files();
         let net = network();
         let before = conv_weight_sum(&net);
-        for path in [
-            &f.truncated,
-            &f.misshaped,
-            &f.incomplete,
-            &f.extra,
-            &f.not_safetensors,
-        ] {
-            let err = net
-                .load_file(path, ARCH, &[], &|_| false)
-                .expect_err("broken file must not load");
-            assert!(
-                err.to_string().contains(&path.display().to_string()),
-                "{err}"
-            );
-            assert_eq!(
-                conv_weight_sum(&net),
-                before,
-                "{}: a failed load changed the weights",
-                path.display()
-            );
+        for path in [&f.truncated, &f.misshaped, &f.incomplete, &f.extra, &f.not_safetensors] {
+            let err = net.load_file(path, ARCH, &[], &|_| false).expect_err("broken file must not load");
+            assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+            assert_eq!(conv_weight_sum(&net), before, "{}: a failed load changed the weights", path.display());
         }
-        net.load_file(&f.good, ARCH, &[], &|_| false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        net.load_file(&f.good, ARCH, &[], &|_| false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(conv_weight_sum(&net), 0.5 * 4.0 * 27.0);
     }
 
@@ -308,8 +211,7 @@ mod network {
         let f = files();
         let net = network();
         let optional = |name: &str| name.starts_with("stem.bn.") || name == "stem.conv.weight";
-        net.load_file(&f.incomplete, ARCH, &[], &optional)
-            .unwrap_or_else(|e| panic!("{e}"));
+        net.load_file(&f.incomplete, ARCH, &[], &optional).unwrap_or_else(|e| panic!("{e}"));
         let err = net
             .load_file(&f.incomplete, ARCH, &[], &|n| n.starts_with("stem.bn."))
             .expect_err("conv weight is required");

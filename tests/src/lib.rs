@@ -19,7 +19,8 @@ pub fn write_shapes(root: &Path, classes: usize, per_class: usize, size: u32) {
         let dir = root.join(format!("class_{c}"));
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..per_class {
-            let hue = [(230, 40, 40), (40, 200, 60), (40, 80, 230), (220, 200, 40), (200, 60, 200), (40, 200, 200)][c % 6];
+            let hue =
+                [(230, 40, 40), (40, 200, 60), (40, 80, 230), (220, 200, 40), (200, 60, 200), (40, 200, 200)][c % 6];
             let cx = size as f32 * (0.3 + 0.4 * rnd());
             let cy = size as f32 * (0.3 + 0.4 * rnd());
             let r = size as f32 * (0.15 + 0.15 * rnd());

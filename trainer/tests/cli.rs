@@ -16,7 +16,11 @@ fn fixture(root: &Path) {
         for i in 0..10u8 {
             let img = image::RgbImage::from_fn(40, 40, |x, y| {
                 let on = (x / 8 + y / 8 + c as u32).is_multiple_of(2) ^ (i.is_multiple_of(3) && x < 4);
-                if on { image::Rgb([60 * c, 200, (i * 20)]) } else { image::Rgb([10, 10 + 40 * c, 30]) }
+                if on {
+                    image::Rgb([60 * c, 200, (i * 20)])
+                } else {
+                    image::Rgb([10, 10 + 40 * c, 30])
+                }
             });
             img.save(dir.join(format!("{i}.png"))).unwrap();
         }
@@ -28,8 +32,24 @@ fn small_fit(data: &Path, out: &Path) -> Command {
     let mut cmd = trainer();
     cmd.args(["fit", "--data"]).arg(data).arg("--out").arg(out);
     cmd.args([
-        "--dim", "8", "--g-dim", "16", "--image-size", "32", "--batch-size", "10", "--num-neighbors", "5",
-        "--epochs", "1", "--max-steps-per-epoch", "1", "--threads", "2", "--device", "cpu",
+        "--dim",
+        "8",
+        "--g-dim",
+        "16",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "10",
+        "--num-neighbors",
+        "5",
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "1",
+        "--threads",
+        "2",
+        "--device",
+        "cpu",
     ]);
     cmd
 }

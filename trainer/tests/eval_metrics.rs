@@ -10,8 +10,8 @@ use approx::assert_abs_diff_eq;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::eval::{
-    average_precision_at_r, evaluate, kmeans, knn, map_at_r, nmi, recall_at_k, squared_euclidean,
-    Distance, EvalError, KMeansOptions,
+    average_precision_at_r, evaluate, kmeans, knn, map_at_r, nmi, recall_at_k, squared_euclidean, Distance, EvalError,
+    KMeansOptions,
 };
 
 /// Counts live heap bytes and their peak, so a test can bound what a call allocates.
@@ -44,21 +44,11 @@ static ALLOCATOR: Counting = Counting;
 /// at distance 3); 3 -> 2 4 1 0 5; 4 -> 3 5 2 1 0; 5 -> 4 3 2 1 0.
 const LINE: [f32; 6] = [0.0, 1.0, 3.0, 6.0, 10.0, 15.0];
 const LINE_LABELS: [u32; 6] = [0, 0, 1, 1, 0, 1];
-const LINE_KNN: [[u32; 5]; 6] = [
-    [1, 2, 3, 4, 5],
-    [0, 2, 3, 4, 5],
-    [1, 0, 3, 4, 5],
-    [2, 4, 1, 0, 5],
-    [3, 5, 2, 1, 0],
-    [4, 3, 2, 1, 0],
-];
+const LINE_KNN: [[u32; 5]; 6] =
+    [[1, 2, 3, 4, 5], [0, 2, 3, 4, 5], [1, 0, 3, 4, 5], [2, 4, 1, 0, 5], [3, 5, 2, 1, 0], [4, 3, 2, 1, 0]];
 
 fn line_knn_labels() -> Vec<u32> {
-    LINE_KNN
-        .iter()
-        .flatten()
-        .map(|&j| LINE_LABELS[j as usize])
-        .collect()
+    LINE_KNN.iter().flatten().map(|&j| LINE_LABELS[j as usize]).collect()
 }
 
 #[test]
@@ -71,10 +61,7 @@ fn knn_on_the_line_matches_the_hand_computed_lists() {
     // Squared distances: query 3 (x = 6) to x = 3, 10, 1, 0, 15.
     assert_eq!(&nb.distances[15..20], &[9.0, 16.0, 25.0, 36.0, 81.0]);
     // k larger than n - 1 is capped.
-    assert_eq!(
-        knn(&LINE, 1, 50, Distance::Euclidean, 1 << 20).unwrap().k,
-        5
-    );
+    assert_eq!(knn(&LINE, 1, 50, Distance::Euclidean, 1 << 20).unwrap().k, 5);
 }
 
 #[test]
@@ -91,26 +78,14 @@ fn map_at_r_by_hand() {
     // q0 [0 1] -> (1/1)/2; q1 the same; q2 [0 0] -> 0; q3 [1 0] -> 1/2; q4 [1 1] -> 0;
     // q5 [0 1] -> (1/2)/2.
     let want = (0.5 + 0.5 + 0.0 + 0.5 + 0.0 + 0.25) / 6.0;
-    assert_abs_diff_eq!(
-        map_at_r(&line_knn_labels(), &LINE_LABELS),
-        want,
-        epsilon = 1e-12
-    );
+    assert_abs_diff_eq!(map_at_r(&line_knn_labels(), &LINE_LABELS), want, epsilon = 1e-12);
     // R = 10, relevant at ranks 1, 3, 4, 7 out of ten.
     let row = [1, 0, 1, 1, 0, 0, 1, 0, 0, 0];
     let ap = average_precision_at_r(&row, 1, 10).unwrap();
-    assert_abs_diff_eq!(
-        ap,
-        (1.0 + 2.0 / 3.0 + 3.0 / 4.0 + 4.0 / 7.0) / 10.0,
-        epsilon = 1e-12
-    );
+    assert_abs_diff_eq!(ap, (1.0 + 2.0 / 3.0 + 3.0 / 4.0 + 4.0 / 7.0) / 10.0, epsilon = 1e-12);
     assert_eq!(average_precision_at_r(&row, 1, 0), None);
     // A query alone in its class is left out of the mean.
-    assert_abs_diff_eq!(
-        map_at_r(&[0, 9, 9, 0, 0, 0], &[0, 0, 9]),
-        0.5,
-        epsilon = 1e-12
-    );
+    assert_abs_diff_eq!(map_at_r(&[0, 9, 9, 0, 0, 0], &[0, 0, 9]), 0.5, epsilon = 1e-12);
 }
 
 #[test]
@@ -127,11 +102,7 @@ fn nmi_by_hand() {
     assert_abs_diff_eq!(got, 2.0 * mi / (h_y + h_c), epsilon = 1e-12);
     assert_abs_diff_eq!(got, 0.478_704, epsilon = 1e-6);
     // A relabelled perfect clustering, and an independent one.
-    assert_abs_diff_eq!(
-        nmi(&[0, 0, 1, 1, 2], &[7, 7, 3, 3, 5]),
-        1.0,
-        epsilon = 1e-12
-    );
+    assert_abs_diff_eq!(nmi(&[0, 0, 1, 1, 2], &[7, 7, 3, 3, 5]), 1.0, epsilon = 1e-12);
     assert_abs_diff_eq!(nmi(&[0, 0, 1, 1], &[0, 1, 0, 1]), 0.0, epsilon = 1e-12);
 }
 
@@ -147,12 +118,7 @@ fn brute_force(x: &[f32], dim: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
         .map(|i| {
             let mut all: Vec<(u32, f32)> = (0..n)
                 .filter(|&j| j != i)
-                .map(|j| {
-                    (
-                        j as u32,
-                        squared_euclidean(&x[i * dim..(i + 1) * dim], &x[j * dim..(j + 1) * dim]),
-                    )
-                })
+                .map(|j| (j as u32, squared_euclidean(&x[i * dim..(i + 1) * dim], &x[j * dim..(j + 1) * dim])))
                 .collect();
             all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             all.truncate(k);
@@ -170,9 +136,7 @@ fn chunked_knn_equals_brute_force() {
     for scratch in [1, 7 * n, 10 * n, 1 << 24] {
         let nb = knn(&x, dim, k, Distance::Euclidean, scratch).unwrap();
         for (i, want) in reference.iter().enumerate() {
-            let got: Vec<(u32, f32)> = (0..k)
-                .map(|c| (nb.indices[i * k + c], nb.distances[i * k + c]))
-                .collect();
+            let got: Vec<(u32, f32)> = (0..k).map(|c| (nb.indices[i * k + c], nb.distances[i * k + c])).collect();
             assert_eq!(&got, want, "scratch {scratch}, query {i}");
         }
     }
@@ -194,19 +158,14 @@ fn cosine_ignores_scale_and_reports_one_minus_cos() {
     let row = |i: usize| &x[i * dim..(i + 1) * dim];
     let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
     let j = a.indices[0] as usize;
-    let cos =
-        row(0).iter().zip(row(j)).map(|(p, q)| p * q).sum::<f32>() / (norm(row(0)) * norm(row(j)));
+    let cos = row(0).iter().zip(row(j)).map(|(p, q)| p * q).sum::<f32>() / (norm(row(0)) * norm(row(j)));
     assert_abs_diff_eq!(a.distances[0], 1.0 - cos, epsilon = 1e-5);
 }
 
 /// Three tight, far-apart blobs of 30 points in 4-d, labelled by blob.
 fn blobs() -> (Vec<f32>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let centres = [
-        [10.0f32, 0.0, 0.0, 0.0],
-        [0.0, 10.0, 0.0, 0.0],
-        [0.0, 0.0, 10.0, 0.0],
-    ];
+    let centres = [[10.0f32, 0.0, 0.0, 0.0], [0.0, 10.0, 0.0, 0.0], [0.0, 0.0, 10.0, 0.0]];
     let (mut x, mut labels) = (Vec::new(), Vec::new());
     for i in 0..90 {
         let c = i % 3;
@@ -219,10 +178,7 @@ fn blobs() -> (Vec<f32>, Vec<u32>) {
 #[test]
 fn kmeans_finds_separated_blobs_deterministically() {
     let (x, labels) = blobs();
-    let opts = KMeansOptions {
-        seed: 11,
-        max_iter: 50,
-    };
+    let opts = KMeansOptions { seed: 11, max_iter: 50 };
     let c = kmeans(&x, 4, 3, &opts);
     assert_abs_diff_eq!(nmi(&labels, &c), 1.0, epsilon = 1e-12);
     assert_eq!(c, kmeans(&x, 4, 3, &opts));
@@ -238,15 +194,7 @@ fn evaluate_reports_all_metrics() {
     assert_eq!(r.recall, vec![(1, 0.5), (2, 4.0 / 6.0), (4, 1.0)]);
     assert_eq!(r.recall_at(2), Some(4.0 / 6.0));
     assert_abs_diff_eq!(r.map_at_r, 1.75 / 6.0, epsilon = 1e-12);
-    let clusters = kmeans(
-        &LINE,
-        1,
-        2,
-        &KMeansOptions {
-            seed: trainer::eval::KMEANS_SEED,
-            ..Default::default()
-        },
-    );
+    let clusters = kmeans(&LINE, 1, 2, &KMeansOptions { seed: trainer::eval::KMEANS_SEED, ..Default::default() });
     assert_abs_diff_eq!(r.nmi, nmi(&LINE_LABELS, &clusters), epsilon = 1e-12);
 
     let (x, labels) = blobs();
@@ -261,26 +209,10 @@ fn evaluate_reports_all_metrics() {
 
 #[test]
 fn evaluate_rejects_bad_inputs() {
-    assert!(matches!(
-        evaluate(&[1.0; 7], 2, &[0, 0, 0], &[1], Distance::Euclidean),
-        Err(EvalError::Shape { .. })
-    ));
-    assert!(matches!(
-        evaluate(&[1.0; 6], 2, &[0, 0], &[1], Distance::Euclidean),
-        Err(EvalError::Labels { .. })
-    ));
-    assert!(matches!(
-        evaluate(&[1.0; 2], 2, &[0], &[1], Distance::Euclidean),
-        Err(EvalError::TooFew(1))
-    ));
-    let err = evaluate(
-        &[0.0, 1.0, f32::NAN, 0.0],
-        2,
-        &[0, 1],
-        &[1],
-        Distance::Euclidean,
-    )
-    .unwrap_err();
+    assert!(matches!(evaluate(&[1.0; 7], 2, &[0, 0, 0], &[1], Distance::Euclidean), Err(EvalError::Shape { .. })));
+    assert!(matches!(evaluate(&[1.0; 6], 2, &[0, 0], &[1], Distance::Euclidean), Err(EvalError::Labels { .. })));
+    assert!(matches!(evaluate(&[1.0; 2], 2, &[0], &[1], Distance::Euclidean), Err(EvalError::TooFew(1))));
+    let err = evaluate(&[0.0, 1.0, f32::NAN, 0.0], 2, &[0, 1], &[1], Distance::Euclidean).unwrap_err();
     assert!(matches!(err, EvalError::NotFinite { point: 1 }), "{err}");
 }
 
@@ -300,12 +232,7 @@ fn knn_of_20k_points_never_builds_the_n_by_n_matrix() {
     for i in [0usize, 7_777, 19_999] {
         let mut all: Vec<(f32, u32)> = (0..n)
             .filter(|&j| j != i)
-            .map(|j| {
-                (
-                    squared_euclidean(&x[i * dim..(i + 1) * dim], &x[j * dim..(j + 1) * dim]),
-                    j as u32,
-                )
-            })
+            .map(|j| (squared_euclidean(&x[i * dim..(i + 1) * dim], &x[j * dim..(j + 1) * dim]), j as u32))
             .collect();
         all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let want: Vec<u32> = all[..k].iter().map(|p| p.1).collect();

@@ -18,20 +18,8 @@ struct Stage {
     repeats: usize,
 }
 
-const fn stage(
-    expand: usize,
-    kernel: usize,
-    stride: usize,
-    channels: usize,
-    repeats: usize,
-) -> Stage {
-    Stage {
-        expand,
-        kernel,
-        stride,
-        channels,
-        repeats,
-    }
+const fn stage(expand: usize, kernel: usize, stride: usize, channels: usize, repeats: usize) -> Stage {
+    Stage { expand, kernel, stride, channels, repeats }
 }
 
 /// The B0 block table (width and depth multipliers 1.0).
@@ -50,49 +38,17 @@ const HEAD: usize = 1280;
 
 /// MBConv: optional 1x1 expansion, depthwise k x k, 1x1 linear projection; identity
 /// skip when the block keeps resolution and width.
-fn mb_conv(
-    b: &mut GraphBuilder,
-    x: NodeId,
-    p: &str,
-    cin: usize,
-    cout: usize,
-    s: &Stage,
-    stride: usize,
-) -> NodeId {
+fn mb_conv(b: &mut GraphBuilder, x: NodeId, p: &str, cin: usize, cout: usize, s: &Stage, stride: usize) -> NodeId {
     let hidden = cin * s.expand;
     let mut h = x;
     if s.expand != 1 {
-        h = b.conv_bn(
-            h,
-            &format!("{p}._expand_conv"),
-            &format!("{p}._bn0"),
-            cin,
-            hidden,
-            ConvOpts::k(1),
-            EPS,
-        );
+        h = b.conv_bn(h, &format!("{p}._expand_conv"), &format!("{p}._bn0"), cin, hidden, ConvOpts::k(1), EPS);
         h = b.relu6(h);
     }
     let dw = ConvOpts::k(s.kernel).stride(stride).groups(hidden);
-    h = b.conv_bn(
-        h,
-        &format!("{p}._depthwise_conv"),
-        &format!("{p}._bn1"),
-        hidden,
-        hidden,
-        dw,
-        EPS,
-    );
+    h = b.conv_bn(h, &format!("{p}._depthwise_conv"), &format!("{p}._bn1"), hidden, hidden, dw, EPS);
     h = b.relu6(h);
-    h = b.conv_bn(
-        h,
-        &format!("{p}._project_conv"),
-        &format!("{p}._bn2"),
-        hidden,
-        cout,
-        ConvOpts::k(1),
-        EPS,
-    );
+    h = b.conv_bn(h, &format!("{p}._project_conv"), &format!("{p}._bn2"), hidden, cout, ConvOpts::k(1), EPS);
     if stride == 1 && cin == cout {
         b.add(x, h)
     } else {
@@ -106,15 +62,7 @@ fn mb_conv(
 /// - `x`: `[batch, 3, H, W]`
 /// - returns `[batch, 1280, H/32, W/32]` (rounded up)
 pub(super) fn backbone(b: &mut GraphBuilder, x: NodeId) -> NodeId {
-    let y = b.conv_bn(
-        x,
-        "_conv_stem",
-        "_bn0",
-        3,
-        STEM,
-        ConvOpts::k(3).stride(2),
-        EPS,
-    );
+    let y = b.conv_bn(x, "_conv_stem", "_bn0", 3, STEM, ConvOpts::k(3).stride(2), EPS);
     let mut y = b.relu6(y);
     let mut cin = STEM;
     let mut idx = 0;

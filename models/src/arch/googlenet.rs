@@ -26,23 +26,12 @@ struct Inception {
 }
 
 const fn m(name: &'static str, c: [usize; 6]) -> Inception {
-    Inception {
-        name,
-        c1x1: c[0],
-        c3x3_reduce: c[1],
-        c3x3: c[2],
-        c5x5_reduce: c[3],
-        c5x5: c[4],
-        pool_proj: c[5],
-    }
+    Inception { name, c1x1: c[0], c3x3_reduce: c[1], c3x3: c[2], c5x5_reduce: c[3], c5x5: c[4], pool_proj: c[5] }
 }
 
 /// The modules of each stage; stages are separated by 3x3/2 max pools.
 const STAGES: [&[Inception]; 3] = [
-    &[
-        m("inception_3a", [64, 96, 128, 16, 32, 32]),
-        m("inception_3b", [128, 128, 192, 32, 96, 64]),
-    ],
+    &[m("inception_3a", [64, 96, 128, 16, 32, 32]), m("inception_3b", [128, 128, 192, 32, 96, 64])],
     &[
         m("inception_4a", [192, 96, 208, 16, 48, 64]),
         m("inception_4b", [160, 112, 224, 24, 64, 64]),
@@ -50,21 +39,11 @@ const STAGES: [&[Inception]; 3] = [
         m("inception_4d", [112, 144, 288, 32, 64, 64]),
         m("inception_4e", [256, 160, 320, 32, 128, 128]),
     ],
-    &[
-        m("inception_5a", [256, 160, 320, 32, 128, 128]),
-        m("inception_5b", [384, 192, 384, 48, 128, 128]),
-    ],
+    &[m("inception_5a", [256, 160, 320, 32, 128, 128]), m("inception_5b", [384, 192, 384, 48, 128, 128])],
 ];
 
 /// Biased convolution + ReLU, the only layer type of the Caffe model.
-fn conv_relu(
-    b: &mut GraphBuilder,
-    x: NodeId,
-    name: &str,
-    cin: usize,
-    cout: usize,
-    o: ConvOpts,
-) -> NodeId {
+fn conv_relu(b: &mut GraphBuilder, x: NodeId, name: &str, cin: usize, cout: usize, o: ConvOpts) -> NodeId {
     let y = b.conv(x, name, cin, cout, o.bias(true));
     b.relu(y)
 }

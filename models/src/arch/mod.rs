@@ -107,12 +107,7 @@ impl Arch {
     ///
     /// # Shapes
     /// - `features`: `[batch, feature_dim, h, w]`; returns `[batch, num_classes]`
-    pub fn classifier(
-        self,
-        b: &mut GraphBuilder,
-        features: NodeId,
-        num_classes: usize,
-    ) -> Option<NodeId> {
+    pub fn classifier(self, b: &mut GraphBuilder, features: NodeId, num_classes: usize) -> Option<NodeId> {
         use crate::graph::LinearInit;
         let name = match self {
             Arch::EfficientnetLite0 => "_fc",
@@ -122,14 +117,7 @@ impl Arch {
             Arch::BnInception => "last_linear",
         };
         let pooled = b.global_avg_pool(features); // [batch, feature_dim]
-        Some(b.linear(
-            pooled,
-            name,
-            self.feature_dim(),
-            num_classes,
-            true,
-            LinearInit::Default,
-        ))
+        Some(b.linear(pooled, name, self.feature_dim(), num_classes, true, LinearInit::Default))
     }
 }
 
@@ -145,10 +133,7 @@ impl FromStr for Arch {
         Arch::ALL
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| Error::UnknownArch {
-                name: s.to_string(),
-                expected: Arch::ALL.map(|a| a.name()).join(", "),
-            })
+            .ok_or_else(|| Error::UnknownArch { name: s.to_string(), expected: Arch::ALL.map(|a| a.name()).join(", ") })
     }
 }
 
@@ -171,11 +156,7 @@ mod tests {
     }
 
     fn trainable(g: &Graph) -> usize {
-        g.params()
-            .iter()
-            .filter(|p| p.kind == ParamKind::Trainable)
-            .map(|p| p.shape.iter().product::<usize>())
-            .sum()
+        g.params().iter().filter(|p| p.kind == ParamKind::Trainable).map(|p| p.shape.iter().product::<usize>()).sum()
     }
 
     /// Trainable backbone parameters (no classifier) of the reference implementations:
@@ -201,11 +182,7 @@ mod tests {
         for arch in Arch::ALL {
             let params = backbone_graph(arch).params();
             let names: HashSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
-            assert_eq!(
-                names.len(),
-                params.len(),
-                "{arch}: duplicate parameter names"
-            );
+            assert_eq!(names.len(), params.len(), "{arch}: duplicate parameter names");
         }
     }
 
@@ -222,9 +199,7 @@ mod tests {
             // A backbone file that keeps its classifier loads into the embedding network.
             for p in [weight, bias] {
                 assert!(
-                    arch.classifier_prefixes()
-                        .iter()
-                        .any(|pre| p.name.starts_with(pre)),
+                    arch.classifier_prefixes().iter().any(|pre| p.name.starts_with(pre)),
                     "{arch}: {} is not under a classifier prefix",
                     p.name
                 );
@@ -234,11 +209,7 @@ mod tests {
 
     fn deps_file(name: &str) -> PathBuf {
         let path = PathBuf::from(env!("STML_DEPS")).join("weights").join(name);
-        assert!(
-            path.exists(),
-            "{} is missing: run scripts/setup.sh",
-            path.display()
-        );
+        assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
         path
     }
 
@@ -250,20 +221,13 @@ mod tests {
             let file = deps_file(arch.pretrained_file().expect("pretrained file"));
             let w = Weights::read(&file).expect("readable weights");
             let pooled = ModelConfig::pooled_graph(arch);
-            w.check(
-                arch.name(),
-                &pooled.params(),
-                arch.classifier_prefixes(),
-                &|_| false,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            w.check(arch.name(), &pooled.params(), arch.classifier_prefixes(), &|_| false)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let arch = Arch::EfficientnetLite0;
-        let w =
-            Weights::read(&deps_file("efficientnet_lite0.safetensors")).expect("readable weights");
+        let w = Weights::read(&deps_file("efficientnet_lite0.safetensors")).expect("readable weights");
         let classifier = ModelConfig::classifier_graph(arch, 1000).expect("classifier");
-        w.check(arch.name(), &classifier.params(), &[], &|_| false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        w.check(arch.name(), &classifier.params(), &[], &|_| false).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -285,14 +249,8 @@ mod tch_tests {
         let out = tch::no_grad(|| net.forward(&xs, false)).expect("forward");
         let emb = &out["embedding"];
         assert_eq!(emb.size(), vec![2, arch.feature_dim() as i64], "{arch}");
-        assert!(
-            bool::try_from(emb.isfinite().all()).expect("bool"),
-            "{arch}: non-finite output"
-        );
-        assert!(
-            f64::try_from(emb.abs().sum(Kind::Float)).expect("f64") > 0.0,
-            "{arch}: all-zero output"
-        );
+        assert!(bool::try_from(emb.isfinite().all()).expect("bool"), "{arch}: non-finite output");
+        assert!(f64::try_from(emb.abs().sum(Kind::Float)).expect("f64") > 0.0, "{arch}: all-zero output");
     }
 
     #[test]

@@ -25,37 +25,13 @@ impl Block {
 }
 
 /// `{p}.conv{i}` followed by `{p}.bn{i}`.
-fn conv_bn(
-    b: &mut GraphBuilder,
-    x: NodeId,
-    p: &str,
-    i: usize,
-    cin: usize,
-    cout: usize,
-    o: ConvOpts,
-) -> NodeId {
-    b.conv_bn(
-        x,
-        &format!("{p}.conv{i}"),
-        &format!("{p}.bn{i}"),
-        cin,
-        cout,
-        o,
-        EPS,
-    )
+fn conv_bn(b: &mut GraphBuilder, x: NodeId, p: &str, i: usize, cin: usize, cout: usize, o: ConvOpts) -> NodeId {
+    b.conv_bn(x, &format!("{p}.conv{i}"), &format!("{p}.bn{i}"), cin, cout, o, EPS)
 }
 
 /// One residual block `{p}` with `planes` inner channels; returns its output
 /// (`planes * expansion` channels).
-fn block(
-    b: &mut GraphBuilder,
-    x: NodeId,
-    p: &str,
-    kind: Block,
-    cin: usize,
-    planes: usize,
-    stride: usize,
-) -> NodeId {
+fn block(b: &mut GraphBuilder, x: NodeId, p: &str, kind: Block, cin: usize, planes: usize, stride: usize) -> NodeId {
     let cout = planes * kind.expansion();
     let h = match kind {
         Block::Basic => {
@@ -73,15 +49,7 @@ fn block(
     };
     let shortcut = if stride != 1 || cin != cout {
         let o = ConvOpts::k(1).stride(stride);
-        b.conv_bn(
-            x,
-            &format!("{p}.downsample.0"),
-            &format!("{p}.downsample.1"),
-            cin,
-            cout,
-            o,
-            EPS,
-        )
+        b.conv_bn(x, &format!("{p}.downsample.0"), &format!("{p}.downsample.1"), cin, cout, o, EPS)
     } else {
         x
     };
@@ -103,15 +71,7 @@ fn resnet(b: &mut GraphBuilder, x: NodeId, kind: Block, blocks: [usize; 4]) -> N
         let planes = 64 << stage;
         for i in 0..n {
             let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-            y = block(
-                b,
-                y,
-                &format!("layer{}.{i}", stage + 1),
-                kind,
-                cin,
-                planes,
-                stride,
-            );
+            y = block(b, y, &format!("layer{}.{i}", stage + 1), kind, cin, planes, stride);
             cin = planes * kind.expansion();
         }
     }
