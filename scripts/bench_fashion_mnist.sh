@@ -11,9 +11,9 @@ cd "$ROOT"
 TRAINER="${TRAINER:-target/release/trainer}"
 OUT="${OUT:-runs/bench-fmnist}"
 IMAGE_SIZE="${IMAGE_SIZE:-64}"
-LIMIT="${LIMIT:-6000}"          # training images (seeded subset of the 35,000)
-EVAL_LIMIT="${EVAL_LIMIT:-3000}" # test images (seeded subset of the 35,000)
-EPOCHS="${EPOCHS:-3}"
+LIMIT="${LIMIT:-1800}"          # training images (seeded subset of the 35,000)
+EVAL_LIMIT="${EVAL_LIMIT:-2000}" # test images (seeded subset of the 35,000)
+EPOCHS="${EPOCHS:-2}"
 BATCH="${BATCH:-60}"
 DEVICE="${DEVICE:-cpu}"
 THREADS="${THREADS:-0}"
