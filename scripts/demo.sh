@@ -41,7 +41,7 @@ for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-Q="$(find "$RUN/gallery" -name '*.png' | sort | head -n1)"
+Q="$(find "$RUN/gallery" -name '*.png' -print -quit)"
 echo "example query: $Q"
 curl -fsS --data-binary @"$Q" -H 'content-type: image/png' "http://127.0.0.1:$PORT/search?k=5" | python3 -m json.tool
 echo
