@@ -17,7 +17,7 @@ export LD_LIBRARY_PATH="$("$TORCH_PY" -c 'import os, torch; print(os.path.join(o
 export STML_DEPS="$PWD/deps"
 rm -rf "$OUT"; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "(no nvidia-smi)"
-echo "== training: $STEPS STML steps, MobileNetV2, B = 120 (240 samples), 64 px, CUDA"
+echo "== training: up to $STEPS STML steps (one epoch of $LIMIT images), MobileNetV2, B = 120 (240 samples), 64 px, CUDA"
 "$BIN" fit --data deps/fashion-mnist --out "$OUT/fit" --device "$DEVICE" --threads 8 \
   --image-size 64 --batch-size 120 --epochs 1 --max-steps-per-epoch "$STEPS" \
   --limit "$LIMIT" --eval-limit 5000 > "$OUT/fit.json"

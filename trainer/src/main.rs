@@ -266,7 +266,6 @@ fn resolve_fit(a: &FitArgs) -> anyhow::Result<TrainConfig> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let json_mode = std::env::args().any(|a| a == "--json");
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
@@ -274,7 +273,6 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let _ = json_mode;
     let cli = Cli::parse();
     match cli.command {
         Command::Fit(a) => {

@@ -267,7 +267,6 @@ fn train_run(
         if cfg.optim.max_steps_per_epoch > 0 {
             batches.truncate(cfg.optim.max_steps_per_epoch);
         }
-        // Map the rows' positions in `knn` back to dataset indices happened above.
 
         // 2. The epoch's steps.
         let steps = batches.len();
