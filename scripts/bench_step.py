@@ -184,6 +184,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--breakdown", action="store_true", help="also time each part of the step")
+    ap.add_argument("--bn-freeze", action="store_true",
+                    help="batch norm in eval mode with frozen affine parameters (the trainer's default)")
     ap.add_argument("--lockstep", action="store_true",
                     help="take each timed step only when a line arrives on stdin (stop at its end)")
     ap.add_argument("--weights", default=os.path.join(os.environ.get("STML_DEPS", "deps"),
@@ -209,8 +211,14 @@ def main():
     for p in teacher.parameters():
         p.requires_grad_(False)
     student.train()
+    if args.bn_freeze:
+        for m in student.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+                m.weight.requires_grad_(False)
+                m.bias.requires_grad_(False)
     heads = [p for n, p in student.named_parameters() if n.startswith("head_")]
-    backbone = [p for n, p in student.named_parameters() if not n.startswith("head_")]
+    backbone = [p for n, p in student.named_parameters() if not n.startswith("head_") and p.requires_grad]
     opt = AdamP([dict(params=backbone, lr=1e-4), dict(params=heads, lr=1e-4)])
 
     b, s = args.batch_size, args.image_size

@@ -9,13 +9,13 @@
 # the median of the per-pair ratios (rust / pytorch images/s; above 1: Rust is faster).
 #
 #   scripts/bench_train_step.sh [--batch-size 60] [--image-size 64] [--threads 2]
-#                               [--steps 20] [--warmup 2]
+#                               [--steps 20] [--warmup 2] [--bn-freeze]
 #
 # RUST_CMD / TORCH_CMD replace the two commands (e.g. to compare two builds).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-BATCH=60 SIZE=64 THREADS=2 STEPS=20 WARMUP=2
+BATCH=60 SIZE=64 THREADS=2 STEPS=20 WARMUP=2 BN=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --batch-size) BATCH=$2; shift 2 ;;
@@ -23,6 +23,7 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS=$2; shift 2 ;;
         --steps) STEPS=$2; shift 2 ;;
         --warmup) WARMUP=$2; shift 2 ;;
+        --bn-freeze) BN=(--bn-freeze); shift ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -41,7 +42,7 @@ export LD_LIBRARY_PATH="$PWD/deps/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PA
 # libtorch and the Python wheel read the same OpenMP / MKL settings; pin them for both.
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
-ARGS=(--batch-size "$BATCH" --image-size "$SIZE" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --lockstep)
+ARGS=(--batch-size "$BATCH" --image-size "$SIZE" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --lockstep "${BN[@]}")
 LOG=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -16,7 +16,7 @@ pub mod preprocess;
 pub mod weights;
 
 pub use arch::Arch;
-pub use config::ModelConfig;
+pub use config::{ModelConfig, HEAD_F, HEAD_G};
 pub use error::{Error, Result};
 pub use manifest::{Distance, Manifest, Provenance};
 pub use preprocess::{ChannelOrder, Preprocess};

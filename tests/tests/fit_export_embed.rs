@@ -1,5 +1,6 @@
 //! The product end to end, small: fit STML for a few steps on a labelled folder (labels
-//! unused by training), evaluate, export to ONNX, and check that the server's embedding
+//! unused by training) with a second labelled folder of unseen classes to evaluate on,
+//! evaluate, export to ONNX, and check that the server's embedding
 //! path (decode, manifest preprocessing, ONNX Runtime) gives the same vectors as the
 //! trainer's own evaluation for the same image files.
 
@@ -14,11 +15,18 @@ use trainer::embed::{embed, EmbedOptions};
 #[test]
 fn fit_eval_export_and_server_embeds_like_the_trainer() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("shapes");
-    // 6 classes: 3 train, 3 test (labelled folders split by class halves).
-    e2e::write_shapes(&data_dir, 6, 12, 48);
+    let train_dir = dir.path().join("shapes");
+    let data_dir = dir.path().join("shapes-unseen");
+    // 6 classes: 3 to train on, 3 unseen ones (a folder of their own) to evaluate on.
+    e2e::write_shapes(&train_dir, 6, 12, 48);
+    std::fs::create_dir_all(&data_dir).unwrap();
+    for c in 3..6 {
+        let name = format!("class_{c}");
+        std::fs::rename(train_dir.join(&name), data_dir.join(&name)).unwrap();
+    }
 
-    let mut cfg = TrainConfig::defaults(data_dir.clone());
+    let mut cfg = TrainConfig::defaults(train_dir.clone());
+    cfg.data.eval_data = Some(data_dir.clone());
     cfg.model.dim = 16;
     cfg.model.g_dim = 32;
     cfg.model.image_size = 32;
@@ -34,6 +42,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
     assert_eq!(summary.epochs, 2);
     assert_eq!(summary.steps, 4);
     assert!(summary.final_loss.is_finite() && summary.final_loss > 0.0);
+    assert!(summary.baseline.is_some(), "the pretrained baseline is measured beside the run");
     let eval = summary.eval.expect("labelled data is evaluated");
     assert_eq!(eval.queries, 36);
     assert_eq!(eval.classes, 3);
@@ -45,6 +54,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
     let opts = trainer::evaluate::EvalOptions {
         data: data_dir.clone(),
         format: data::Format::Auto,
+        split: None,
         limit: 0,
         ks: vec![],
         cosine: false,
@@ -62,7 +72,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
     assert_eq!(manifest.embedding_dim, 16);
     assert_eq!(manifest.preprocess.crop, 32);
 
-    let test = Arc::new(data::load(&data_dir, data::Format::Auto, Split::Test).unwrap());
+    let test = Arc::new(data::load(&data_dir, data::Format::Auto, Split::All).unwrap());
     let vs = VarStore::new(Device::Cpu);
     let net = Network::new(&vs.root(), cfg.model.student_graph());
     let ck = trainer::run::RunDir::open(&run_dir).unwrap().latest_checkpoint().unwrap();

@@ -50,6 +50,10 @@ struct Args {
     /// Also time each part of the step.
     #[arg(long)]
     breakdown: bool,
+    /// Batch norm in eval mode with frozen affine parameters (the trainer's default; the
+    /// paper trains it).
+    #[arg(long)]
+    bn_freeze: bool,
     /// Take each timed step only when a line arrives on stdin (stop at end of input), so
     /// that a driver can alternate steps with another process; prints `ready` after warm-up.
     #[arg(long)]
@@ -132,7 +136,8 @@ fn main() -> Result<()> {
     let threads = trainer::device::set_threads(args.threads);
     tch::manual_seed(0);
 
-    let mut cfg = TrainConfig::defaults(PathBuf::from("unused"));
+    let mut cfg = TrainConfig::paper(PathBuf::from("unused"));
+    cfg.optim.bn_freeze = args.bn_freeze;
     cfg.model = ModelConfig { image_size: args.image_size, ..ModelConfig::new(Arch::MobilenetV2, 128) };
     cfg.model.g_dim = 1024;
     cfg.optim.batch_size = args.batch_size;

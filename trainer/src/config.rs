@@ -29,7 +29,19 @@ pub enum DeviceKind {
     Cuda,
 }
 
-/// Where the training images come from.
+/// How the heads `f` and `g` start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadInit {
+    /// Random orthogonal weights, zero bias: the paper's choice. `f` starts below the
+    /// pretrained feature and spends the first epochs catching up.
+    Orthogonal,
+    /// Principal components of the pretrained pooled features of the training images
+    /// (bias centres them): `f` and `g` start where the pretrained feature is.
+    Pca,
+}
+
+/// Where the training images come from, and what is evaluated during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -37,12 +49,30 @@ pub struct DataConfig {
     pub path: PathBuf,
     /// auto | folder | labeled | cub | cars | sop | idx
     pub format: crate::data::Format,
+    /// Which split of `path` to train on; `None`: the layout's official training split
+    /// (CUB, Cars, SOP, IDX), all of it otherwise.
+    #[serde(default)]
+    pub split: Option<crate::data::Split>,
     /// Largest number of training images to use (a seeded random subset); 0 = all.
     #[serde(default)]
     pub limit: usize,
+    /// Labelled data evaluated during training (monitoring only): all its classes, or the
+    /// official test split of a layout that has one.
+    #[serde(default)]
+    pub eval_data: Option<PathBuf>,
+    /// Fraction of the training classes held out for evaluation instead (0 = none).
+    #[serde(default)]
+    pub holdout_classes: f64,
     /// Largest number of evaluation images (seeded subset); 0 = all.
     #[serde(default)]
     pub eval_limit: usize,
+    /// Semi-supervised: a file of `path<TAB or ,>class` lines for some training images.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// Semi-supervised from the layout's own labels: keep them for this seeded fraction of
+    /// the training images (0 = none), e.g. to measure the semi-supervised mode.
+    #[serde(default)]
+    pub label_fraction: f64,
 }
 
 /// STML's hyper-parameters (STML.md).
@@ -83,6 +113,9 @@ pub struct OptimConfig {
     /// Stop each epoch after this many steps (0 = a full epoch of floor(N / B) batches).
     #[serde(default)]
     pub max_steps_per_epoch: usize,
+    /// Linear learning-rate warm-up over this many epochs' worth of steps (0 = none).
+    #[serde(default)]
+    pub warmup_epochs: f64,
 }
 
 /// The whole configuration of a run.
@@ -96,6 +129,9 @@ pub struct TrainConfig {
     pub weights: Option<PathBuf>,
     pub stml: StmlConfig,
     pub optim: OptimConfig,
+    /// How the heads start.
+    #[serde(default = "paper_head_init")]
+    pub head_init: HeadInit,
     /// Side of the squashed sampling-transform images used for batch construction.
     pub sampling_size: u32,
     pub seed: u64,
@@ -111,12 +147,54 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
 }
 
+fn paper_head_init() -> HeadInit {
+    HeadInit::Orthogonal
+}
+
+/// A named set of defaults that flags and a config file then override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Preset {
+    /// The product's defaults: the paper's method, started where the pretrained feature
+    /// is (PCA heads), batch norm frozen, a short warm-up (docs/algorithm.md).
+    #[default]
+    Default,
+    /// The paper's settings exactly (orthogonal heads, batch norm trained, no warm-up).
+    Paper,
+}
+
 impl TrainConfig {
-    /// The paper's defaults with the product's default backbone (MobileNetV2, d = 128).
+    /// The defaults of a preset, training on `data`.
+    pub fn preset(preset: Preset, data: PathBuf) -> Self {
+        let mut c = Self::paper(data);
+        if preset == Preset::Default {
+            c.head_init = HeadInit::Pca;
+            c.optim.bn_freeze = true;
+            c.optim.warmup_epochs = 0.25;
+        }
+        c
+    }
+
+    /// The product's defaults (MobileNetV2, d = 128).
     pub fn defaults(data: PathBuf) -> Self {
+        Self::preset(Preset::Default, data)
+    }
+
+    /// The paper's defaults with the product's default backbone (MobileNetV2, d = 128).
+    pub fn paper(data: PathBuf) -> Self {
         let model = ModelConfig::new(Arch::MobilenetV2, 128);
         Self {
-            data: DataConfig { path: data, format: crate::data::Format::Auto, limit: 0, eval_limit: 0 },
+            data: DataConfig {
+                path: data,
+                format: crate::data::Format::Auto,
+                split: None,
+                limit: 0,
+                eval_data: None,
+                holdout_classes: 0.0,
+                eval_limit: 0,
+                labels: None,
+                label_fraction: 0.0,
+            },
+            head_init: HeadInit::Orthogonal,
             sampling_size: 256,
             model,
             weights: None,
@@ -131,6 +209,7 @@ impl TrainConfig {
                 bn_freeze: false,
                 fix_lr: false,
                 max_steps_per_epoch: 0,
+                warmup_epochs: 0.0,
             },
             seed: 0,
             threads: 0,
@@ -190,6 +269,21 @@ impl TrainConfig {
         if self.model.image_size < 32 {
             return bad(format!("--image-size {} is too small; use at least 32", self.model.image_size));
         }
+        if !(0.0..1.0).contains(&self.data.holdout_classes) {
+            return bad(format!("--holdout-classes must be in [0, 1), got {}", self.data.holdout_classes));
+        }
+        if !(0.0..=1.0).contains(&self.data.label_fraction) {
+            return bad(format!("--label-fraction must be in [0, 1], got {}", self.data.label_fraction));
+        }
+        if self.data.label_fraction > 0.0 && self.data.labels.is_some() {
+            return bad("pass either --labels FILE or --label-fraction, not both".into());
+        }
+        if self.data.holdout_classes > 0.0 && self.data.eval_data.is_some() {
+            return bad("pass either --eval-data DIR or --holdout-classes, not both".into());
+        }
+        if !(o.warmup_epochs >= 0.0 && o.warmup_epochs.is_finite()) {
+            return bad(format!("--warmup-epochs must be 0 or more, got {}", o.warmup_epochs));
+        }
         if self.sampling_size < self.model.image_size {
             return bad(format!(
                 "sampling size {} is smaller than --image-size {}",
@@ -201,13 +295,7 @@ impl TrainConfig {
 
     /// Recall@K cut-offs: configured, or the protocol's defaults for the data.
     pub fn ks(&self, sop: bool) -> Vec<usize> {
-        if !self.recall_ks.is_empty() {
-            self.recall_ks.clone()
-        } else if sop {
-            vec![1, 10, 100, 1000]
-        } else {
-            vec![1, 2, 4, 8]
-        }
+        crate::eval::recall_ks(&self.recall_ks, sop)
     }
 }
 

@@ -51,6 +51,18 @@ pub fn progress(len: u64, label: &str, unit: &str) -> ProgressBar {
 /// # Shapes
 /// - returns `vectors` `[kept, dim]` with `dim` the output's width.
 pub fn embed(net: &Network, dataset: &Arc<Dataset>, opts: &EmbedOptions<'_>) -> Result<Embedded> {
+    let mut all = embed_many(net, dataset, opts, &[opts.output])?;
+    Ok(all.remove(0))
+}
+
+/// Like [`embed`], collecting several outputs of one forward pass (`opts.output` is
+/// ignored): one [`Embedded`] per name in `outputs`, in that order.
+pub fn embed_many(
+    net: &Network,
+    dataset: &Arc<Dataset>,
+    opts: &EmbedOptions<'_>,
+    outputs: &[&str],
+) -> Result<Vec<Embedded>> {
     let batches = sequential_batches(dataset.len(), opts.batch_size);
     let mut loader = Loader::new(
         dataset.clone(),
@@ -62,28 +74,50 @@ pub fn embed(net: &Network, dataset: &Arc<Dataset>, opts: &EmbedOptions<'_>) -> 
         Some(l) => progress(dataset.len() as u64, l, "img"),
         None => ProgressBar::hidden(),
     };
-    let mut vectors = Vec::new();
+    let mut vectors = vec![Vec::new(); outputs.len()];
+    let mut dims = vec![0; outputs.len()];
     let mut kept = Vec::with_capacity(dataset.len());
-    let mut dim = 0;
-    let mut skipped = 0;
     for batch in loader.by_ref() {
         let s = batch.size as i64;
         let x = Tensor::from_slice(&batch.data).view([batch.rows as i64, 3, s, s]).to_device(opts.device);
         let out = tch::no_grad(|| net.forward(&x, false))?;
-        let y = out
-            .get(opts.output)
-            .ok_or_else(|| TrainError::Config(format!("network has no output `{}`", opts.output)))?
-            .to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .contiguous();
-        dim = y.size()[1] as usize;
-        vectors.extend(Vec::<f32>::try_from(y.view(-1))?);
+        for (o, name) in outputs.iter().enumerate() {
+            let y = out
+                .get(*name)
+                .ok_or_else(|| TrainError::MissingOutput {
+                    name: name.to_string(),
+                    what: "an output to embed with".into(),
+                })?
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            dims[o] = y.size()[1] as usize;
+            vectors[o].extend(Vec::<f32>::try_from(y.view(-1))?);
+        }
         kept.extend(batch.idx.iter().map(|&i| i as usize));
         pb.inc((batch.images + batch.skipped.len()) as u64);
     }
     pb.finish_and_clear();
-    skipped += loader.skipped();
-    Ok(Embedded { vectors, dim, kept, skipped })
+    let skipped = loader.skipped();
+    Ok(vectors
+        .into_iter()
+        .zip(dims)
+        .map(|(vectors, dim)| Embedded { vectors, dim, kept: kept.clone(), skipped })
+        .collect())
+}
+
+impl Embedded {
+    /// The rows as a `[kept, dim]` tensor on `device`.
+    pub fn tensor(&self, device: Device) -> Tensor {
+        Tensor::from_slice(&self.vectors).view([self.kept.len() as i64, self.dim as i64]).to_device(device)
+    }
+
+    /// Rows from a `[kept, dim]` tensor, for the same images as `self`.
+    pub fn with_rows(&self, t: &Tensor) -> Result<Embedded> {
+        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        let dim = t.size()[1] as usize;
+        Ok(Embedded { vectors: Vec::<f32>::try_from(t.view(-1))?, dim, kept: self.kept.clone(), skipped: self.skipped })
+    }
 }
 
 /// Embeds a dataset with the evaluation transform (resize, centre crop, normalise) in

@@ -17,6 +17,12 @@ pub enum TrainError {
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 
+    #[error("the network has no {name} ({what}); the run's config.toml and checkpoint do not match")]
+    MissingOutput { name: String, what: String },
+
+    #[error("the loss became {value} at epoch {epoch} step {step}; lower --lr / --emb-lr, or try --optimizer adamw")]
+    NonFiniteLoss { value: f64, epoch: usize, step: usize },
+
     #[error("invalid configuration: {0}")]
     Config(String),
 

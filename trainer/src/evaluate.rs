@@ -23,6 +23,8 @@ use crate::run::{RunDir, STUDENT};
 pub struct EvalOptions {
     pub data: PathBuf,
     pub format: data::Format,
+    /// `None`: the layout's official test split, or all of a folder without one.
+    pub split: Option<Split>,
     pub limit: usize,
     pub ks: Vec<usize>,
     pub cosine: bool,
@@ -61,7 +63,9 @@ pub fn evaluate_embeddings(e: &Embedded, ds: &Dataset, ks: &[usize], cosine: boo
 }
 
 fn test_split(opts: &EvalOptions, seed: u64) -> Result<Arc<Dataset>> {
-    let ds = data::load(&opts.data, opts.format, Split::Test)?;
+    let format = data::resolve_format(&opts.data, opts.format)?;
+    let split = opts.split.unwrap_or(format.default_split(data::Purpose::Eval));
+    let ds = data::load(&opts.data, format, split)?;
     if ds.labels().is_none() {
         return Err(TrainError::Config(format!(
             "{} ({}) has no labels; evaluation needs a labelled layout (labeled folder, cub, cars, sop, idx)",
@@ -74,13 +78,7 @@ fn test_split(opts: &EvalOptions, seed: u64) -> Result<Arc<Dataset>> {
 }
 
 fn ks_for(opts: &EvalOptions, ds: &Dataset) -> Vec<usize> {
-    if !opts.ks.is_empty() {
-        opts.ks.clone()
-    } else if ds.format == data::Format::Sop {
-        vec![1, 10, 100, 1000]
-    } else {
-        vec![1, 2, 4, 8]
-    }
+    crate::eval::recall_ks(&opts.ks, ds.format == data::Format::Sop)
 }
 
 /// Evaluates the latest checkpoint of a run.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use trainer::config::{DeviceKind, OptimizerKind, TrainConfig};
+use trainer::config::{DeviceKind, HeadInit, OptimizerKind, Preset, TrainConfig};
 
 #[derive(Parser)]
 #[command(
@@ -47,92 +47,152 @@ struct WriteImagesArgs {
     out: PathBuf,
 }
 
+/// Flags of `trainer fit`. Each says its default (the `default` preset) and, where it
+/// differs, the paper's value (`--preset paper`). A flag overrides the preset and --config.
 #[derive(Args)]
 struct FitArgs {
-    /// Training images: a folder (searched recursively) or a dataset layout.
+    /// Training images: a folder (searched recursively; subfolder names, if any, are not used
+    /// for training) or a dataset layout (see --format).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Run directory to create (or continue with --resume).
     #[arg(long)]
     out: PathBuf,
-    /// TOML file with any of the settings below; flags override it.
+    /// Defaults to start from: `default` (the paper's method started at the pretrained
+    /// feature: --head-init pca, --bn-freeze, --warmup-epochs 0.25) or `paper` (the paper's
+    /// settings exactly).
+    #[arg(long, value_enum, default_value = "default")]
+    preset: Preset,
+    /// TOML file with any of the settings below (a run's config.toml is a complete example);
+    /// it replaces the preset, and flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Continue the run in --out from its latest checkpoint.
+    /// Continue the run in --out from its latest checkpoint. Flags may raise --epochs or
+    /// change --eval-every, --threads, --device, --eval-limit; any other change is refused.
     #[arg(long)]
     resume: bool,
-    /// Dataset layout.
+    /// Dataset layout of --data [default: auto, detected].
     #[arg(long, value_enum)]
     format: Option<trainer::data::Format>,
-    /// mobilenet_v2 | efficientnet_lite0 | resnet18 | resnet50 | googlenet | bn_inception
+    /// Which split of --data to train on [default: the official training split of cub, cars,
+    /// sop and idx layouts (the first half of the classes); all of any other folder].
+    #[arg(long, value_enum)]
+    split: Option<trainer::data::Split>,
+    /// Labelled images to evaluate during training (monitoring only, never to choose an
+    /// epoch): all classes of a labelled folder, or the test split of a cub/cars/sop/idx
+    /// layout [default: none; the official test split when --data is such a layout].
+    #[arg(long)]
+    eval_data: Option<PathBuf>,
+    /// Hold out this fraction of the training classes (a fixed random choice) and evaluate
+    /// on them instead of --eval-data, e.g. 0.5 [default: 0, train on every class].
+    #[arg(long)]
+    holdout_classes: Option<f64>,
+    /// Semi-supervised: a file of `path<TAB>class` (or `path,class`) lines naming the class
+    /// of some training images (paths relative to --data). Pairs of labelled images get
+    /// W = 1 / 0; the rest come from STML [default: none].
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Semi-supervised from the layout's own labels, kept for this fraction of the training
+    /// images (a seeded random choice), e.g. 0.1 to measure the mode [default: 0].
+    #[arg(long)]
+    label_fraction: Option<f64>,
+    /// Backbone: mobilenet_v2 | efficientnet_lite0 | resnet18 | resnet50 | googlenet |
+    /// bn_inception [default: mobilenet_v2; paper: googlenet / bn_inception / resnet50].
     #[arg(long)]
     arch: Option<String>,
-    /// Backbone weights (safetensors); default: the pretrained file set-up installed.
+    /// Backbone weights (safetensors) [default: the pretrained file set-up installed].
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Dimension of the target embedding f.
+    /// Dimension of the target embedding f, the one exported and served [default: 128;
+    /// paper: 64, 128 or 512].
     #[arg(long)]
     dim: Option<usize>,
-    /// Dimension of the auxiliary embedding g.
+    /// Dimension of the auxiliary embedding g, used only in training [default: 1024; paper: 1024].
     #[arg(long)]
     g_dim: Option<usize>,
-    /// Network input size (square crop).
+    /// How f and g start: pca (principal components of the pretrained pooled feature of the
+    /// training images) or orthogonal (random) [default: pca; paper: orthogonal].
+    #[arg(long, value_enum)]
+    head_init: Option<HeadInit>,
+    /// Network input size, a square crop [default: the architecture's, 224 for mobilenet_v2;
+    /// paper: 224, 227 for bn_inception].
     #[arg(long)]
     image_size: Option<u32>,
-    /// Side of the squashed images used for nearest-neighbour batch construction.
+    /// Side of the squashed images used to find each image's neighbours for the batches
+    /// [default: 256/224 x --image-size; paper: 256].
     #[arg(long)]
     sampling_size: Option<u32>,
+    /// Bandwidth sigma of the pairwise similarity exp(-d^2 / sigma) [default: 3; paper: 3].
     #[arg(long)]
     sigma: Option<f64>,
+    /// Margin delta of the relaxed contrastive loss [default: 1; paper: 1, 0.9 for SOP].
     #[arg(long)]
     delta: Option<f64>,
+    /// Neighbours K per query image in a batch; k = K x view in the contextual similarity
+    /// [default: 5; paper: 5, 2 for SOP].
     #[arg(long)]
     num_neighbors: Option<usize>,
+    /// Augmented views of each image in a batch [default: 2; paper: 2].
     #[arg(long)]
     view: Option<usize>,
+    /// EMA momentum m of the teacher [default: 0.999; paper: 0.999, 0.9 for SOP].
     #[arg(long)]
     momentum: Option<f64>,
+    /// Learning rate of the backbone [default: 1e-4; paper: 1e-4].
     #[arg(long)]
     lr: Option<f64>,
+    /// Learning rate of the heads f and g [default: 1e-4; paper: 1e-4, 1e-2 for SOP].
     #[arg(long)]
     emb_lr: Option<f64>,
+    /// Weight decay [default: 1e-2; paper: 1e-2].
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// Optimiser [default: adamp; paper: adamp].
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerKind>,
+    /// Epochs [default: 90; paper: 90].
     #[arg(long)]
     epochs: Option<usize>,
+    /// Images per batch B, each seen in --view augmentations; a multiple of --num-neighbors
+    /// [default: 120; paper: 120].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Stop each epoch after this many steps (0 = full epochs).
+    /// Stop each epoch after this many steps [default: 0, full epochs of floor(N / B) steps].
     #[arg(long)]
     max_steps_per_epoch: Option<usize>,
-    /// Batch norm in eval mode with frozen affine parameters.
+    /// Linear learning-rate warm-up over this many epochs' worth of steps [default: 0.25; paper: 0].
     #[arg(long)]
-    bn_freeze: bool,
-    /// Constant learning rate (no cosine annealing).
-    #[arg(long)]
-    fix_lr: bool,
-    /// L2-normalise the student's outputs.
-    #[arg(long)]
-    student_norm: bool,
-    /// Train with the true labels as W (supervised upper bound; needs labelled data).
+    warmup_epochs: Option<f64>,
+    /// Batch norm in eval mode with frozen affine parameters: `--bn-freeze` or
+    /// `--bn-freeze false` [default: true; paper: false, true for bn_inception].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    bn_freeze: Option<bool>,
+    /// Constant learning rate instead of cosine annealing [default: false; paper: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    fix_lr: Option<bool>,
+    /// L2-normalise the student's outputs [default: false; paper: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    student_norm: Option<bool>,
+    /// Train with the true labels as W (the supervised comparison; needs labelled data)
+    /// [default: false].
     #[arg(long)]
     supervised: bool,
-    /// Use at most this many training images (seeded random subset).
+    /// Use at most this many training images, a seeded random subset [default: 0, all].
     #[arg(long)]
     limit: Option<usize>,
-    /// Evaluate on at most this many test images (seeded random subset).
+    /// Evaluate on at most this many images, a seeded random subset [default: 0, all].
     #[arg(long)]
     eval_limit: Option<usize>,
-    /// Evaluate every N epochs when the data has labels (0 = only at the end).
+    /// Evaluate every N epochs when there is evaluation data (0 = only at the end) [default: 1].
     #[arg(long)]
     eval_every: Option<usize>,
+    /// Random seed of initialisation, batches and augmentation [default: 0].
     #[arg(long)]
     seed: Option<u64>,
-    /// Threads for libtorch and image decoding (0 = all cores).
+    /// Threads for libtorch and image decoding [default: 0, all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Where to train: auto (CUDA when available), cpu, cuda [default: auto].
     #[arg(long, value_enum)]
     device: Option<DeviceKind>,
 }
@@ -148,12 +208,16 @@ struct EvalArgs {
     /// Weights for --arch (default: the pretrained file set-up installed).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Labelled data; its test split is evaluated.
+    /// Labelled data: every class of a labelled folder, or the test split of a cub, cars,
+    /// sop or idx layout (see --split).
     #[arg(long)]
     data: PathBuf,
     /// Dataset layout.
     #[arg(long, value_enum, default_value = "auto")]
     format: trainer::data::Format,
+    /// Which split to evaluate [default: test for layouts with an official split, all otherwise].
+    #[arg(long, value_enum)]
+    split: Option<trainer::data::Split>,
     /// Input size for --arch (default: the architecture's).
     #[arg(long)]
     image_size: Option<u32>,
@@ -188,12 +252,15 @@ struct ExportArgs {
     normalize: bool,
 }
 
-fn resolve_fit(a: &FitArgs) -> anyhow::Result<TrainConfig> {
-    let mut c = match &a.config {
-        Some(p) => TrainConfig::from_file(p)?,
-        None => {
+/// The configuration of `fit`: `base` (a resumed run's own), or --config, or the preset;
+/// then the flags.
+fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainConfig> {
+    let mut c = match (base, &a.config) {
+        (Some(b), _) => b,
+        (None, Some(p)) => TrainConfig::from_file(p)?,
+        (None, None) => {
             let data = a.data.clone().context("--data is required (a folder of images or a dataset layout)")?;
-            TrainConfig::defaults(data)
+            TrainConfig::preset(a.preset, data)
         }
     };
     if let Some(d) = &a.data {
@@ -201,6 +268,18 @@ fn resolve_fit(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     }
     if let Some(v) = &a.format {
         c.data.format = *v;
+    }
+    if a.split.is_some() {
+        c.data.split = a.split;
+    }
+    if a.eval_data.is_some() {
+        c.data.eval_data = a.eval_data.clone();
+    }
+    if a.labels.is_some() {
+        c.data.labels = a.labels.clone();
+    }
+    if let Some(v) = a.head_init {
+        c.head_init = v;
     }
     if let Some(v) = &a.arch {
         let arch: models::Arch = v.parse()?;
@@ -227,7 +306,9 @@ fn resolve_fit(a: &FitArgs) -> anyhow::Result<TrainConfig> {
             c.sampling_size = ((v as f64) * 256.0 / 224.0).round() as u32;
         }
     }
-    m.student_norm |= a.student_norm;
+    if let Some(v) = a.student_norm {
+        m.student_norm = v;
+    }
     if let Some(v) = a.sampling_size {
         c.sampling_size = v;
     }
@@ -253,10 +334,13 @@ fn resolve_fit(a: &FitArgs) -> anyhow::Result<TrainConfig> {
     set!(o.epochs, a.epochs);
     set!(o.batch_size, a.batch_size);
     set!(o.max_steps_per_epoch, a.max_steps_per_epoch);
-    o.bn_freeze |= a.bn_freeze;
-    o.fix_lr |= a.fix_lr;
+    set!(o.warmup_epochs, a.warmup_epochs);
+    set!(o.bn_freeze, a.bn_freeze);
+    set!(o.fix_lr, a.fix_lr);
     set!(c.data.limit, a.limit);
     set!(c.data.eval_limit, a.eval_limit);
+    set!(c.data.holdout_classes, a.holdout_classes);
+    set!(c.data.label_fraction, a.label_fraction);
     set!(c.eval_every, a.eval_every);
     set!(c.seed, a.seed);
     set!(c.threads, a.threads);
@@ -277,17 +361,22 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Fit(a) => {
             let summary = if a.resume {
-                trainer::train::resume(&a.out)?
+                let saved = trainer::run::RunDir::open(&a.out)?.config()?;
+                trainer::train::resume(&a.out, Some(resolve_fit(&a, Some(saved))?))?
             } else {
-                let cfg = resolve_fit(&a)?;
+                let cfg = resolve_fit(&a, None)?;
                 trainer::train::fit(cfg, &a.out)?
             };
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            if let Some(line) = summary.comparison() {
+                eprintln!("{line}");
+            }
         }
         Command::Eval(a) => {
             let opts = trainer::evaluate::EvalOptions {
                 data: a.data,
                 format: a.format,
+                split: a.split,
                 limit: a.limit,
                 ks: a.ks,
                 cosine: a.cosine,

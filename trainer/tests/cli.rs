@@ -121,3 +121,104 @@ fn fit_skips_corrupt_images_eval_json_is_pure_and_resume_continues() {
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count();
     assert_eq!(lines, 2);
 }
+
+#[test]
+fn resume_applies_more_epochs_and_refuses_other_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixture(&data);
+    let out = dir.path().join("run");
+    let o = small_fit(&data, &out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A changed hyper-parameter would make it another run: refused, naming the setting.
+    let o = trainer().args(["fit", "--resume", "--lr", "0.5", "--out"]).arg(&out).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("optim.lr") && err.contains("--out"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // More epochs are applied and saved in the run's config.
+    let o = trainer().args(["fit", "--resume", "--epochs", "2", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["epochs"], 2);
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("\nepochs = 2"));
+
+    // Fewer epochs than done would undo work: refused.
+    let o = trainer().args(["fit", "--resume", "--epochs", "1", "--out"]).arg(&out).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has done 2 epochs"));
+}
+
+#[test]
+fn a_labelled_folder_trains_on_all_of_it_and_evaluates_what_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixture(&data);
+    let unseen = dir.path().join("unseen");
+    fixture(&unseen);
+
+    // All four classes are trained on (40 images, 4 broken); no evaluation, and the log says how to get one.
+    let o = small_fit(&data, &dir.path().join("all")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["train_images"], 44, "{s}");
+    assert!(s["eval"].is_null() && err.contains("--eval-data"), "{err}");
+
+    // --eval-data: all classes of that folder, with the pretrained baseline beside the result.
+    let o = small_fit(&data, &dir.path().join("ev")).arg("--eval-data").arg(&unseen).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["eval"]["classes"], 4, "{s}");
+    assert_eq!(s["baseline"]["queries"], s["eval"]["queries"], "{s}");
+    assert!(err.contains("pretrained pooled feature gives"), "the end of the log compares with the baseline: {err}");
+
+    // --holdout-classes 0.5: two classes trained on, two evaluated.
+    let o = small_fit(&data, &dir.path().join("ho")).args(["--holdout-classes", "0.5"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["train_images"], 22, "{s}");
+    assert_eq!(s["eval"]["classes"], 2, "{s}");
+
+    // `eval --data` evaluates every class of a labelled folder.
+    let o = trainer()
+        .args(["eval", "--json", "--threads", "2", "--device", "cpu", "--run"])
+        .arg(dir.path().join("ev"))
+        .arg("--data")
+        .arg(&unseen)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["classes"], 4);
+}
+
+#[test]
+fn semi_supervised_labels_file_is_used_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixture(&data);
+    let labels = dir.path().join("labels.tsv");
+    std::fs::write(&labels, "path\tclass\nc0/0.png\tround\nc0/1.png\tround\nc1/0.png\tsquare\n# a comment\n\n")
+        .unwrap();
+    let o = small_fit(&data, &dir.path().join("semi")).arg("--labels").arg(&labels).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("semi-supervised: 3 of 44 training images"), "{err}");
+
+    // A path that is not a training image: the error names the file, the line and the fix.
+    std::fs::write(&labels, "c0/0.png\tround\nc9/nope.png\tround\n").unwrap();
+    let o = small_fit(&data, &dir.path().join("bad")).arg("--labels").arg(&labels).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("labels.tsv") && err.contains("line 2") && err.contains("relative to the --data"), "{err}");
+    assert!(!dir.path().join("bad").exists());
+
+    // A line without a class.
+    std::fs::write(&labels, "c0/0.png\n").unwrap();
+    let o = small_fit(&data, &dir.path().join("bad2")).arg("--labels").arg(&labels).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("line 1"));
+}

@@ -620,3 +620,58 @@ fn image_cache_keeps_decoded_images_within_budget() {
     }
     assert!(small.used_bytes() <= 2000 && small.used_bytes() > 0);
 }
+
+#[test]
+fn default_splits_and_class_hold_out() {
+    use data::Purpose;
+    // Layouts with an official zero-shot split train on its train half and evaluate on the
+    // test half; a folder (labelled or not) is used whole.
+    for f in [Format::Cub, Format::Cars, Format::Sop, Format::Idx] {
+        assert_eq!(f.default_split(Purpose::Train), Split::Train);
+        assert_eq!(f.default_split(Purpose::Eval), Split::Test);
+    }
+    for f in [Format::Folder, Format::Labeled] {
+        assert_eq!(f.default_split(Purpose::Train), Split::All);
+        assert_eq!(f.default_split(Purpose::Eval), Split::All);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for c in 0..10 {
+        for i in 0..3 {
+            png(&root.join(format!("k{c}/{i}.png")), 4, 4, [0, 0, 0]);
+        }
+    }
+    let all = data::load(root, Format::Auto, Split::All).unwrap();
+    let (kept, held) = all.hold_out_classes(0.3, 7).unwrap();
+    assert_eq!((kept.num_labels_present(), held.num_labels_present()), (7, 3));
+    assert_eq!(kept.len() + held.len(), 30);
+    let a: std::collections::HashSet<u32> = labels(&kept).into_iter().collect();
+    assert!(labels(&held).iter().all(|l| !a.contains(l)), "held-out classes are never trained on");
+    // The same seed holds out the same classes; a fraction rounding to none still holds one out.
+    assert_eq!(labels(&all.hold_out_classes(0.3, 7).unwrap().1), labels(&held));
+    assert_eq!(all.hold_out_classes(0.01, 7).unwrap().1.num_labels_present(), 1);
+    // Unlabelled data has no classes to hold out: a clear error.
+    let folder = data::load(root, Format::Folder, Split::All).unwrap();
+    let err = folder.hold_out_classes(0.5, 0).unwrap_err().to_string();
+    assert!(err.contains("--eval-data"), "{err}");
+}
+
+#[test]
+fn known_labels_from_a_fraction_of_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for c in 0..4 {
+        for i in 0..25 {
+            png(&root.join(format!("k{c}/{i}.png")), 4, 4, [0, 0, 0]);
+        }
+    }
+    let all = data::load(root, Format::Auto, Split::All).unwrap();
+    let k = data::labels::KnownLabels::fraction(&all, 0.1, 3).unwrap();
+    assert_eq!(k.count, 10);
+    let truth = labels(&all);
+    for (i, &l) in k.labels.iter().enumerate() {
+        assert!(l == -1 || l == truth[i] as i64);
+    }
+    assert_eq!(k, data::labels::KnownLabels::fraction(&all, 0.1, 3).unwrap(), "seeded");
+}

@@ -11,7 +11,7 @@ use trainer::stml::ema::EmaPairs;
 use trainer::stml::loss::stml_loss;
 use trainer::stml::optim::{Optimizer, OptimizerConfig, ParamGroup};
 use trainer::stml::sampler::{epoch_batches, nearest_neighbors, nearest_neighbors_in_chunks};
-use trainer::stml::similarity::{l2_normalize, pairwise_similarity, pseudo_labels};
+use trainer::stml::similarity::{l2_normalize, pairwise_similarity, pseudo_labels, with_known_labels};
 use trainer::stml::{copy_into, momentum_update};
 
 fn config() -> ProptestConfig {
@@ -226,4 +226,28 @@ fn optimizer_state_round_trips_and_resumes_identically() {
     let missing: Vec<(String, Tensor)> = saved.into_iter().filter(|(n, _)| n != "w.exp_avg").collect();
     let err = c.load_state(&missing).unwrap_err().to_string();
     assert!(err.contains("w.exp_avg"), "{err}");
+}
+
+#[test]
+fn known_labels_override_pseudo_labels_only_between_two_labelled_samples() {
+    let n = 6;
+    let w = Tensor::rand([n, n], (Kind::Float, Device::Cpu));
+    let w = (&w + w.tr()) * 0.5;
+    // Samples 0, 1 and 3 have known classes (7, 7, 2); the others are unknown.
+    let labels = Tensor::from_slice(&[7i64, 7, -1, 2, -1, -1]);
+    let out = with_known_labels(&w, &labels);
+    for i in 0..n {
+        for j in 0..n {
+            let got = out.double_value(&[i, j]);
+            let known = [0, 1, 3].contains(&i) && [0, 1, 3].contains(&j);
+            let want = if !known {
+                w.double_value(&[i, j])
+            } else if (i < 2 && j < 2) || i == j {
+                1.0
+            } else {
+                0.0
+            };
+            assert_eq!(got, want, "W[{i},{j}]");
+        }
+    }
 }

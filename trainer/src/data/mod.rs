@@ -3,6 +3,7 @@
 
 mod decode;
 mod idx;
+pub mod labels;
 mod layouts;
 mod loader;
 pub mod mat;
@@ -70,6 +71,31 @@ pub enum Format {
     Sop,
     /// MNIST / Fashion-MNIST IDX files.
     Idx,
+}
+
+/// What a split is read for: training, or evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Train,
+    Eval,
+}
+
+impl Format {
+    /// Whether the layout defines an official zero-shot split (CUB, Cars, SOP; IDX by the
+    /// project's Fashion-MNIST protocol). A folder or labelled folder has none.
+    pub fn has_official_split(self) -> bool {
+        matches!(self, Format::Cub | Format::Cars | Format::Sop | Format::Idx)
+    }
+
+    /// The split read when none is given: the official training or test split where the
+    /// layout has one, all of it otherwise.
+    pub fn default_split(self, purpose: Purpose) -> Split {
+        match (self.has_official_split(), purpose) {
+            (true, Purpose::Train) => Split::Train,
+            (true, Purpose::Eval) => Split::Test,
+            (false, _) => Split::All,
+        }
+    }
 }
 
 impl fmt::Display for Format {
@@ -188,6 +214,35 @@ impl Dataset {
         }
     }
 
+    /// Splits off a seeded random `fraction` of the classes (at least one, and at least one
+    /// left): `(kept, held_out)`. The choice depends only on the class names and `seed`.
+    pub fn hold_out_classes(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        use rand::{seq::SliceRandom, SeedableRng};
+        let mut present: Vec<u32> = self.samples.iter().filter_map(|s| s.label).collect();
+        present.sort_unstable();
+        present.dedup();
+        if present.len() < 2 || self.labels().is_none() {
+            return Err(DataError::Layout {
+                path: self.root.clone(),
+                format: self.format,
+                reason: format!(
+                    "--holdout-classes needs labelled data with at least two classes, found {} classes; \
+                     pass --eval-data DIR instead",
+                    present.len()
+                ),
+            });
+        }
+        let n = ((fraction * present.len() as f64).round() as usize).clamp(1, present.len() - 1);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        present.shuffle(&mut rng);
+        let held: std::collections::HashSet<u32> = present[..n].iter().copied().collect();
+        let (mut kept, mut out) = (self.clone_empty(), self.clone_empty());
+        for s in &self.samples {
+            if s.label.is_some_and(|l| held.contains(&l)) { &mut out } else { &mut kept }.samples.push(s.clone());
+        }
+        Ok((kept, out))
+    }
+
     fn clone_empty(&self) -> Dataset {
         Dataset {
             root: self.root.clone(),
@@ -205,17 +260,7 @@ impl Dataset {
 /// invalid, an index file is malformed (the error names the line), or no image is left.
 /// Missing or corrupt individual images are not checked here: the loader skips them.
 pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
-    if !path.is_dir() {
-        if path.exists() {
-            return Err(DataError::Layout {
-                path: path.to_path_buf(),
-                format,
-                reason: "expected a folder, found a file; pass the folder that contains it".into(),
-            });
-        }
-        return Err(DataError::Missing { path: path.to_path_buf() });
-    }
-    let format = if format == Format::Auto { detect(path)? } else { format };
+    let format = resolve_format(path, format)?;
     let (samples, classes) = match format {
         Format::Auto | Format::Folder => (layouts::folder(path)?, Vec::new()),
         Format::Labeled => layouts::labeled(path, split)?,
@@ -240,6 +285,26 @@ pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
         }
     }
     Ok(Dataset { root: path.to_path_buf(), format, split, samples, classes })
+}
+
+/// The layout `path` is read as: `format`, or the detected one when `Auto`. Fails when
+/// `path` is not a folder.
+pub fn resolve_format(path: &Path, format: Format) -> Result<Format> {
+    if !path.is_dir() {
+        if path.exists() {
+            return Err(DataError::Layout {
+                path: path.to_path_buf(),
+                format,
+                reason: "expected a folder, found a file; pass the folder that contains it".into(),
+            });
+        }
+        return Err(DataError::Missing { path: path.to_path_buf() });
+    }
+    if format == Format::Auto {
+        detect(path)
+    } else {
+        Ok(format)
+    }
 }
 
 /// The layout of a folder, by the rules documented on [`Format::Auto`].

@@ -27,7 +27,7 @@ pub enum EvalError {
 
 /// Recall@K, NMI and MAP@R of one set of embeddings (every point a query against all the
 /// others).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EvalReport {
     /// Number of queries (embedded images).
     pub queries: usize,
@@ -107,4 +107,16 @@ pub fn evaluate(
         nmi: nmi(labels, &clusters),
         map_at_r: if ap_queries == 0 { 0.0 } else { ap_sum / ap_queries as f64 },
     })
+}
+
+/// Recall@K cut-offs: `configured`, or the protocol's defaults (1, 2, 4, 8; SOP 1, 10,
+/// 100, 1000).
+pub fn recall_ks(configured: &[usize], sop: bool) -> Vec<usize> {
+    if !configured.is_empty() {
+        configured.to_vec()
+    } else if sop {
+        vec![1, 10, 100, 1000]
+    } else {
+        vec![1, 2, 4, 8]
+    }
 }

@@ -100,3 +100,17 @@ pub fn pseudo_labels(teacher_g: &Tensor, idx: &Tensor, sigma: f64, k: i64) -> Te
 pub fn label_similarity(labels: &Tensor, kind: Kind) -> Tensor {
     labels.unsqueeze(1).eq_tensor(&labels.unsqueeze(0)).to_kind(kind)
 }
+
+/// Semi-supervised pseudo labels: `W[i,j]` is 1 or 0 where both samples have a known class
+/// (same class or not), and STML's `w` elsewhere. `labels[i] < 0` marks an unknown class.
+///
+/// # Shapes
+/// - `w`: `[N, N]` pseudo labels; `labels`: `[N]` integer classes, `-1` unknown
+/// - returns `[N, N]`
+pub fn with_known_labels(w: &Tensor, labels: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let known = labels.ge(0); // [N]
+        let both = known.unsqueeze(1).logical_and(&known.unsqueeze(0)); // [N, N]
+        label_similarity(labels, w.kind()).where_self(&both, w)
+    })
+}
