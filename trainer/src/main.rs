@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train an embedding on a folder of images (labels, if any, are ignored).
+    /// Train an embedding on a folder of images without labels (or with a few: --labels).
     Fit(Box<FitArgs>),
     /// Report Recall@K, NMI and MAP@R of a run (or of a pretrained backbone) on labelled data.
     Eval(EvalArgs),
