@@ -477,9 +477,9 @@ fn train_run(
         train.format,
         crate::device::describe(device)
     );
-    match (&data.eval, &data.known) {
-        (Some(e), _) => info!("evaluating on {} images: {}", e.len(), data.eval_source),
-        (None, _) => info!(
+    match &data.eval {
+        Some(e) => info!("evaluating on {} images: {}", e.len(), data.eval_source),
+        None => info!(
             "no evaluation during training; pass --eval-data DIR (labelled) or --holdout-classes 0.5 to watch retrieval improve"
         ),
     }
