@@ -13,7 +13,8 @@
 # fmnist (Fashion-MNIST: 6,000 training images of classes 0-4, 5,000 test images of 5-9).
 # Variants: default (the product's defaults), paper (--preset paper), supervised (true
 # labels as W), semi10 (10 % of training images labelled), no-pca, no-bn-freeze,
-# no-warmup (the default preset with one change undone), lr3e-4 (backbone and heads).
+# no-warmup (the default preset with one change undone), lrX (e.g. lr3e-4: --lr and
+# --emb-lr X, backbone and heads).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -48,7 +49,7 @@ variant_flags() {
     no-pca) echo "--head-init orthogonal" ;;
     no-bn-freeze) echo "--bn-freeze false" ;;
     no-warmup) echo "--warmup-epochs 0" ;;
-    lr3e-4) echo "--lr 3e-4 --emb-lr 3e-4" ;;
+    lr*) echo "--lr ${1#lr} --emb-lr ${1#lr}" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
