@@ -4,11 +4,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, GraphBuilder, LinearInit};
-use crate::{Arch, Preprocess};
+use crate::{Arch, Output, Preprocess};
 
-/// Name of the student's target embedding head (`f` in STML.md).
+/// Prefix of the heads' parameter names: what the backbone's pretrained weights lack.
+pub const HEAD_PREFIX: &str = "head_";
+/// Name of the student's target embedding head (`f` in docs/algorithm.md).
 pub const HEAD_F: &str = "head_f";
-/// Name of the auxiliary, larger head (`g` in STML.md).
+/// Name of the auxiliary, larger head (`g` in docs/algorithm.md).
 pub const HEAD_G: &str = "head_g";
 
 /// Builds the STML networks of one architecture.
@@ -41,21 +43,21 @@ impl ModelConfig {
         let x = b.input();
         let features = self.arch.backbone(&mut b, x);
         let pooled = b.global_avg_max_pool(features); // [batch, feature_dim]
-        b.output("pooled", pooled);
+        b.output(Output::Pooled.name(), pooled);
         let fd = self.arch.feature_dim();
         if with_f {
             let mut f = b.linear(pooled, HEAD_F, fd, self.dim, true, LinearInit::Orthogonal);
             if normalize {
                 f = b.l2_normalize(f);
             }
-            b.output("f", f);
+            b.output(Output::F.name(), f);
         }
         if with_g {
             let mut g = b.linear(pooled, HEAD_G, fd, self.g_dim, true, LinearInit::Orthogonal);
             if normalize {
                 g = b.l2_normalize(g);
             }
-            b.output("g", g);
+            b.output(Output::G.name(), g);
         }
         b.finish()
     }
@@ -74,8 +76,13 @@ impl ModelConfig {
     /// What is exported and served: outputs `embedding` = `f`, optionally L2-normalised.
     pub fn export_graph(&self, normalize: bool) -> Graph {
         let mut g = self.heads(true, false, normalize || self.student_norm);
-        let f = g.output("f").expect("f head");
-        g.outputs = vec![("embedding".to_string(), f)];
+        // `heads(true, ..)` always ends in the `f` output: rename it.
+        for (name, _) in &mut g.outputs {
+            if name == Output::F.name() {
+                *name = Output::Embedding.name().to_string();
+            }
+        }
+        g.outputs.retain(|(name, _)| name == Output::Embedding.name());
         g
     }
 
@@ -85,7 +92,7 @@ impl ModelConfig {
         let x = b.input();
         let features = arch.backbone(&mut b, x);
         let pooled = b.global_avg_max_pool(features);
-        b.output("embedding", pooled);
+        b.output(Output::Embedding.name(), pooled);
         b.finish()
     }
 
@@ -96,7 +103,7 @@ impl ModelConfig {
         let x = b.input();
         let features = arch.backbone(&mut b, x);
         let logits = arch.classifier(&mut b, features, num_classes)?;
-        b.output("logits", logits);
+        b.output(Output::Logits.name(), logits);
         Some(b.finish())
     }
 }

@@ -19,6 +19,11 @@ pub enum Error {
         details: String,
     },
 
+    #[error(
+        "the network has no output `{name}` (it has: {available}); the run's config.toml and checkpoint do not match"
+    )]
+    MissingOutput { name: String, available: String },
+
     #[error("invalid model configuration: {0}")]
     Config(String),
 
@@ -27,9 +32,6 @@ pub enum Error {
 
     #[error("{path} is not a model exported by `trainer export`: {reason}")]
     Manifest { path: PathBuf, reason: String },
-
-    #[error("cannot decode image {source_name}: {reason}")]
-    Image { source_name: String, reason: String },
 
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -7,7 +7,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::graph::{Graph, Init, Op, ParamKind, ParamSpec};
 use crate::weights::{self, Weights};
-use crate::{Error, Result};
+use crate::{Error, Output, Result};
 
 /// A graph bound to parameters in a `VarStore`.
 #[derive(Debug)]
@@ -19,7 +19,24 @@ pub struct Network {
 }
 
 /// Named outputs of one forward pass.
-pub type Outputs = HashMap<String, Tensor>;
+#[derive(Debug)]
+pub struct Outputs(HashMap<String, Tensor>);
+
+impl Outputs {
+    /// The output `o`, or an error naming it and the outputs the graph has.
+    pub fn get(&self, o: Output) -> Result<&Tensor> {
+        self.0.get(o.name()).ok_or_else(|| {
+            let mut have: Vec<&str> = self.0.keys().map(String::as_str).collect();
+            have.sort_unstable();
+            Error::MissingOutput { name: o.name().to_string(), available: have.join(", ") }
+        })
+    }
+
+    /// An output of a graph with names of its own (not one of the STML networks').
+    pub fn by_name(&self, name: &str) -> Option<&Tensor> {
+        self.0.get(name)
+    }
+}
 
 fn var(path: &nn::Path, spec: &ParamSpec) -> Tensor {
     let mut p = path.clone();
@@ -263,10 +280,15 @@ impl Network {
             }
             vals[id] = Some(y);
         }
-        Ok(g.outputs
-            .iter()
-            .map(|(name, id)| (name.clone(), vals[*id].as_ref().expect("output computed").shallow_clone()))
-            .collect())
+        let mut out = HashMap::new();
+        for (name, id) in &g.outputs {
+            let value = vals[*id].as_ref().ok_or_else(|| Error::MissingOutput {
+                name: name.clone(),
+                available: "(the graph's outputs; it is malformed: this one was never computed)".into(),
+            })?;
+            out.insert(name.clone(), value.shallow_clone());
+        }
+        Ok(Outputs(out))
     }
 }
 
@@ -338,11 +360,15 @@ mod tests {
         let (want, want_b2, leaves) = reference(&net, &xs);
         (&want * &want).sum(Kind::Float).backward();
         let out = net.forward(&xs, true).unwrap();
-        (&out["y"] * &out["y"]).sum(Kind::Float).backward();
+        let y = out.by_name("y").expect("y");
+        (y * y).sum(Kind::Float).backward();
 
         assert!(want.ge(6.0).any().int64_value(&[]) == 1, "the test must reach relu6's ceiling");
-        assert!(out["y"].allclose(&want, 1e-5, 1e-6, false), "pooled output differs");
-        assert!(out["b2"].allclose(&want_b2, 1e-5, 1e-6, false), "a graph output was overwritten in place");
+        assert!(y.allclose(&want, 1e-5, 1e-6, false), "pooled output differs");
+        assert!(
+            out.by_name("b2").expect("b2").allclose(&want_b2, 1e-5, 1e-6, false),
+            "a graph output was overwritten in place"
+        );
         for (name, leaf) in PARAMS.iter().zip(&leaves) {
             let got = net.param(name).unwrap().grad();
             assert!(got.allclose(&leaf.grad(), 1e-4, 1e-5, false), "gradient of {name} differs");

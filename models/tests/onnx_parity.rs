@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use models::manifest::MANIFEST_FORMAT;
 use models::net::Network;
 use models::weights::Weights;
-use models::{onnx, Arch, Distance, Manifest, ModelConfig, Preprocess, Provenance};
+use models::{onnx, Arch, Distance, Manifest, ModelConfig, Output, Preprocess, Provenance};
 use ort::session::Session;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -122,7 +122,7 @@ fn parity(arch: Arch, size: u32) {
             let s = size as usize;
             let xs = Tensor::randn([batch as i64, 3, s as i64, s as i64], (Kind::Float, Device::Cpu));
             let want = net.forward(&xs, false).expect("tch forward");
-            let want = to_vec(&want["embedding"]);
+            let want = to_vec(want.get(Output::Embedding).expect("embedding"));
             let (shape, got) = run(&mut session, "embedding", to_vec(&xs), [batch, 3, s, s]);
             assert_eq!(shape, [batch, DIM], "{what}: output shape");
             assert_close(&what, &want, &got);
@@ -223,6 +223,6 @@ fn efficientnet_lite0_pretrained_onnx_classifies_photos() {
     let net = Network::new(&vs.root(), graph);
     net.load(&weights, arch.name(), arch.classifier_prefixes(), &|_| false).expect("load");
     let xs = Tensor::from_slice(&input).reshape([2, 3, 224, 224]);
-    let want = to_vec(&net.forward(&xs, false).expect("tch forward")["logits"]);
+    let want = to_vec(net.forward(&xs, false).expect("tch forward").get(Output::Logits).expect("logits"));
     assert_close("efficientnet_lite0 pretrained logits", &want, &logits);
 }

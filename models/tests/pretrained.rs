@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use image::DynamicImage;
 use models::net::Network;
-use models::{Arch, ModelConfig, Preprocess};
+use models::{Arch, ModelConfig, Output, Preprocess};
 use tch::{nn, Device, Kind, Tensor};
 
 /// ImageNet classes of domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian).
@@ -62,7 +62,8 @@ fn efficientnet_lite0_recognises_a_cat_and_an_espresso() {
     let graph = ModelConfig::classifier_graph(arch, 1000).expect("EfficientNet-Lite0 has a classifier");
     let net = pretrained(arch, graph, &[]);
     let xs = batch(&Preprocess::imagenet(256, 224), &[photo("chelsea.png"), photo("coffee.png")]);
-    let logits = tch::no_grad(|| net.forward(&xs, false)).expect("forward")["logits"].shallow_clone(); // [2, 1000]
+    let logits =
+        tch::no_grad(|| net.forward(&xs, false)).expect("forward").get(Output::Logits).expect("logits").shallow_clone(); // [2, 1000]
     assert_eq!(logits.size(), [2, 1000]);
     let top1 = Vec::<i64>::try_from(logits.argmax(1, false)).expect("class ids");
     assert!(CAT_CLASSES.contains(&top1[0]), "chelsea.png (a cat) came out as class {}", top1[0]);
@@ -85,7 +86,11 @@ fn mobilenet_v2_embedding_keeps_a_photo_near_its_own_copies() {
     let cropped: Vec<DynamicImage> = originals.iter().map(|img| centre_crop(img, 0.8)).collect();
     let all: Vec<DynamicImage> = originals.iter().chain(&flipped).chain(&cropped).cloned().collect();
     let xs = batch(&arch.preprocess(), &all);
-    let emb = tch::no_grad(|| net.forward(&xs, false)).expect("forward")["embedding"].shallow_clone(); // [12, 1280]
+    let emb = tch::no_grad(|| net.forward(&xs, false))
+        .expect("forward")
+        .get(Output::Embedding)
+        .expect("embedding")
+        .shallow_clone(); // [12, 1280]
     assert_eq!(emb.size(), [12, 1280]);
     let dist = Vec::<Vec<f32>>::try_from(Tensor::cdist(&emb, &emb, 2.0, None).to_kind(Kind::Float)).expect("distances"); // [12, 12]
     let n = PHOTOS.len();

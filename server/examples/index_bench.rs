@@ -11,11 +11,10 @@
 use std::time::Instant;
 
 use clap::Parser;
-use models::Distance;
+use contract::Distance;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use server::index::{ExactIndex, HnswIndex, HnswParams, VectorRead, VectorWrite};
-use server::settings::HnswSettings;
 
 #[derive(Parser)]
 #[command(about = "HNSW vs exact search: build time, QPS and recall@10 on clustered vectors")]
@@ -98,16 +97,12 @@ fn main() -> anyhow::Result<()> {
         args.clusters > 0 && args.latent > 0 && args.dim > 0,
         "--clusters, --latent, --dim must be positive"
     );
-    let metric = match args.distance.as_str() {
-        "euclidean" => Distance::Euclidean,
-        "cosine" => Distance::Cosine,
-        other => anyhow::bail!("--distance {other}: expected euclidean or cosine"),
-    };
-    let defaults = HnswSettings::default();
+    let metric: Distance = args.distance.parse().map_err(|e: String| anyhow::anyhow!("--distance: {e}"))?;
+    let defaults = HnswParams::default();
     let params = HnswParams {
         m: args.m.unwrap_or(defaults.m),
         ef_construction: args.ef_construction.unwrap_or(defaults.ef_construction),
-        ef_search: defaults.ef_search,
+        ..defaults
     };
 
     let data = clustered(args.n, args.dim, args.latent, args.clusters, args.spread, 1);

@@ -76,6 +76,19 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<contract::ContractError> for Error {
+    fn from(e: contract::ContractError) -> Self {
+        match e {
+            contract::ContractError::Io { path, source } => Error::Io { path, source },
+            contract::ContractError::ImageTooLarge { width, height, pixels, limit, .. } => {
+                Error::ImageTooLarge { width, height, pixels, limit }
+            }
+            contract::ContractError::NotAnImage { reason, .. } => Error::NotAnImage { reason },
+            contract::ContractError::Manifest { reason } => Error::Model { path: PathBuf::new(), reason },
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {

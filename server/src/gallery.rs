@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::index::{ExactIndex, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
-use crate::settings::HnswSettings;
 use crate::store::{GraphState, IndexSpec, NewRecord, Record, Store};
 use crate::{Error, Result};
 
@@ -54,7 +53,7 @@ pub struct GalleryStats {
     pub graph_points: usize,
     pub tombstones: usize,
     pub dim: usize,
-    pub distance: models::Distance,
+    pub distance: contract::Distance,
     pub index: &'static str,
 }
 
@@ -108,10 +107,10 @@ pub struct Gallery {
 
 impl Gallery {
     /// Opens (creating when absent) the gallery in `dir` for vectors described by `spec`.
-    pub fn open(dir: &Path, spec: IndexSpec, hnsw: &HnswSettings, kind: IndexKind) -> Result<Self> {
+    pub fn open(dir: &Path, spec: IndexSpec, hnsw: &HnswParams, kind: IndexKind) -> Result<Self> {
         let store = Store::open(dir)?;
         store.check_spec(&spec)?;
-        let params = HnswParams { m: hnsw.m, ef_construction: hnsw.ef_construction, ef_search: hnsw.ef_search };
+        let params = *hnsw;
         let stored = store.vectors()?;
         let mut items: Vec<(u64, Vec<f32>)> = stored.into_iter().collect();
         items.sort_by_key(|(k, _)| *k);
@@ -352,7 +351,7 @@ impl Gallery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use models::Distance;
+    use contract::Distance;
 
     fn spec() -> IndexSpec {
         IndexSpec { dim: 2, distance: Distance::Euclidean, model: "test".into() }
@@ -381,7 +380,7 @@ mod tests {
     #[test]
     fn survives_reopen_with_and_without_graph_dump() {
         let dir = tempfile::tempdir().unwrap();
-        let hnsw = HnswSettings::default();
+        let hnsw = HnswParams::default();
         {
             let g = Gallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
             g.insert(vec![img("a", [0.0, 0.0]), img("b", [1.0, 0.0]), img("c", [9.0, 9.0])]).unwrap();
@@ -411,7 +410,7 @@ mod tests {
     #[test]
     fn replacing_an_id_keeps_one_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Gallery::open(dir.path(), spec(), &HnswSettings::default(), IndexKind::Exact).unwrap();
+        let g = Gallery::open(dir.path(), spec(), &HnswParams::default(), IndexKind::Exact).unwrap();
         g.insert(vec![img("a", [0.0, 0.0])]).unwrap();
         g.insert(vec![img("a", [5.0, 5.0])]).unwrap();
         let hits = g.search(&[0.0, 0.0], 10, None).unwrap();

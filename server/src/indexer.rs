@@ -1,20 +1,17 @@
 //! The batch indexing job behind `server index`: embed every image under a folder
-//! (recursively) in batches and store it, skipping files whose content is already indexed,
-//! so an interrupted run resumes where it stopped.
+//! (recursively, as [`contract::find_images`] lists them, the same files `trainer fit`
+//! reads) in batches and store it, skipping files whose content is already indexed, so an
+//! interrupted run resumes where it stopped.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::embed::{decode_image, thumbnail_jpeg};
 use crate::gallery::{Gallery, NewImage};
 use crate::runtime::OnnxModel;
 use crate::{Error, Result};
-
-/// File extensions treated as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif"];
 
 /// Where a run stands, reported after every batch.
 #[derive(Debug, Clone, Default)]
@@ -37,31 +34,6 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// Every image file under `dir`, sorted; symbolic links are not followed.
-pub fn find_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(Error::io(&d))? {
-            let entry = entry.map_err(Error::io(&d))?;
-            let kind = entry.file_type().map_err(Error::io(entry.path()))?;
-            let path = entry.path();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file()
-                && path
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// The id the job gives a file: the first 128 bits of its SHA-256, in hex.
 pub fn content_id(hash_hex: &str) -> String {
     hash_hex[..32].to_string()
@@ -78,7 +50,7 @@ pub fn index_folder(
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report> {
     let started = Instant::now();
-    let files = find_images(dir)?;
+    let files = contract::find_images(dir)?;
     let mut report = Report { progress: Progress { total: files.len(), ..Progress::default() }, ..Report::default() };
     on_progress(&report.progress);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -87,7 +59,7 @@ pub fn index_folder(
         for path in chunk {
             match std::fs::read(path) {
                 Ok(bytes) => {
-                    let hash = hex::encode(Sha256::digest(&bytes));
+                    let hash = contract::sha256_hex(&bytes);
                     let dup = todo.iter().any(|(_, h, _): &(PathBuf, String, Vec<u8>)| *h == hash);
                     if dup || gallery.has_hash(&hash)? {
                         report.progress.skipped += 1;

@@ -4,9 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use server::gallery::IndexKind;
 use server::{indexer, serve, Settings};
 
@@ -108,11 +106,7 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images.is_dir(), "--images {} is not a folder", args.images.display());
     let model = serve::open_model(&s)?;
     let gallery = serve::open_gallery(&s, &model, IndexKind::Hnsw)?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} files  {per_sec}  eta {eta}  {msg}")
-            .context("progress bar template")?,
-    );
+    let bar = contract::progress::bar(0, "index", "files");
     let report =
         indexer::index_folder(&model, &gallery, &args.images, args.batch_size, s.max_image_pixels, &mut |p| {
             bar.set_length(p.total as u64);

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use models::manifest::MANIFEST_KEY;
-use models::Manifest;
+use contract::{Manifest, MANIFEST_KEY};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor;
@@ -98,7 +97,7 @@ impl OnnxModel {
             .map_err(|e| fail(e.to_string()))?
             .custom(MANIFEST_KEY)
             .ok_or_else(|| fail(format!("it has no `{MANIFEST_KEY}` metadata")))?;
-        let manifest = Manifest::from_json(&json).map_err(fail)?;
+        let manifest = Manifest::from_json(&json).map_err(|e| fail(e.to_string()))?;
         if !session.inputs().iter().any(|i| i.name() == manifest.input_name) {
             return Err(fail(format!("the graph has no input named `{}`", manifest.input_name)));
         }

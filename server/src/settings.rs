@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::index::HnswParams;
 use crate::{Error, Result};
 
 /// Prefix of the environment variables that override settings.
@@ -36,7 +37,7 @@ pub struct Settings {
     /// ONNX Runtime intra-op threads (0: ONNX Runtime's default).
     pub intra_threads: usize,
     pub batch: BatchSettings,
-    pub hnsw: HnswSettings,
+    pub hnsw: HnswParams,
 }
 
 /// Dynamic batching of concurrent embedding requests.
@@ -50,19 +51,6 @@ pub struct BatchSettings {
     pub max_wait_ms: u64,
     /// Requests waiting beyond this are refused with 503.
     pub queue_capacity: usize,
-}
-
-/// HNSW graph parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HnswSettings {
-    /// Links per node (`M`).
-    pub m: usize,
-    pub ef_construction: usize,
-    /// Default search breadth; a query may override it with `ef`.
-    pub ef_search: usize,
-    /// Rebuild the graph once deleted points exceed this fraction of it.
-    pub rebuild_tombstone_ratio: f64,
 }
 
 impl Default for Settings {
@@ -80,7 +68,7 @@ impl Default for Settings {
             http_workers: 0,
             intra_threads: 0,
             batch: BatchSettings::default(),
-            hnsw: HnswSettings::default(),
+            hnsw: HnswParams::default(),
         }
     }
 }
@@ -88,12 +76,6 @@ impl Default for Settings {
 impl Default for BatchSettings {
     fn default() -> Self {
         Self { max_batch: 16, max_wait_ms: 1, queue_capacity: 1024 }
-    }
-}
-
-impl Default for HnswSettings {
-    fn default() -> Self {
-        Self { m: 16, ef_construction: 200, ef_search: 64, rebuild_tombstone_ratio: 0.2 }
     }
 }
 
@@ -219,7 +201,7 @@ mod tests {
         assert_eq!(s.host, "0.0.0.0", "file beats defaults");
         assert_eq!(s.hnsw.m, 32);
         assert_eq!(s.hnsw.ef_search, 77);
-        assert_eq!(s.hnsw.ef_construction, HnswSettings::default().ef_construction);
+        assert_eq!(s.hnsw.ef_construction, HnswParams::default().ef_construction);
     }
 
     #[test]

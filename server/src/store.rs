@@ -35,14 +35,14 @@ const META_GRAPH: &str = "graph";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexSpec {
     pub dim: usize,
-    pub distance: models::Distance,
+    pub distance: contract::Distance,
     /// Identifies the model the vectors came from (architecture and training run).
     pub model: String,
 }
 
 impl IndexSpec {
     /// The spec of the vectors a model produces.
-    pub fn for_manifest(m: &models::Manifest) -> Self {
+    pub fn for_manifest(m: &contract::Manifest) -> Self {
         Self {
             dim: m.embedding_dim,
             distance: m.distance,

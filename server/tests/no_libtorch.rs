@@ -1,6 +1,6 @@
 //! The server never links libtorch: it needs only ONNX Runtime and the exported model.
-//! (Built in one cargo invocation with the trainer, feature unification would compile
-//! `models` with `tch` into it; scripts/test.sh and the Dockerfile build it on its own.)
+//! It depends on `contract` and not on `models` (a dev-dependency for test models only),
+//! so building it in one cargo invocation with the trainer cannot pull libtorch in.
 
 #[test]
 fn server_binary_does_not_link_libtorch() {

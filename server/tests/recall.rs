@@ -1,6 +1,6 @@
 //! HNSW against the exact index on the same clustered data: recall@10 >= 0.99.
 
-use models::Distance;
+use contract::Distance;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use server::index::{ExactIndex, HnswIndex, HnswParams, VectorRead, VectorWrite};
@@ -34,7 +34,12 @@ fn recall_at_10(metric: Distance) -> f64 {
     let items: Vec<(u64, Vec<f32>)> = data.into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
     let mut exact = ExactIndex::new(dim, metric);
     exact.insert(&items);
-    let mut hnsw = HnswIndex::new(dim, metric, HnswParams { m: 16, ef_construction: 100, ef_search: 128 }, n);
+    let mut hnsw = HnswIndex::new(
+        dim,
+        metric,
+        HnswParams { m: 16, ef_construction: 100, ef_search: 128, ..HnswParams::default() },
+        n,
+    );
     hnsw.insert(&items);
     assert_eq!(hnsw.len(), n);
     let queries = clustered(200, dim, 100, 2);

@@ -38,7 +38,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
     cfg.threads = 2;
     cfg.device = DeviceKind::Cpu;
     let run_dir = dir.path().join("run");
-    let summary = trainer::train::fit(cfg.clone(), &run_dir).expect("fit");
+    let summary = trainer::commands::fit::fit(cfg.clone(), &run_dir).expect("fit");
     assert_eq!(summary.epochs, 2);
     assert_eq!(summary.steps, 4);
     assert!(summary.final_loss.is_finite() && summary.final_loss > 0.0);
@@ -51,7 +51,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
     }
 
     // `trainer eval` on the run gives the same figures as the last epoch's evaluation.
-    let opts = trainer::evaluate::EvalOptions {
+    let opts = trainer::commands::eval::EvalOptions {
         data: data_dir.clone(),
         format: data::Format::Auto,
         split: None,
@@ -62,12 +62,12 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
         device: DeviceKind::Cpu,
         image_size: None,
     };
-    let report = trainer::evaluate::eval_run(&run_dir, &opts).expect("eval");
+    let report = trainer::commands::eval::eval_run(&run_dir, &opts).expect("eval");
     assert_eq!(report.recall, eval.recall);
 
     // Export, then embed the test images with ONNX Runtime through the manifest only.
     let onnx_path = dir.path().join("model.onnx");
-    let manifest = trainer::export::export_run(&run_dir, &onnx_path, false).expect("export");
+    let manifest = trainer::commands::export::export_run(&run_dir, &onnx_path, false).expect("export");
     assert_eq!(models::onnx::read_manifest(&onnx_path).expect("manifest"), manifest);
     assert_eq!(manifest.embedding_dim, 16);
     assert_eq!(manifest.preprocess.crop, 32);
@@ -81,7 +81,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
         &net,
         &test,
         &EmbedOptions {
-            output: "f",
+            output: contract::Output::F,
             transform: Transform::eval(&cfg.model.preprocess()),
             batch_size: 7,
             threads: 2,

@@ -18,11 +18,12 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
+use contract::Output;
 use models::{Arch, ModelConfig};
 use tch::{Device, Kind, Tensor};
 use trainer::config::TrainConfig;
+use trainer::optim::Optimizer;
 use trainer::stml::ema::EmaPairs;
-use trainer::stml::optim::Optimizer;
 use trainer::stml::{loss, similarity};
 use trainer::train::{build_networks, build_optimizer, Networks};
 
@@ -98,11 +99,11 @@ fn step(
 ) -> Result<f64> {
     let k_context = (cfg.stml.num_neighbors * cfg.stml.view) as i64;
     let out = nets.student.forward(x, true)?;
-    let (f, g) = (&out["f"], &out["g"]);
+    let (f, g) = (out.get(Output::F)?, out.get(Output::G)?);
     clock.lap(0);
     let t_g = tch::no_grad(|| nets.teacher.forward(x, false))?;
     clock.lap(1);
-    let w = similarity::pseudo_labels(&t_g["g"], idx, cfg.stml.sigma, k_context);
+    let w = similarity::pseudo_labels(t_g.get(Output::G)?, idx, cfg.stml.sigma, k_context);
     clock.lap(2);
     let parts = loss::stml_loss(f, g, &w, cfg.stml.delta);
     clock.lap(3);

@@ -8,16 +8,7 @@ use models::{Arch, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-
-/// Which optimiser updates the student.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// AdamP with Nesterov momentum (Heo et al., 2021): the paper's choice.
-    Adamp,
-    Adamw,
-    Sgd,
-}
+use crate::optim::Algorithm;
 
 /// Where training runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -75,7 +66,7 @@ pub struct DataConfig {
     pub label_fraction: f64,
 }
 
-/// STML's hyper-parameters (STML.md).
+/// STML's hyper-parameters (docs/algorithm.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StmlConfig {
@@ -98,7 +89,7 @@ pub struct StmlConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
-    pub optimizer: OptimizerKind,
+    pub optimizer: Algorithm,
     pub lr: f64,
     /// Learning rate of the embedding heads' parameter group.
     pub emb_lr: f64,
@@ -200,7 +191,7 @@ impl TrainConfig {
             weights: None,
             stml: StmlConfig { sigma: 3.0, delta: 1.0, num_neighbors: 5, view: 2, momentum: 0.999, supervised: false },
             optim: OptimConfig {
-                optimizer: OptimizerKind::Adamp,
+                optimizer: Algorithm::AdamP,
                 lr: 1e-4,
                 emb_lr: 1e-4,
                 weight_decay: 1e-2,
@@ -291,11 +282,6 @@ impl TrainConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Recall@K cut-offs: configured, or the protocol's defaults for the data.
-    pub fn ks(&self, sop: bool) -> Vec<usize> {
-        crate::eval::recall_ks(&self.recall_ks, sop)
     }
 }
 

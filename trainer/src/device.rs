@@ -37,11 +37,7 @@ pub fn select(kind: DeviceKind) -> Result<Device> {
             if tch::Cuda::is_available() {
                 Ok(Device::Cuda(0))
             } else {
-                Err(TrainError::Device(if cfg!(feature = "cuda") {
-                    "--device cuda was asked for but libtorch sees no CUDA GPU; use --device cpu or auto".into()
-                } else {
-                    "--device cuda needs a trainer built with `--features cuda`; use --device cpu or auto".into()
-                }))
+                Err(TrainError::CudaUnavailable { built_with_cuda: cfg!(feature = "cuda") })
             }
         }
     }

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use contract::{Output, Preprocess};
+use indicatif::ProgressBar;
 use models::net::Network;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{sequential_batches, Dataset, ImageCache, Loader, LoaderOptions, Transform};
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 
 /// Embeddings of a dataset, in dataset order. Rows of images that could not be decoded
 /// are left out; `kept` says which dataset indices the rows belong to.
@@ -22,7 +23,7 @@ pub struct Embedded {
 
 /// Options for [`embed`].
 pub struct EmbedOptions<'a> {
-    pub output: &'a str,
+    pub output: Output,
     pub transform: Transform,
     pub batch_size: usize,
     pub threads: usize,
@@ -30,20 +31,6 @@ pub struct EmbedOptions<'a> {
     pub cache: Option<Arc<ImageCache>>,
     /// Progress bar label; `None` hides the bar.
     pub label: Option<&'a str>,
-}
-
-/// Progress bar with throughput and ETA (hidden when stderr is not a terminal).
-pub fn progress(len: u64, label: &str, unit: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{prefix:>10}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} ETA {{eta}} {{msg}}"
-        ))
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    pb.set_prefix(label.to_string());
-    pb
 }
 
 /// Runs `net` in eval mode over every image of `dataset` and collects output `output`.
@@ -61,7 +48,7 @@ pub fn embed_many(
     net: &Network,
     dataset: &Arc<Dataset>,
     opts: &EmbedOptions<'_>,
-    outputs: &[&str],
+    outputs: &[Output],
 ) -> Result<Vec<Embedded>> {
     let batches = sequential_batches(dataset.len(), opts.batch_size);
     let mut loader = Loader::new(
@@ -71,7 +58,7 @@ pub fn embed_many(
         LoaderOptions { views: 1, threads: opts.threads, prefetch: 2, cache: opts.cache.clone(), ..Default::default() },
     )?;
     let pb = match opts.label {
-        Some(l) => progress(dataset.len() as u64, l, "img"),
+        Some(l) => contract::progress::bar(dataset.len() as u64, l, "img"),
         None => ProgressBar::hidden(),
     };
     let mut vectors = vec![Vec::new(); outputs.len()];
@@ -81,16 +68,8 @@ pub fn embed_many(
         let s = batch.size as i64;
         let x = Tensor::from_slice(&batch.data).view([batch.rows as i64, 3, s, s]).to_device(opts.device);
         let out = tch::no_grad(|| net.forward(&x, false))?;
-        for (o, name) in outputs.iter().enumerate() {
-            let y = out
-                .get(*name)
-                .ok_or_else(|| TrainError::MissingOutput {
-                    name: name.to_string(),
-                    what: "an output to embed with".into(),
-                })?
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous();
+        for (o, &name) in outputs.iter().enumerate() {
+            let y = out.get(name)?.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
             dims[o] = y.size()[1] as usize;
             vectors[o].extend(Vec::<f32>::try_from(y.view(-1))?);
         }
@@ -125,8 +104,8 @@ impl Embedded {
 pub fn embed_eval(
     net: &Network,
     dataset: &Arc<Dataset>,
-    preprocess: &models::Preprocess,
-    output: &str,
+    preprocess: &Preprocess,
+    output: Output,
     threads: usize,
     device: Device,
     label: Option<&str>,

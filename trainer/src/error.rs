@@ -32,8 +32,12 @@ pub enum TrainError {
     #[error("run directory {path}: {reason}")]
     Run { path: PathBuf, reason: String },
 
-    #[error("device: {0}")]
-    Device(String),
+    #[error("--device cuda was asked for but {}", if *built_with_cuda {
+        "libtorch sees no CUDA GPU; use --device cpu or auto"
+    } else {
+        "this trainer was built without CUDA (build it with `--features cuda`); use --device cpu or auto"
+    })]
+    CudaUnavailable { built_with_cuda: bool },
 
     #[error("I/O error on {path}: {source}")]
     Io {

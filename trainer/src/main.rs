@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use trainer::config::{DeviceKind, HeadInit, OptimizerKind, Preset, TrainConfig};
+use trainer::config::{DeviceKind, HeadInit, Preset, TrainConfig};
+use trainer::optim::Algorithm;
 
 #[derive(Parser)]
 #[command(
@@ -149,7 +150,7 @@ struct FitArgs {
     weight_decay: Option<f64>,
     /// Optimiser [default: adamp; paper: adamp].
     #[arg(long, value_enum)]
-    optimizer: Option<OptimizerKind>,
+    optimizer: Option<Algorithm>,
     /// Epochs [default: 90; paper: 90].
     #[arg(long)]
     epochs: Option<usize>,
@@ -362,10 +363,10 @@ fn main() -> anyhow::Result<()> {
         Command::Fit(a) => {
             let summary = if a.resume {
                 let saved = trainer::run::RunDir::open(&a.out)?.config()?;
-                trainer::train::resume(&a.out, Some(resolve_fit(&a, Some(saved))?))?
+                trainer::commands::fit::resume(&a.out, Some(resolve_fit(&a, Some(saved))?))?
             } else {
                 let cfg = resolve_fit(&a, None)?;
-                trainer::train::fit(cfg, &a.out)?
+                trainer::commands::fit::fit(cfg, &a.out)?
             };
             println!("{}", serde_json::to_string_pretty(&summary)?);
             if let Some(line) = summary.comparison() {
@@ -373,7 +374,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Eval(a) => {
-            let opts = trainer::evaluate::EvalOptions {
+            let opts = trainer::commands::eval::EvalOptions {
                 data: a.data,
                 format: a.format,
                 split: a.split,
@@ -385,8 +386,10 @@ fn main() -> anyhow::Result<()> {
                 image_size: a.image_size,
             };
             let report = match (a.run, a.arch) {
-                (Some(run), None) => trainer::evaluate::eval_run(&run, &opts)?,
-                (None, Some(arch)) => trainer::evaluate::eval_backbone(arch.parse()?, a.weights.as_deref(), &opts)?,
+                (Some(run), None) => trainer::commands::eval::eval_run(&run, &opts)?,
+                (None, Some(arch)) => {
+                    trainer::commands::eval::eval_backbone(arch.parse()?, a.weights.as_deref(), &opts)?
+                }
                 _ => anyhow::bail!("pass either --run RUN_DIR or --arch ARCH [--weights FILE]"),
             };
             if a.json {
@@ -396,11 +399,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::WriteImages(a) => {
-            let n = trainer::write_images::write_images(&a.data, a.format, a.split, a.limit, &a.out)?;
+            let n = trainer::commands::write_images::write_images(&a.data, a.format, a.split, a.limit, &a.out)?;
             eprintln!("wrote {n} images to {}", a.out.display());
         }
         Command::Export(a) => {
-            let m = trainer::export::export_run(&a.run, &a.out, a.normalize)?;
+            let m = trainer::commands::export::export_run(&a.run, &a.out, a.normalize)?;
             eprintln!(
                 "exported {} ({}, d = {}, {} distance) to {}",
                 m.provenance.run_id,

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use tch::{Kind, Tensor};
+use trainer::optim::{cosine_lr, Algorithm, Optimizer, OptimizerConfig, ParamGroup};
 use trainer::stml::loss::{relaxed_contrastive, self_distillation, stml_loss};
-use trainer::stml::optim::{cosine_lr, Algorithm, Optimizer, OptimizerConfig, ParamGroup};
 use trainer::stml::similarity::{contextual_similarity, l2_normalize, pairwise_similarity, pseudo_labels};
 
 const TOL: f64 = 1e-5;

@@ -247,7 +247,7 @@ mod tch_tests {
         let net = Network::new(&vs.root(), ModelConfig::pooled_graph(arch));
         let xs = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
         let out = tch::no_grad(|| net.forward(&xs, false)).expect("forward");
-        let emb = &out["embedding"];
+        let emb = out.get(crate::Output::Embedding).expect("embedding output");
         assert_eq!(emb.size(), vec![2, arch.feature_dim() as i64], "{arch}");
         assert!(bool::try_from(emb.isfinite().all()).expect("bool"), "{arch}: non-finite output");
         assert!(f64::try_from(emb.abs().sum(Kind::Float)).expect("f64") > 0.0, "{arch}: all-zero output");

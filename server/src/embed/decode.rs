@@ -1,49 +1,27 @@
-//! Turning uploaded bytes into an image safely: the format is sniffed from the bytes, the
-//! pixel count is checked from the header before anything is decoded (a
-//! decompression-bomb guard), and decoding runs under allocation limits.
+//! Turning uploaded bytes into an image safely ([`contract::decode`]: format sniffed, pixel
+//! count checked from the header, allocation limits), and the thumbnails kept for result
+//! pages.
 
+#[cfg(test)]
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageReader, Limits};
+use contract::{ContractError, DecodeLimits};
+use image::DynamicImage;
 
 use crate::{Error, Result};
 
-/// Bytes per pixel the decoder may allocate at most (RGBA of 16-bit channels).
-const MAX_BYTES_PER_PIXEL: u64 = 8;
 /// Longest side of stored thumbnails.
 pub const THUMBNAIL_SIDE: u32 = 160;
 
-/// Decodes an image, refusing more than `max_pixels` pixels before decoding them.
+/// Decodes an uploaded image, refusing more than `max_pixels` pixels before decoding them.
 pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage> {
-    if bytes.is_empty() {
-        return Err(Error::NotAnImage { reason: "the body is empty".into() });
-    }
-    let reader = |what: &str| -> Result<ImageReader<Cursor<&[u8]>>> {
-        let r = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| Error::NotAnImage { reason: format!("{what}: {e}") })?;
-        if r.format().is_none() {
-            return Err(Error::NotAnImage { reason: "unrecognised format (send JPEG, PNG, WebP, BMP or GIF)".into() });
+    contract::decode_bytes(bytes, "the body", DecodeLimits::new(max_pixels)).map_err(|e| match e {
+        ContractError::ImageTooLarge { width, height, pixels, limit, .. } => {
+            Error::ImageTooLarge { width, height, pixels, limit }
         }
-        Ok(r)
-    };
-    let (width, height) = reader("reading the header")?
-        .into_dimensions()
-        .map_err(|e| Error::NotAnImage { reason: format!("unreadable header: {e}") })?;
-    let pixels = width as u64 * height as u64;
-    if pixels > max_pixels {
-        return Err(Error::ImageTooLarge { width, height, pixels, limit: max_pixels });
-    }
-    if pixels == 0 {
-        return Err(Error::NotAnImage { reason: "the image has no pixels".into() });
-    }
-    let mut r = reader("decoding")?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(width);
-    limits.max_image_height = Some(height);
-    limits.max_alloc = Some(max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).max(1 << 20));
-    r.limits(limits);
-    r.decode().map_err(|e| Error::NotAnImage { reason: format!("corrupt or truncated: {e}") })
+        ContractError::NotAnImage { reason, .. } => Error::NotAnImage { reason },
+        other => Error::NotAnImage { reason: other.to_string() },
+    })
 }
 
 /// A small JPEG of the image for result pages.

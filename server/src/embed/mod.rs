@@ -12,7 +12,7 @@ pub use decode::{decode_image, thumbnail_jpeg, THUMBNAIL_SIDE};
 use std::sync::Arc;
 use std::time::Instant;
 
-use models::Manifest;
+use contract::Manifest;
 use serde::Serialize;
 
 use crate::metrics::Metrics;

@@ -5,7 +5,6 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::auth::require_key;
 use super::body::{self, Upload};
@@ -176,7 +175,7 @@ async fn embed_all(state: &AppState, pending: Vec<Pending>, embed_ms: &mut f64) 
         .map(|(p, e)| NewImage {
             id: p.id,
             metadata: p.metadata,
-            content_hash: Some(hex::encode(Sha256::digest(&p.bytes))),
+            content_hash: Some(contract::sha256_hex(&p.bytes)),
             vector: e.vector,
             thumbnail: e.thumbnail,
         })

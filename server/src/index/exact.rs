@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use models::Distance;
+use contract::Distance;
 
 use super::{distance, Neighbor, VectorRead, VectorWrite};
 

@@ -6,24 +6,32 @@ use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use contract::Distance;
 use hnsw_rs::prelude::{AnnT, DistCosine, DistL2, Hnsw, HnswIo};
-use models::Distance;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{Neighbor, VectorRead, VectorWrite};
 
 /// Most layers of the graph; hnsw_rs's recommended value.
 const MAX_LAYER: usize = 16;
 
-/// Graph construction and search parameters.
+/// Graph construction, search and maintenance parameters (the `[hnsw]` settings).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HnswParams {
     /// Links per node (`M`).
     pub m: usize,
     pub ef_construction: usize,
-    /// Default search breadth.
+    /// Default search breadth; a query may override it with `ef`.
     pub ef_search: usize,
+    /// Rebuild the graph once deleted points exceed this fraction of it.
+    pub rebuild_tombstone_ratio: f64,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self { m: 16, ef_construction: 200, ef_search: 64, rebuild_tombstone_ratio: 0.2 }
+    }
 }
 
 /// The two files of a graph dump, named by the basename hnsw_rs chose.
@@ -53,9 +61,7 @@ impl GraphFiles {
         let [g, d] = Self::paths(dir, basename);
         let hash = |p: &Path| -> Option<String> {
             let mut f = std::fs::File::open(p).ok()?;
-            let mut h = Sha256::new();
-            std::io::copy(&mut f, &mut h).ok()?;
-            Some(hex::encode(h.finalize()))
+            contract::hash::sha256_hex_reader(&mut f).ok()
         };
         Some((hash(&g)?, hash(&d)?))
     }
@@ -243,7 +249,7 @@ mod tests {
     use crate::index::ExactIndex;
 
     fn params() -> HnswParams {
-        HnswParams { m: 16, ef_construction: 100, ef_search: 64 }
+        HnswParams { m: 16, ef_construction: 100, ef_search: 64, ..HnswParams::default() }
     }
 
     fn points(n: usize) -> Vec<(u64, Vec<f32>)> {

@@ -8,7 +8,7 @@ mod hnsw;
 pub use exact::ExactIndex;
 pub use hnsw::{GraphFiles, HnswIndex, HnswParams};
 
-use models::Distance;
+use contract::Distance;
 
 /// A search result: the key an item was inserted under and its distance to the query.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,35 +1,23 @@
-//! Decoding a sample into RGB pixels, guarded against decompression bombs, and an optional
-//! in-memory cache of decoded images for datasets small enough to keep.
+//! Decoding a sample into RGB pixels ([`contract::decode`]: the server's decoder and
+//! limits, so `fit` and `index` accept the same files), and an optional in-memory cache of
+//! decoded images for datasets small enough to keep.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use image::{ImageReader, Limits, RgbImage};
+use contract::DecodeLimits;
+use image::RgbImage;
 
 use super::{DataError, Dataset, ImageSource, Result, Sample};
 
-/// Largest accepted width or height, in pixels.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// Largest allocation a decoder may make for one image, in bytes.
-pub const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
-
 /// Decode a sample into 8-bit RGB. Grey images are replicated to three channels; alpha is
-/// dropped. Files larger than [`MAX_IMAGE_SIDE`] per side or needing more than
-/// [`MAX_DECODE_BYTES`] fail instead of exhausting memory. The format is sniffed from the
-/// file's bytes, so a mislabelled extension still decodes.
+/// dropped. Images over [`DecodeLimits::DEFAULT_MAX_PIXELS`] fail instead of exhausting
+/// memory. The format is sniffed from the file's bytes, so a mislabelled extension still
+/// decodes.
 pub fn decode(sample: &Sample) -> Result<RgbImage> {
     let fail = |reason: String| DataError::Decode { name: describe(sample), reason };
     let img = match &sample.source {
-        ImageSource::File(path) => {
-            let mut reader =
-                ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(|e| fail(e.to_string()))?;
-            let mut limits = Limits::default();
-            limits.max_image_width = Some(MAX_IMAGE_SIDE);
-            limits.max_image_height = Some(MAX_IMAGE_SIDE);
-            limits.max_alloc = Some(MAX_DECODE_BYTES);
-            reader.limits(limits);
-            reader.decode().map_err(|e| fail(e.to_string()))?.to_rgb8()
-        }
+        ImageSource::File(path) => contract::decode_file(path, DecodeLimits::default())?.to_rgb8(),
         ImageSource::Idx { images, index } => {
             let plane = images.image(*index).ok_or_else(|| fail(format!("no image {index} in the IDX file")))?;
             let rgb: Vec<u8> = plane.iter().flat_map(|&v| [v, v, v]).collect();

@@ -4,67 +4,17 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use contract::{find_images, is_image_name};
+
 use super::{idx, mat, DataError, Format, ImageSource, Result, Sample, Split};
-
-/// Image file extensions read from folders (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "gif"];
-
-/// Folder nesting deeper than this is not followed (guards against symlink loops).
-const MAX_DEPTH: usize = 32;
 
 /// Class names of Fashion-MNIST, by label.
 const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
-pub(crate) fn is_image_name(name: &str) -> bool {
-    !name.starts_with('.')
-        && name.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
-}
-
 /// Entries of a folder, sorted by name.
 pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        out.push(entry.map_err(io)?.path());
-    }
-    out.sort();
-    Ok(out)
-}
-
-pub(crate) fn contains_image(dir: &Path, depth: usize) -> Result<bool> {
-    if depth > MAX_DEPTH {
-        return Ok(false);
-    }
-    for p in read_dir_sorted(dir)? {
-        if p.is_dir() {
-            if contains_image(&p, depth + 1)? {
-                return Ok(true);
-            }
-        } else if is_image_name(&p.file_name().unwrap_or_default().to_string_lossy()) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Every image under `dir`, recursively, sorted by path.
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Ok(());
-    }
-    for p in read_dir_sorted(dir)? {
-        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        if p.is_dir() {
-            walk(&p, depth + 1, out)?;
-        } else if is_image_name(&name) {
-            out.push(p);
-        }
-    }
-    Ok(())
+    Ok(contract::images::read_dir_sorted(dir)?)
 }
 
 fn file_sample(root: &Path, path: PathBuf, label: Option<u32>) -> Sample {
@@ -72,12 +22,10 @@ fn file_sample(root: &Path, path: PathBuf, label: Option<u32>) -> Sample {
     Sample { source: ImageSource::File(path), label, name }
 }
 
-/// A plain folder: every image file below it (hidden files skipped), sorted, unlabelled.
+/// A plain folder: every image file below it ([`contract::find_images`]: hidden files
+/// skipped, links followed), sorted, unlabelled.
 pub(crate) fn folder(root: &Path) -> Result<Vec<Sample>> {
-    let mut paths = Vec::new();
-    walk(root, 0, &mut paths)?;
-    paths.sort();
-    Ok(paths.into_iter().map(|p| file_sample(root, p, None)).collect())
+    Ok(find_images(root)?.into_iter().map(|p| file_sample(root, p, None)).collect())
 }
 
 /// One subfolder per class (sorted names; subfolders without images are not classes).
@@ -87,8 +35,7 @@ pub(crate) fn labeled(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<Str
     for p in read_dir_sorted(root)? {
         let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if p.is_dir() && !name.starts_with('.') {
-            let mut paths = Vec::new();
-            walk(&p, 1, &mut paths)?;
+            let paths = find_images(&p)?;
             if !paths.is_empty() {
                 classes.push(name);
                 per_class.push(paths);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::{decode, ImageCache, MAX_DECODE_BYTES, MAX_IMAGE_SIDE};
+pub use decode::{decode, ImageCache};
 pub use idx::IdxImages;
 pub use loader::{sequential_batches, Batch, Loader, LoaderOptions};
 pub use transform::{sample_rng, CropBox, RandomResizedCrop, Transform, HFLIP_P};
@@ -49,6 +49,18 @@ pub enum DataError {
 
 /// Result alias for this module.
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+impl From<contract::ContractError> for DataError {
+    fn from(e: contract::ContractError) -> Self {
+        use contract::ContractError as C;
+        match e {
+            C::Io { path, source } => DataError::Io { path, source },
+            C::NotAnImage { name, reason } => DataError::Decode { name, reason },
+            C::ImageTooLarge { ref name, .. } => DataError::Decode { name: name.clone(), reason: e.to_string() },
+            C::Manifest { reason } => DataError::BadFile { path: PathBuf::new(), reason },
+        }
+    }
+}
 
 /// On-disk dataset layouts. `Auto` detects one of the others from the folder's contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -214,6 +226,19 @@ impl Dataset {
         }
     }
 
+    /// A seeded random subset of at most `limit` samples, in dataset order (all of them
+    /// when `limit` is 0 or at least the size): what every `--limit` flag takes.
+    pub fn random_subset(self, limit: usize, seed: u64) -> Dataset {
+        use rand::SeedableRng;
+        if limit == 0 || limit >= self.len() {
+            return self;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let mut idx = rand::seq::index::sample(&mut rng, self.len(), limit).into_vec();
+        idx.sort_unstable();
+        self.subset(&idx)
+    }
+
     /// Splits off a seeded random `fraction` of the classes (at least one, and at least one
     /// left): `(kept, held_out)`. The choice depends only on the class names and `seed`.
     pub fn hold_out_classes(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
@@ -328,14 +353,14 @@ pub fn detect(path: &Path) -> Result<Format> {
         }
         if entry.is_dir() {
             dirs.push(entry);
-        } else if layouts::is_image_name(&name) {
+        } else if contract::is_image_name(&name) {
             top_images = true;
         }
     }
     if !top_images {
         let mut with_images = 0;
         for d in &dirs {
-            if layouts::contains_image(d, 0)? {
+            if contract::images::contains_image(d)? {
                 with_images += 1;
             }
         }

@@ -6,20 +6,8 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use super::EvalError;
-
-/// How neighbours are ranked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Distance {
-    /// Squared Euclidean distance on the raw embeddings (the reference's choice).
-    #[default]
-    Euclidean,
-    /// Cosine distance `1 - cos(a, b)`: Euclidean on L2-normalised embeddings, halved.
-    Cosine,
-}
+use super::{Distance, EvalError};
 
 /// One neighbour of a query.
 #[derive(Debug, Clone, Copy, PartialEq)]

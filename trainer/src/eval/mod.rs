@@ -2,14 +2,17 @@
 //! bounded memory. The metric maths are pure functions in [`metrics`]; [`evaluate`] runs
 //! the whole protocol on a set of labelled embeddings.
 
+pub mod embedded;
 pub mod kmeans;
 pub mod knn;
 pub mod metrics;
 
 use serde::Serialize;
 
+pub use contract::Distance;
+pub use embedded::{evaluate_embeddings, evaluate_student};
 pub use kmeans::{kmeans, KMeansOptions};
-pub use knn::{knn, squared_euclidean, Distance, Neighbor, Neighbors, SCRATCH_FLOATS};
+pub use knn::{knn, squared_euclidean, Neighbor, Neighbors, SCRATCH_FLOATS};
 pub use metrics::{average_precision_at_r, hits_at_k, label_counts, map_at_r, nmi, recall_at_k};
 
 /// What can be wrong with the inputs of an evaluation.
@@ -43,6 +46,22 @@ impl EvalReport {
     /// Recall@K for one K, if it was computed.
     pub fn recall_at(&self, k: usize) -> Option<f64> {
         self.recall.iter().find(|(kk, _)| *kk == k).map(|&(_, r)| r)
+    }
+
+    /// A small table for people.
+    pub fn table(&self) -> String {
+        let mut s = format!("{} queries, {} classes\n", self.queries, self.classes);
+        for (k, r) in &self.recall {
+            s.push_str(&format!("Recall@{k:<5} {:6.2} %\n", 100.0 * r));
+        }
+        s.push_str(&format!("NMI          {:6.2} %\nMAP@R        {:6.2} %", 100.0 * self.nmi, 100.0 * self.map_at_r));
+        s
+    }
+
+    /// One log line.
+    pub fn one_line(&self) -> String {
+        let r: Vec<String> = self.recall.iter().map(|(k, r)| format!("R@{k} {:.2}", 100.0 * r)).collect();
+        format!("{}, NMI {:.2}, MAP@R {:.2}", r.join(", "), 100.0 * self.nmi, 100.0 * self.map_at_r)
     }
 }
 

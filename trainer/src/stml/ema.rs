@@ -1,5 +1,5 @@
 //! The momentum teacher: after every step each teacher parameter and buffer moves towards
-//! the student's, `t <- m t + (1 - m) s` (STML.md, "Networks"; the authors'
+//! the student's, `t <- m t + (1 - m) s` (docs/algorithm.md, "Networks"; the authors'
 //! `Momentum_Update`). Tensors are matched by name; the teacher has no `head_f`, so its
 //! names are a subset of the student's.
 

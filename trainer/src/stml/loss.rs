@@ -1,7 +1,6 @@
 //! The student's losses: the relaxed contrastive loss on each head with the teacher's soft
-//! labels, and self-distillation from the `g` head to the `f` head (STML.md, "Relaxed
-//! contrastive loss", "Self-distillation KL", "Total loss"; the authors' `RC_STML`,
-//! `KL_STML`).
+//! labels, and self-distillation from the `g` head to the `f` head (docs/algorithm.md,
+//! "The loss"; the authors' `RC_STML`, `KL_STML`).
 
 use tch::{Kind, Tensor};
 

@@ -1,19 +1,18 @@
-//! The STML algorithm (Kim et al., CVPR 2022), in the parts the paper names.
+//! The STML algorithm (Kim et al., CVPR 2022), in the parts the paper names; see
+//! `docs/algorithm.md` for how this code implements each one.
 //!
-//! Each submodule is one step of `shared/STML.md`: the teacher's [`similarity`] gives the
-//! soft labels, [`loss`] trains the student's two heads with them, [`ema`] moves the
-//! teacher after the student, [`optim`] holds AdamP and its siblings, and [`sampler`]
-//! builds the nearest-neighbour batches of each epoch.
+//! The teacher's [`similarity`] gives the soft labels, [`loss`] trains the student's two
+//! heads with them, [`ema`] moves the teacher after the student, and [`sampler`] builds
+//! the nearest-neighbour batches of each epoch. The optimiser is not part of the method
+//! and lives in [`crate::optim`].
 
 pub mod distance;
 pub mod ema;
 pub mod loss;
-pub mod optim;
 pub mod sampler;
 pub mod similarity;
 
 pub use ema::{copy_into, momentum_update, EmaPairs};
 pub use loss::{relaxed_contrastive, self_distillation, stml_loss, LossParts};
-pub use optim::{cosine_lr, Algorithm, Optimizer, OptimizerConfig, ParamGroup};
 pub use sampler::{epoch_batches, nearest_neighbors};
 pub use similarity::{contextual_similarity, pairwise_similarity, pseudo_labels};

@@ -1,5 +1,5 @@
-//! Nearest-neighbour batch construction (STML.md, "Per-epoch nearest-neighbour batch
-//! construction"): each epoch, every image's K nearest neighbours on the student's `g`
+//! Nearest-neighbour batch construction (docs/algorithm.md, "Batches
+//! from neighbours"): each epoch, every image's K nearest neighbours on the student's `g`
 //! embedding, then batches of random queries each followed by its neighbours, so that a
 //! batch holds enough likely positives.
 

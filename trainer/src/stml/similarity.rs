@@ -1,5 +1,6 @@
 //! Contextualized semantic similarity: the teacher's soft "same class" score for every
-//! pair of samples in a batch (STML.md, steps 1-8). Nothing here carries gradients.
+//! pair of samples in a batch (docs/algorithm.md, "The teacher's soft
+//! labels", steps 1-8). Nothing here carries gradients.
 
 use tch::{Kind, Tensor};
 

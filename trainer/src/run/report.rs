@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
+use contract::{Distance, Output, Preprocess};
 use models::net::Network;
-use models::Preprocess;
 use tch::Device;
 
+use super::plots::{line_chart, retrieval_grid as draw_grid, GridRow, Series};
+use super::RunDir;
 use crate::data::{decode, Dataset};
 use crate::embed::embed_eval;
 use crate::error::Result;
-use crate::plots::{line_chart, retrieval_grid as draw_grid, GridRow, Series};
-use crate::run::RunDir;
+use crate::eval::{knn, SCRATCH_FLOATS};
 
 /// Redraws `loss.png` and (when evaluated) `recall.png` from the run's metrics.
 pub fn curves(run: &RunDir) -> Result<()> {
@@ -58,26 +59,21 @@ pub fn retrieval_grid(
     threads: usize,
     device: Device,
 ) -> Result<()> {
-    let e = embed_eval(student, test, pre, "f", threads, device, None)?;
+    let e = embed_eval(student, test, pre, Output::F, threads, device, None)?;
     let n = e.kept.len();
     if n < 2 {
         return Ok(());
     }
-    let d = e.dim;
-    let row = |i: usize| &e.vectors[i * d..(i + 1) * d];
+    let neighbors = knn(&e.vectors, e.dim, 5, Distance::Euclidean, SCRATCH_FLOATS)?;
     let queries: Vec<usize> = (0..8).map(|q| (q * n) / 8 + (n / 16).min(n - 1 - (q * n) / 8)).collect();
     let mut rows = Vec::new();
     for &q in &queries {
-        let mut dists: Vec<(f32, usize)> = (0..n)
-            .filter(|&j| j != q)
-            .map(|j| (row(q).iter().zip(row(j)).map(|(a, b)| (a - b) * (a - b)).sum::<f32>(), j))
-            .collect();
-        dists.sort_by(|a, b| a.0.total_cmp(&b.0));
         let qs = &test.samples[e.kept[q]];
         let Ok(qimg) = decode(qs) else { continue };
         let mut results = Vec::new();
-        for &(dist, j) in dists.iter().take(5) {
-            let s = &test.samples[e.kept[j]];
+        let k = neighbors.k;
+        for (&j, &dist) in neighbors.row(q).iter().zip(&neighbors.distances[q * k..(q + 1) * k]) {
+            let s = &test.samples[e.kept[j as usize]];
             if let Ok(img) = decode(s) {
                 let ok = match (qs.label, s.label) {
                     (Some(a), Some(b)) => Some(a == b),

@@ -2,24 +2,15 @@
 
 use std::path::Path;
 
-use rand::SeedableRng;
-
 use crate::data::{self, decode, Format, Split};
 use crate::error::{io_err, Result};
 
 /// Writes the images of one split of a dataset to `out/<class>/<n>.png` (unlabelled
-/// layouts: `out/<n>.png`); at most `limit` images (seeded subset; 0 = all). Images that
-/// cannot be decoded are skipped with a warning. Returns the number written.
+/// layouts: `out/<n>.png`); at most `limit` images (0 = all), the seeded subset that
+/// `fit --limit` takes with `--seed 0`. Images that cannot be decoded are skipped with a
+/// warning. Returns the number written.
 pub fn write_images(path: &Path, format: Format, split: Split, limit: usize, out: &Path) -> Result<usize> {
-    let ds = data::load(path, format, split)?;
-    let ds = if limit > 0 && limit < ds.len() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let mut idx = rand::seq::index::sample(&mut rng, ds.len(), limit).into_vec();
-        idx.sort_unstable();
-        ds.subset(&idx)
-    } else {
-        ds
-    };
+    let ds = data::load(path, format, split)?.random_subset(limit, 0);
     let mut written = 0;
     for (i, s) in ds.samples.iter().enumerate() {
         let img = match decode(s) {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use models::{Distance, Manifest, Provenance};
+use contract::{Distance, Manifest, Output, Provenance, INPUT_NAME, MANIFEST_FORMAT};
 
 use crate::error::{Result, TrainError};
 use crate::run::{RunDir, STUDENT};
@@ -32,13 +32,13 @@ pub fn export_run(run: &Path, out: &Path, normalize: bool) -> Result<Manifest> {
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "run".into());
     let manifest = Manifest {
-        format: models::manifest::MANIFEST_FORMAT.into(),
+        format: MANIFEST_FORMAT.into(),
         arch: cfg.model.arch.name().into(),
         embedding_dim: cfg.model.dim,
         normalized,
         distance: if normalized { Distance::Cosine } else { Distance::Euclidean },
-        input_name: "image".into(),
-        output_name: "embedding".into(),
+        input_name: INPUT_NAME.into(),
+        output_name: Output::Embedding.name().into(),
         preprocess: cfg.model.preprocess(),
         provenance: Provenance {
             run_id,

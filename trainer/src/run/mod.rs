@@ -13,6 +13,9 @@
 //! is `LATEST` replaced (atomically). A kill -9 at any moment leaves `LATEST` naming a
 //! complete checkpoint.
 
+pub mod plots;
+pub mod report;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

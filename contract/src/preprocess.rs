@@ -1,5 +1,6 @@
 //! The preprocessing contract: how an image file becomes the network's input tensor.
-//! Shared by the trainer (evaluation) and the server, so both embed a file identically.
+//! The trainer (evaluation, export) and the server both use it, so both embed a file
+//! identically.
 
 use image::{imageops::FilterType, DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use crate::error::{Result, TrainError};
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 fn register_font() {
     use std::sync::Once;
