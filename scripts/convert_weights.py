@@ -6,13 +6,20 @@ EfficientNet-Lite0 keeps the package's own names. Batch-norm counters are droppe
 Users' own files: a Caffe-converted GoogLeNet (`conv1/7x7_s2`, `inception_3a/1x1`, or
 flat `inception_3a_1x1`) is renamed to the dotted names of models/src/arch/googlenet.rs;
 the older BN-Inception files with batch-norm tensors of shape [1, C] are squeezed to [C].
+
+Needs numpy and safetensors only: checkpoints are read by scripts/torch_pickle.py, not by
+torch, so set-up on a machine without a GPU never installs PyTorch's Python package.
 """
 import argparse
 import os
 import re
+import sys
 
-import torch
-from safetensors.torch import save_file
+import numpy as np
+from safetensors.numpy import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_pickle  # noqa: E402
 
 
 def mobilenet_v2_to_torchvision(sd):
@@ -38,7 +45,7 @@ def googlenet_dotted(sd):
 
 def bn_inception_squeezed(sd):
     """Batch-norm tensors stored as [1, C] (older BN-Inception ports) become [C]."""
-    return {k: v.squeeze(0) if "_bn." in k and v.dim() == 2 and v.size(0) == 1 else v for k, v in sd.items()}
+    return {k: v.squeeze(0) if "_bn." in k and v.ndim == 2 and v.shape[0] == 1 else v for k, v in sd.items()}
 
 
 def main():
@@ -47,7 +54,7 @@ def main():
     ap.add_argument("src")
     ap.add_argument("dst")
     a = ap.parse_args()
-    sd = torch.load(a.src, map_location="cpu", weights_only=True)
+    sd = torch_pickle.load(a.src)
     if "state_dict" in sd:
         sd = sd["state_dict"]
     sd = {k.removeprefix("module."): v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
@@ -57,7 +64,7 @@ def main():
         sd = googlenet_dotted(sd)
     elif a.arch == "bn_inception":
         sd = bn_inception_squeezed(sd)
-    sd = {k: v.float().contiguous() for k, v in sd.items()}
+    sd = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}
     tmp = a.dst + ".tmp"
     save_file(sd, tmp, metadata={"arch": a.arch, "source": os.path.basename(a.src)})
     os.replace(tmp, a.dst)

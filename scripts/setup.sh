@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything a fresh clone lacks. Quiet when already done.
 #
-#   .venv/                     project-local Python with torch==2.11.0 (libtorch for tch)
-#   deps/libtorch              -> the torch package folder inside .venv (LIBTORCH)
+#   .venv/                     project-local Python: torch==2.11.0's libtorch for tch (its
+#                              CUDA libraries only where there is a GPU), numpy, safetensors
+#   deps/libtorch              -> libtorch inside .venv (LIBTORCH)
 #   deps/onnxruntime/          libonnxruntime.so taken out of the onnxruntime==1.31.1 wheel
 #   deps/weights/*.safetensors pretrained backbones (sha256-checked, converted once)
 #   deps/photos/*.png          public-domain test photos from the scikit-image wheel
@@ -31,15 +32,57 @@ wheel() { # spec dir
   ls "$dir"/*.whl | head -n1
 }
 
-# 1. Python environment with the pinned torch (CUDA wheels: the same build can use a GPU).
-if [ ! -x "$PY" ] || ! "$PY" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.11.0")' 2>/dev/null; then
-  say "creating .venv with torch==2.11.0 (a few GB, once)"
-  python3 -m venv "$ROOT/.venv"
-  "$PY" -m pip install -q --upgrade pip >&2
-  "$PY" -m pip install -q torch==2.11.0 numpy safetensors >&2
+# 1. libtorch 2.11.0 (what tch 0.24 links), from PyPI's torch wheel, and a Python
+#    environment for the set-up scripts (numpy, safetensors; no torch import needed).
+#    PyPI's Linux wheel is the CUDA build. Where there is no GPU (or STML_TORCH=cpu) only
+#    the wheel itself is installed, with the two small CUDA packages that libtorch_cpu.so
+#    links (the CUDA runtime and CUPTI), not the ~3 GB of CUDA libraries a GPU needs; the
+#    Rust build then links a lib folder without the CUDA backend. STML_TORCH=full (the
+#    default where `nvidia-smi` sees a GPU) installs the wheel with all its dependencies,
+#    which the GPU trainer and the PyTorch reference benchmarks need.
+TORCH_MODE="${STML_TORCH:-auto}"
+if [ "$TORCH_MODE" = auto ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then TORCH_MODE=full; else TORCH_MODE=cpu; fi
 fi
-TORCH_DIR="$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
-ln -sfn "$TORCH_DIR" "$DEPS/libtorch"
+[ -x "$PY" ] || { say "creating .venv"; python3 -m venv "$ROOT/.venv"; "$PY" -m pip install -q --upgrade pip >&2; }
+SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+TORCH_DIR="$SITE/torch"
+have_pkg() { compgen -G "$SITE/$1*.dist-info" >/dev/null; } # name-version prefix
+have_pkg numpy- && have_pkg safetensors- || "$PY" -m pip install -q numpy safetensors >&2
+case "$TORCH_MODE" in
+  full)
+    if ! "$PY" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.11.0")' 2>/dev/null; then
+      say "installing torch==2.11.0 with its CUDA libraries (a few GB, once)"
+      "$PY" -m pip install -q torch==2.11.0 >&2
+    fi
+    ln -sfn "$TORCH_DIR" "$DEPS/libtorch" ;;
+  cpu)
+    if ! have_pkg torch-2.11.0. || ! have_pkg nvidia_cuda_runtime- || ! have_pkg nvidia_cuda_cupti-; then
+      say "installing torch==2.11.0 without the CUDA libraries (no GPU here; about 1 GB, once)"
+      "$PY" -m pip install -q --no-deps torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 >&2
+    fi
+    # A libtorch folder with the CPU libraries only, two levels below site-packages like
+    # torch/lib, so that libtorch_cpu.so's rpath ($ORIGIN/../../nvidia/cu13/lib) still
+    # finds the CUDA runtime it links.
+    LINK="$SITE/stml-libtorch-cpu"
+    if [ ! -f "$LINK/.done" ]; then
+      rm -rf "$LINK.tmp"
+      mkdir -p "$LINK.tmp/lib"
+      ln -s ../torch/include "$LINK.tmp/include"
+      for f in "$TORCH_DIR"/lib/*.so*; do
+        case "$(basename "$f")" in *cuda* | *nvrtc* | *nvshmem* | libtorch_python.so | libtorch.so) continue ;; esac
+        ln -s "../../torch/lib/$(basename "$f")" "$LINK.tmp/lib/$(basename "$f")"
+      done
+      # torch-sys always links -ltorch; the real libtorch.so exists only to pull in
+      # libtorch_cuda.so. An empty stand-in keeps the link and the binaries CUDA-free.
+      echo 'int stml_libtorch_cpu_stub;' | "${CC:-cc}" -shared -x c - -o "$LINK.tmp/lib/libtorch.so"
+      touch "$LINK.tmp/.done"
+      rm -rf "$LINK"
+      mv "$LINK.tmp" "$LINK"
+    fi
+    ln -sfn "$LINK" "$DEPS/libtorch" ;;
+  *) echo "setup: STML_TORCH=$TORCH_MODE; expected auto, cpu or full" >&2; exit 2 ;;
+esac
 
 # 2. ONNX Runtime shared library, out of the PyPI wheel (no Python needed at run time).
 ORT_LIB="$DEPS/onnxruntime/libonnxruntime.so"
