@@ -31,6 +31,10 @@ done
 
 PYTHON=${PYTHON:-.venv/bin/python}
 [[ -x $PYTHON ]] || { echo "no $PYTHON; run scripts/setup.sh first" >&2; exit 1; }
+$PYTHON -c 'import torch' 2>/dev/null || {
+  echo "$PYTHON cannot import torch: the PyTorch reference needs the wheel's CUDA libraries too; run STML_TORCH=full bash scripts/setup.sh" >&2
+  exit 1
+}
 if [[ -z ${RUST_CMD:-} ]]; then
     cargo build --release -q -p trainer --example bench_step
     RUST_CMD=target/release/examples/bench_step

@@ -1,12 +1,14 @@
 //! Decoding image bytes or files into pixels, safely and the same way in the trainer and
 //! the server: the format is sniffed from the bytes (a wrong extension still decodes), the
 //! pixel count is checked from the header before anything is decoded (a
-//! decompression-bomb guard), and decoding runs under an allocation limit.
+//! decompression-bomb guard), decoding runs under an allocation limit, and the EXIF
+//! orientation of phone photos is applied, so an image is embedded the way it is seen.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageReader, Limits};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
 use crate::{ContractError, Result};
 
@@ -69,7 +71,13 @@ pub fn decode_bytes(bytes: &[u8], name: &str, limits: DecodeLimits) -> Result<Dy
     l.max_image_height = Some(height);
     l.max_alloc = Some(limits.max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).max(1 << 20));
     r.limits(l);
-    r.decode().map_err(|e| fail(format!("corrupt or truncated: {e}")))
+    let corrupt = |e: image::ImageError| fail(format!("corrupt or truncated: {e}"));
+    let mut decoder = r.into_decoder().map_err(corrupt)?;
+    // An unreadable EXIF block is not worth refusing the pixels for.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Reads and decodes the file at `path`.
@@ -103,6 +111,53 @@ mod tests {
             assert!(matches!(err, ContractError::NotAnImage { .. }), "{err}");
             assert!(err.to_string().starts_with("a.png "), "{err}");
         }
+    }
+
+    /// A JPEG of `w` x `h` with an EXIF block saying "rotate 90 degrees clockwise to view"
+    /// (orientation 6, as phones write for portrait photos).
+    fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, _| image::Rgb([(x * 60) as u8, 0, 0])));
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+        let jpeg = jpeg.into_inner();
+        // TIFF header (little endian), one IFD entry: tag 0x0112 SHORT x1, next IFD none.
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        tiff.extend(orientation.to_le_bytes());
+        tiff.extend([0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(tiff);
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend([0xFF, 0xE1]);
+        out.extend(((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let upright = decode_bytes(&jpeg_with_orientation(4, 2, 1), "a.jpg", DecodeLimits::default()).unwrap();
+        assert_eq!((upright.width(), upright.height()), (4, 2));
+        let turned = decode_bytes(&jpeg_with_orientation(4, 2, 6), "a.jpg", DecodeLimits::default()).unwrap();
+        assert_eq!((turned.width(), turned.height()), (2, 4));
+    }
+
+    #[test]
+    fn sixteen_bit_and_grey_images_decode() {
+        let img = DynamicImage::ImageRgb16(image::ImageBuffer::from_fn(3, 2, |x, _| {
+            image::Rgb([x as u16 * 20000, 0, 65535])
+        }));
+        let mut png16 = Cursor::new(Vec::new());
+        img.write_to(&mut png16, image::ImageFormat::Png).unwrap();
+        let back = decode_bytes(png16.get_ref(), "a.png", DecodeLimits::default()).unwrap().to_rgb8();
+        assert_eq!(back.get_pixel(2, 0).0, [156, 0, 255]);
+        let grey = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(2, 2, image::Luma([77])));
+        let mut pngg = Cursor::new(Vec::new());
+        grey.write_to(&mut pngg, image::ImageFormat::Png).unwrap();
+        assert_eq!(
+            decode_bytes(pngg.get_ref(), "g.png", DecodeLimits::default()).unwrap().to_rgb8().get_pixel(1, 1).0,
+            [77; 3]
+        );
     }
 
     #[test]
