@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::index::{ExactIndex, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
-use crate::store::{GraphState, IndexSpec, NewRecord, Record, Store};
+use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store};
 use crate::{Error, Result};
 
 /// Longest accepted id.
@@ -35,6 +35,26 @@ pub struct NewImage {
     pub vector: Vec<f32>,
     /// JPEG bytes.
     pub thumbnail: Option<Vec<u8>>,
+}
+
+/// One atomic change to a gallery: committed in a single store transaction, then applied
+/// to the index. Deletions come first.
+#[derive(Debug, Clone, Default)]
+pub struct GalleryChange {
+    pub insert: Vec<NewImage>,
+    /// Ids to delete (unknown ids are ignored).
+    pub delete: Vec<String>,
+    /// Source-path records to write (see [`PathRecord`]).
+    pub set_paths: Vec<(PathBuf, PathRecord)>,
+    /// Source-path records to remove.
+    pub remove_paths: Vec<PathBuf>,
+}
+
+impl GalleryChange {
+    /// True when applying it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.insert.is_empty() && self.delete.is_empty() && self.set_paths.is_empty() && self.remove_paths.is_empty()
+    }
 }
 
 /// A search result.
@@ -184,40 +204,7 @@ impl Gallery {
 
     /// Stores images (durably, in one transaction) and indexes them; returns their ids.
     pub fn insert(&self, images: Vec<NewImage>) -> Result<Vec<String>> {
-        for img in &images {
-            if let Some(id) = &img.id {
-                validate_id(id)?;
-            }
-            self.check_dim(&img.vector)?;
-        }
-        let records: Vec<NewRecord> = images
-            .into_iter()
-            .map(|img| NewRecord {
-                record: Record {
-                    id: img.id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
-                    metadata: img.metadata,
-                    content_hash: img.content_hash,
-                },
-                vector: img.vector,
-                thumbnail: img.thumbnail,
-            })
-            .collect();
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let slots = self.store.insert(&records)?;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let items: Vec<(u64, Vec<f32>)> =
-            slots.iter().zip(&records).map(|((s, _), r)| (*s, r.vector.clone())).collect();
-        for (_, replaced) in &slots {
-            if let Some(old) = replaced {
-                index.write().remove(*old);
-            }
-        }
-        index.write().insert(&items);
-        drop(index);
-        if slots.iter().any(|(_, r)| r.is_some()) {
-            self.rebuild_locked()?;
-        }
-        Ok(records.into_iter().map(|r| r.record.id).collect())
+        self.apply(GalleryChange { insert: images, ..GalleryChange::default() })
     }
 
     /// Deletes an image; `Ok(false)` when the id is unknown.
@@ -230,6 +217,72 @@ impl Gallery {
         self.index.write().unwrap_or_else(|p| p.into_inner()).write().remove(slot);
         self.rebuild_locked()?;
         Ok(true)
+    }
+
+    /// Applies `change` durably in one transaction, then to the index; returns the ids of
+    /// the inserted images.
+    pub fn apply(&self, change: GalleryChange) -> Result<Vec<String>> {
+        for img in &change.insert {
+            if let Some(id) = &img.id {
+                validate_id(id)?;
+            }
+            self.check_dim(&img.vector)?;
+        }
+        for id in &change.delete {
+            validate_id(id)?;
+        }
+        let records: Vec<NewRecord> = change
+            .insert
+            .into_iter()
+            .map(|img| NewRecord {
+                record: Record {
+                    id: img.id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
+                    metadata: img.metadata,
+                    content_hash: img.content_hash,
+                },
+                vector: img.vector,
+                thumbnail: img.thumbnail,
+            })
+            .collect();
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let change = Change {
+            insert: records,
+            delete: change.delete,
+            set_paths: change.set_paths,
+            remove_paths: change.remove_paths,
+        };
+        let applied = self.store.apply(&change)?;
+        let records = change.insert;
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let removed: Vec<u64> = applied
+            .deleted
+            .iter()
+            .flatten()
+            .chain(applied.inserted.iter().filter_map(|(_, r)| r.as_ref()))
+            .copied()
+            .collect();
+        for old in &removed {
+            index.write().remove(*old);
+        }
+        let items: Vec<(u64, Vec<f32>)> =
+            applied.inserted.iter().zip(&records).map(|((s, _), r)| (*s, r.vector.clone())).collect();
+        index.write().insert(&items);
+        drop(index);
+        if !removed.is_empty() {
+            self.rebuild_locked()?;
+        }
+        Ok(records.into_iter().map(|r| r.record.id).collect())
+    }
+
+    /// The path records of `files` and whether their items are current (see
+    /// [`Store::path_states`]).
+    pub fn path_states(&self, files: &[PathBuf]) -> Result<Vec<Option<PathState>>> {
+        self.store.path_states(files)
+    }
+
+    /// Every path record under `root` (see [`Store::paths_under`]).
+    pub fn paths_under(&self, root: &Path) -> Result<Vec<(PathBuf, PathRecord)>> {
+        self.store.paths_under(root)
     }
 
     /// The stored record of an id.
@@ -256,7 +309,7 @@ impl Gallery {
         }
     }
 
-    /// Whether an image with this content hash is stored.
+    /// Whether an image with this content hash is stored (see [`Store::has_hash`]).
     pub fn has_hash(&self, hash: &str) -> Result<bool> {
         self.store.has_hash(hash)
     }
@@ -305,6 +358,11 @@ impl Gallery {
         let Backend::Hnsw(graph) = &*index else {
             return Ok(());
         };
+        if graph.graph_len() == 0 {
+            // Nothing to dump (and hnsw_rs refuses an empty graph); the next start builds
+            // the graph from the stored vectors or catches a stale dump up with them.
+            return Ok(());
+        }
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let files = graph
             .dump(&self.dir, &format!("graph-{nanos}"))

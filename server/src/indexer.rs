@@ -1,27 +1,59 @@
 //! The batch indexing job behind `server index`: embed every image under a folder
 //! (recursively, as [`contract::find_images`] lists them, the same files `trainer fit`
-//! reads) in batches and store it, skipping files whose content is already indexed, so an
-//! interrupted run resumes where it stopped.
+//! reads) in batches. Every file is its own item, with an id derived from its absolute
+//! path, so byte-identical files at two paths are two items.
+//!
+//! Each batch's items and their per-path records (size, mtime, content hash) are committed
+//! in one transaction, so an interrupted run resumes where it stopped: a re-run skips a file
+//! whose size and mtime match its record (without reading it), re-hashes one whose size or
+//! mtime changed, and re-embeds it only when its content changed. With `sync`, the items of
+//! files under the folder that the walk no longer lists are removed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
 use crate::embed::{decode_image, thumbnail_jpeg};
-use crate::gallery::{Gallery, NewImage};
+use crate::gallery::{Gallery, GalleryChange, NewImage};
 use crate::runtime::OnnxModel;
+use crate::store::{path_key, PathRecord, PathState};
 use crate::{Error, Result};
 
-/// Where a run stands, reported after every batch.
+/// A modification time closer than this to the moment it was read is not trusted to
+/// reveal a later change (coarse file-system clocks; FAT has 2 s granularity), so the next
+/// run hashes that file again.
+const RACY_MTIME_NS: i64 = 2_000_000_000;
+
+/// Path records removed per transaction by a sync.
+const SYNC_BATCH: usize = 256;
+
+/// How a run goes.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Images per inference call and per transaction.
+    pub batch: usize,
+    /// Images with more pixels are reported as failures.
+    pub max_pixels: u64,
+    /// After the pass, remove the items of files under the folder that are gone.
+    pub sync: bool,
+}
+
+/// Where a run stands, reported after every batch (and after a sync).
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
-    /// Files looked at so far (indexed, skipped or failed).
+    /// Files looked at so far (indexed, updated, skipped or failed).
     pub done: usize,
     pub total: usize,
+    /// Files embedded as new items.
     pub indexed: usize,
-    /// Already in the index (same content hash).
+    /// Files whose content changed since they were indexed, re-embedded in place.
+    pub updated: usize,
+    /// Already indexed at that path with this content.
     pub skipped: usize,
+    /// Items removed by a sync because their file is gone.
+    pub removed: usize,
     pub failed: usize,
 }
 
@@ -34,92 +66,224 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// The id the job gives a file: the first 128 bits of its SHA-256, in hex.
+/// The id the job gives the file at `abs` (an absolute path): the first 128 bits of the
+/// SHA-256 of the path, in hex. Stable across runs and independent of the content.
+pub fn path_id(abs: &Path) -> String {
+    contract::sha256_hex(&path_key(abs))[..32].to_string()
+}
+
+/// The id earlier versions of the job gave a file: the first 128 bits of its content's
+/// SHA-256, in hex. Such items are replaced by their per-path item when met again.
 pub fn content_id(hash_hex: &str) -> String {
     hash_hex[..32].to_string()
 }
 
-/// Indexes the images under `dir` into `gallery`, `batch` at a time; `on_progress` is
+/// A listed file: as the walk gave it, absolute (the canonical root joined with the path
+/// below it, so every listed path lies under the root) and relative, '/'-separated.
+struct Source {
+    file: PathBuf,
+    abs: PathBuf,
+    rel: String,
+}
+
+/// A file to embed.
+struct Todo {
+    source: Source,
+    bytes: Vec<u8>,
+    record: PathRecord,
+    /// Counted as `updated` (its item exists with other content) rather than `indexed`.
+    update: bool,
+    /// An item from an earlier version of the job (id = content hash) this one replaces.
+    legacy: Option<String>,
+}
+
+fn sources(dir: &Path, root: &Path, files: Vec<PathBuf>) -> Vec<Source> {
+    files
+        .into_iter()
+        .map(|file| {
+            let below = file.strip_prefix(dir).unwrap_or(&file).to_path_buf();
+            let rel = below.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            Source { abs: root.join(&below), file, rel }
+        })
+        .collect()
+}
+
+/// Nanoseconds since the Unix epoch (negative before it), `None` where the platform has none.
+fn mtime_ns(meta: &std::fs::Metadata) -> Option<i64> {
+    let t = meta.modified().ok()?;
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).ok(),
+        Err(e) => i64::try_from(e.duration().as_nanos()).ok().map(|n| -n),
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Indexes the images under `dir` into `gallery` (see the module docs); `on_progress` is
 /// called after each batch. Unreadable files are reported, not fatal.
 pub fn index_folder(
     model: &OnnxModel,
     gallery: &Gallery,
     dir: &Path,
-    batch: usize,
-    max_pixels: u64,
+    opts: &IndexOptions,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report> {
     let started = Instant::now();
-    let files = contract::find_images(dir)?;
+    let root = dir.canonicalize().map_err(Error::io(dir))?;
+    let files = sources(dir, &root, contract::find_images(dir)?);
     let mut report = Report { progress: Progress { total: files.len(), ..Progress::default() }, ..Report::default() };
     on_progress(&report.progress);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    for chunk in files.chunks(batch.max(1)) {
-        let mut todo = Vec::new();
-        for path in chunk {
-            match std::fs::read(path) {
-                Ok(bytes) => {
-                    let hash = contract::sha256_hex(&bytes);
-                    let dup = todo.iter().any(|(_, h, _): &(PathBuf, String, Vec<u8>)| *h == hash);
-                    if dup || gallery.has_hash(&hash)? {
-                        report.progress.skipped += 1;
-                    } else {
-                        todo.push((path.clone(), hash, bytes));
-                    }
-                }
-                Err(e) => report.failures.push((path.clone(), e.to_string())),
-            }
-        }
-        let prepared = prepare(model, &todo, max_pixels, threads);
+    let mut listed = HashSet::new();
+    let mut files = files.into_iter().peekable();
+    while files.peek().is_some() {
+        let chunk: Vec<Source> = files.by_ref().take(opts.batch.max(1)).collect();
+        let n = chunk.len();
+        listed.extend(chunk.iter().map(|s| s.abs.clone()));
+        let mut change = GalleryChange::default();
+        let todo = triage(gallery, chunk, &mut change, &mut report)?;
+        let prepared = prepare(model, &todo, opts.max_pixels, threads);
         let mut inputs = Vec::new();
         let mut ok = Vec::new();
-        for ((path, hash, bytes), result) in todo.iter().zip(prepared) {
+        for (item, result) in todo.into_iter().zip(prepared) {
             match result {
                 Ok((input, thumb)) => {
                     inputs.extend_from_slice(&input);
-                    ok.push((path, hash, bytes.len(), thumb));
+                    ok.push((item, thumb));
                 }
-                Err(e) => report.failures.push((path.clone(), e.to_string())),
+                Err(e) => report.failures.push((item.source.file, e.to_string())),
             }
         }
-        let vectors = model.embed(inputs, ok.len())?;
-        let images: Vec<NewImage> = ok
-            .into_iter()
-            .zip(vectors)
-            .map(|((path, hash, len, thumb), vector)| {
-                let rel = path.strip_prefix(dir).unwrap_or(path);
-                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                NewImage {
-                    id: Some(content_id(hash)),
-                    metadata: json!({ "path": rel, "bytes": len }),
-                    content_hash: Some(hash.clone()),
+        if !ok.is_empty() {
+            let vectors = model.embed(inputs, ok.len())?;
+            for ((item, thumb), vector) in ok.into_iter().zip(vectors) {
+                if item.update || item.legacy.is_some() {
+                    report.progress.updated += 1;
+                } else {
+                    report.progress.indexed += 1;
+                }
+                change.delete.extend(item.legacy);
+                change.insert.push(NewImage {
+                    id: Some(item.record.id.clone()),
+                    metadata: json!({
+                        "path": item.source.rel,
+                        "bytes": item.bytes.len(),
+                        "source": {
+                            "path": item.source.abs.to_string_lossy(),
+                            "root": root.to_string_lossy(),
+                        },
+                    }),
+                    content_hash: Some(item.record.content_hash.clone()),
                     vector,
                     thumbnail: Some(thumb),
-                }
-            })
-            .collect();
-        report.progress.indexed += images.len();
-        if !images.is_empty() {
-            gallery.insert(images)?;
+                });
+                change.set_paths.push((item.source.abs, item.record));
+            }
+        }
+        if !change.is_empty() {
+            gallery.apply(change)?;
         }
         report.progress.failed = report.failures.len();
-        report.progress.done += chunk.len();
+        report.progress.done += n;
+        on_progress(&report.progress);
+    }
+    if opts.sync {
+        report.progress.removed = remove_gone(gallery, &root, &listed)?;
         on_progress(&report.progress);
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
+/// Sorts a batch: files already indexed at their path are counted as skipped (with their
+/// record refreshed into `change` when only the mtime moved), unreadable ones as failures;
+/// the rest, read and hashed, are returned to be embedded.
+fn triage(gallery: &Gallery, chunk: Vec<Source>, change: &mut GalleryChange, report: &mut Report) -> Result<Vec<Todo>> {
+    let abs: Vec<PathBuf> = chunk.iter().map(|s| s.abs.clone()).collect();
+    let states = gallery.path_states(&abs)?;
+    let mut todo = Vec::new();
+    for (source, state) in chunk.into_iter().zip(states) {
+        let meta = match std::fs::metadata(&source.file) {
+            Ok(m) => m,
+            Err(e) => {
+                report.failures.push((source.file, e.to_string()));
+                continue;
+            }
+        };
+        let mtime = mtime_ns(&meta);
+        let current = state.as_ref().filter(|s| s.item_current).map(|s: &PathState| &s.record);
+        if current.is_some_and(|r| r.size == meta.len() && r.mtime_ns.is_some() && r.mtime_ns == mtime) {
+            report.progress.skipped += 1;
+            continue;
+        }
+        let bytes = match std::fs::read(&source.file) {
+            Ok(b) => b,
+            Err(e) => {
+                report.failures.push((source.file, e.to_string()));
+                continue;
+            }
+        };
+        let hash = contract::sha256_hex(&bytes);
+        let trusted = mtime.filter(|m| *m < now_ns() - RACY_MTIME_NS);
+        let record =
+            PathRecord { id: path_id(&source.abs), size: bytes.len() as u64, mtime_ns: trusted, content_hash: hash };
+        if let Some(old) = current.filter(|r| r.content_hash == record.content_hash) {
+            report.progress.skipped += 1;
+            if *old != record {
+                change.set_paths.push((source.abs, record));
+            }
+            continue;
+        }
+        let legacy = if state.is_none() { legacy_item(gallery, &record, &source.rel)? } else { None };
+        todo.push(Todo { source, bytes, update: current.is_some(), record, legacy });
+    }
+    Ok(todo)
+}
+
+/// The item an earlier version of the job made from this file (id = content hash, the
+/// same relative path, no source record), which the per-path item replaces.
+fn legacy_item(gallery: &Gallery, record: &PathRecord, rel: &str) -> Result<Option<String>> {
+    let id = content_id(&record.content_hash);
+    if id == record.id {
+        return Ok(None);
+    }
+    let Some(old) = gallery.get(&id)? else {
+        return Ok(None);
+    };
+    let legacy = old.metadata.get("source").is_none() && old.metadata.get("path").and_then(|p| p.as_str()) == Some(rel);
+    Ok(legacy.then_some(id))
+}
+
+/// Removes the items and path records of files under `root` not in `listed`; returns how
+/// many items were removed.
+fn remove_gone(gallery: &Gallery, root: &Path, listed: &HashSet<PathBuf>) -> Result<usize> {
+    let gone: Vec<(PathBuf, PathRecord)> =
+        gallery.paths_under(root)?.into_iter().filter(|(p, _)| !listed.contains(p)).collect();
+    let mut removed = 0;
+    for part in gone.chunks(SYNC_BATCH) {
+        let mut change = GalleryChange::default();
+        for (path, record) in part {
+            if gallery.get(&record.id)?.is_some() {
+                change.delete.push(record.id.clone());
+                removed += 1;
+            }
+            change.remove_paths.push(path.clone());
+        }
+        gallery.apply(change)?;
+    }
+    if removed > 0 {
+        tracing::info!(removed, root = %root.display(), "removed the items of files that are gone");
+    }
+    Ok(removed)
+}
+
 /// Decodes and preprocesses files on `threads` threads.
 ///
 /// # Shapes
 /// - each `Ok` holds `[3, crop, crop]` and a JPEG thumbnail
-fn prepare(
-    model: &OnnxModel,
-    todo: &[(PathBuf, String, Vec<u8>)],
-    max_pixels: u64,
-    threads: usize,
-) -> Vec<Result<(Vec<f32>, Vec<u8>)>> {
+fn prepare(model: &OnnxModel, todo: &[Todo], max_pixels: u64, threads: usize) -> Vec<Result<(Vec<f32>, Vec<u8>)>> {
     let preprocess = &model.manifest().preprocess;
     let per = todo.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
@@ -129,8 +293,8 @@ fn prepare(
                 let n = part.len();
                 let handle = s.spawn(move || {
                     part.iter()
-                        .map(|(_, _, bytes)| {
-                            let img = decode_image(bytes, max_pixels)?;
+                        .map(|item| {
+                            let img = decode_image(&item.bytes, max_pixels)?;
                             Ok((preprocess.apply(&img), thumbnail_jpeg(&img)?))
                         })
                         .collect::<Vec<_>>()

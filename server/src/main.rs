@@ -19,7 +19,8 @@ struct Cli {
 enum Command {
     /// Serve similarity search over HTTP.
     Serve(ServeArgs),
-    /// Embed a folder of images (recursively) into an index directory; resumable.
+    /// Embed a folder of images (recursively) into an index directory, one item per file;
+    /// resumable: a re-run skips files already indexed at their path and re-embeds changed ones.
     Index(IndexArgs),
 }
 
@@ -57,6 +58,9 @@ struct IndexArgs {
     /// Images per inference call.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Afterwards, remove the items of files under --images that are gone.
+    #[arg(long)]
+    sync: bool,
 }
 
 fn settings(common: &Common) -> anyhow::Result<Settings> {
@@ -103,27 +107,38 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
 
 fn index_command(args: IndexArgs) -> anyhow::Result<()> {
     let s = settings(&args.common)?;
-    anyhow::ensure!(args.images.is_dir(), "--images {} is not a folder", args.images.display());
+    anyhow::ensure!(
+        args.images.is_dir(),
+        "--images {} is not a folder; pass the folder of images to index",
+        args.images.display()
+    );
+    anyhow::ensure!(args.batch_size > 0, "--batch-size 0 is not a batch size; pass 1 or more (default 32)");
     let model = serve::open_model(&s)?;
     let gallery = serve::open_gallery(&s, &model, IndexKind::Hnsw)?;
     let bar = contract::progress::bar(0, "index", "files");
-    let report =
-        indexer::index_folder(&model, &gallery, &args.images, args.batch_size, s.max_image_pixels, &mut |p| {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-            bar.set_message(format!("indexed {} skipped {} failed {}", p.indexed, p.skipped, p.failed));
-        })?;
+    let opts = indexer::IndexOptions { batch: args.batch_size, max_pixels: s.max_image_pixels, sync: args.sync };
+    let report = indexer::index_folder(&model, &gallery, &args.images, &opts, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(format!(
+            "indexed {} updated {} skipped {} removed {} failed {}",
+            p.indexed, p.updated, p.skipped, p.removed, p.failed
+        ));
+        tracing::debug!(done = p.done, total = p.total, indexed = p.indexed, updated = p.updated, "batch committed");
+    })?;
     bar.finish();
     for (path, reason) in &report.failures {
-        tracing::warn!("skipped {}: {reason}", path.display());
+        tracing::warn!("failed {}: {reason}", path.display());
     }
     let p = &report.progress;
     tracing::info!(
         indexed = p.indexed,
+        updated = p.updated,
         skipped = p.skipped,
+        removed = p.removed,
         failed = p.failed,
         seconds = report.seconds,
-        images_per_second = p.indexed as f64 / report.seconds.max(1e-9),
+        images_per_second = (p.indexed + p.updated) as f64 / report.seconds.max(1e-9),
         "indexing done"
     );
     gallery.snapshot()?;

@@ -1,6 +1,7 @@
 //! The durable side of an index: ids, metadata, vectors, content hashes and thumbnails in
-//! an embedded redb database. Every write is one transaction committed (fsync) before it
-//! returns, so an acknowledged insert survives kill -9.
+//! an embedded redb database, plus the indexing job's per-path records (source file ->
+//! item, size, mtime, content hash). Every write is one transaction committed (fsync)
+//! before it returns, so an acknowledged insert survives kill -9.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ const THUMBNAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("thumbnails
 const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 /// content hash -> slot.
 const HASHES: TableDefinition<&str, u64> = TableDefinition::new("hashes");
+/// Source file path (see [`path_key`]) -> JSON [`PathRecord`], written by `server index`.
+const PATHS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("paths");
 /// Small JSON values: the index spec, the slot counter, the graph dump.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
@@ -65,6 +68,78 @@ pub struct NewRecord {
     pub record: Record,
     pub vector: Vec<f32>,
     pub thumbnail: Option<Vec<u8>>,
+}
+
+/// What `server index` last saw of a source file, keyed by its absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRecord {
+    /// The item made from this file.
+    pub id: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch; `None` when unknown or too
+    /// recent to trust (the file may change again within the same clock tick), so the next
+    /// run hashes the file instead of trusting size and mtime.
+    pub mtime_ns: Option<i64>,
+    /// SHA-256 of the content, 64 hex digits.
+    pub content_hash: String,
+}
+
+/// A stored path record and whether the item it names is stored with that content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathState {
+    pub record: PathRecord,
+    /// The item `record.id` exists and its content hash is `record.content_hash`.
+    pub item_current: bool,
+}
+
+/// One atomic change to the store: applied in a single transaction, deletions first.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Images to store; an id already present is replaced.
+    pub insert: Vec<NewRecord>,
+    /// Ids to delete (unknown ids are ignored).
+    pub delete: Vec<String>,
+    /// Path records to write (replacing any record of the same path).
+    pub set_paths: Vec<(PathBuf, PathRecord)>,
+    /// Path records to remove.
+    pub remove_paths: Vec<PathBuf>,
+}
+
+/// What [`Store::apply`] did to the slots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Per inserted image: its new slot and the slot it replaced.
+    pub inserted: Vec<(u64, Option<u64>)>,
+    /// Per deleted id: the slot it had, `None` when it was unknown.
+    pub deleted: Vec<Option<u64>>,
+}
+
+/// The database key of a source path: its bytes (on Unix, so that no file name is
+/// mangled), else its UTF-8 form.
+pub fn path_key(path: &Path) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str().as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        path.to_string_lossy().into_owned().into_bytes()
+    }
+}
+
+/// The path a [`path_key`] was made from.
+fn key_path(key: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(key))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(key).into_owned())
+    }
 }
 
 /// The graph dump the database vouches for.
@@ -112,6 +187,7 @@ impl Store {
             tx.open_table(THUMBNAILS).db(&store.path)?;
             tx.open_table(IDS).db(&store.path)?;
             tx.open_table(HASHES).db(&store.path)?;
+            tx.open_table(PATHS).db(&store.path)?;
             tx.open_table(META).db(&store.path)?;
         }
         tx.commit().db(&store.path)?;
@@ -161,71 +237,151 @@ impl Store {
     /// Stores images in one transaction, committed before returning. An id already present
     /// is replaced. Returns, per image, its new slot and the slot it replaced.
     pub fn insert(&self, items: &[NewRecord]) -> Result<Vec<(u64, Option<u64>)>> {
+        let change = Change { insert: items.to_vec(), ..Change::default() };
+        Ok(self.apply(&change)?.inserted)
+    }
+
+    /// Deletes an image; returns its slot, or `None` when the id is unknown.
+    pub fn delete(&self, id: &str) -> Result<Option<u64>> {
+        let change = Change { delete: vec![id.to_string()], ..Change::default() };
+        Ok(self.apply(&change)?.deleted.pop().flatten())
+    }
+
+    /// Applies `change` in one transaction, committed (fsync) before returning: after a
+    /// crash either all of it is stored or none of it.
+    pub fn apply(&self, change: &Change) -> Result<Applied> {
         let p = self.path.as_path();
         let tx = self.db.begin_write().db(p)?;
-        let mut out = Vec::with_capacity(items.len());
+        let mut out = Applied::default();
         {
             let mut meta = tx.open_table(META).db(p)?;
-            let mut next: u64 = match meta.get(META_NEXT_SLOT).db(p)? {
-                Some(v) => v.value().parse().unwrap_or(0),
-                None => 0,
-            };
             let mut records = tx.open_table(RECORDS).db(p)?;
             let mut vectors = tx.open_table(VECTORS).db(p)?;
             let mut thumbs = tx.open_table(THUMBNAILS).db(p)?;
             let mut ids = tx.open_table(IDS).db(p)?;
             let mut hashes = tx.open_table(HASHES).db(p)?;
-            for item in items {
-                let slot = next;
-                next += 1;
-                let replaced = ids.insert(item.record.id.as_str(), slot).db(p)?.map(|g| g.value());
-                if let Some(old) = replaced {
-                    records.remove(old).db(p)?;
-                    vectors.remove(old).db(p)?;
-                    thumbs.remove(old).db(p)?;
+            let mut paths = tx.open_table(PATHS).db(p)?;
+            for id in &change.delete {
+                let slot = ids.remove(id.as_str()).db(p)?.map(|g| g.value());
+                if let Some(slot) = slot {
+                    let old = records.remove(slot).db(p)?.map(|g| g.value().to_vec());
+                    vectors.remove(slot).db(p)?;
+                    thumbs.remove(slot).db(p)?;
+                    let hash = old.and_then(|b| serde_json::from_slice::<Record>(&b).ok()).and_then(|r| r.content_hash);
+                    if let Some(h) = hash {
+                        let points_here = hashes.get(h.as_str()).db(p)?.map(|g| g.value()) == Some(slot);
+                        if points_here {
+                            hashes.remove(h.as_str()).db(p)?;
+                        }
+                    }
                 }
-                let json = serde_json::to_vec(&item.record).expect("records serialise");
-                records.insert(slot, json.as_slice()).db(p)?;
-                vectors.insert(slot, encode_vector(&item.vector).as_slice()).db(p)?;
-                if let Some(t) = &item.thumbnail {
-                    thumbs.insert(slot, t.as_slice()).db(p)?;
-                }
-                if let Some(h) = &item.record.content_hash {
-                    hashes.insert(h.as_str(), slot).db(p)?;
-                }
-                out.push((slot, replaced));
+                out.deleted.push(slot);
             }
-            meta.insert(META_NEXT_SLOT, next.to_string().as_str()).db(p)?;
+            if !change.insert.is_empty() {
+                let mut next: u64 = match meta.get(META_NEXT_SLOT).db(p)? {
+                    Some(v) => v.value().parse().unwrap_or(0),
+                    None => 0,
+                };
+                for item in &change.insert {
+                    let slot = next;
+                    next += 1;
+                    let replaced = ids.insert(item.record.id.as_str(), slot).db(p)?.map(|g| g.value());
+                    if let Some(old) = replaced {
+                        records.remove(old).db(p)?;
+                        vectors.remove(old).db(p)?;
+                        thumbs.remove(old).db(p)?;
+                    }
+                    let json = serde_json::to_vec(&item.record).expect("records serialise");
+                    records.insert(slot, json.as_slice()).db(p)?;
+                    vectors.insert(slot, encode_vector(&item.vector).as_slice()).db(p)?;
+                    if let Some(t) = &item.thumbnail {
+                        thumbs.insert(slot, t.as_slice()).db(p)?;
+                    }
+                    if let Some(h) = &item.record.content_hash {
+                        hashes.insert(h.as_str(), slot).db(p)?;
+                    }
+                    out.inserted.push((slot, replaced));
+                }
+                meta.insert(META_NEXT_SLOT, next.to_string().as_str()).db(p)?;
+            }
+            for path in &change.remove_paths {
+                paths.remove(path_key(path).as_slice()).db(p)?;
+            }
+            for (path, rec) in &change.set_paths {
+                let json = serde_json::to_vec(rec).expect("path records serialise");
+                paths.insert(path_key(path).as_slice(), json.as_slice()).db(p)?;
+            }
         }
         tx.commit().db(p)?;
         Ok(out)
     }
 
-    /// Deletes an image; returns its slot, or `None` when the id is unknown.
-    pub fn delete(&self, id: &str) -> Result<Option<u64>> {
+    fn parse_path_record(&self, key: &[u8], bytes: &[u8]) -> Result<PathRecord> {
+        serde_json::from_slice(bytes).map_err(|err| Error::Store {
+            path: self.path.clone(),
+            reason: format!("the path record of {} is corrupt: {err}", key_path(key).display()),
+        })
+    }
+
+    /// The path records of `files` (absolute paths) and whether their items are current,
+    /// in one snapshot.
+    pub fn path_states(&self, files: &[PathBuf]) -> Result<Vec<Option<PathState>>> {
         let p = self.path.as_path();
-        let tx = self.db.begin_write().db(p)?;
-        let slot = {
-            let mut ids = tx.open_table(IDS).db(p)?;
-            let slot = ids.remove(id).db(p)?.map(|g| g.value());
-            if let Some(slot) = slot {
-                let mut records = tx.open_table(RECORDS).db(p)?;
-                let old = records.remove(slot).db(p)?.map(|g| g.value().to_vec());
-                tx.open_table(VECTORS).db(p)?.remove(slot).db(p)?;
-                tx.open_table(THUMBNAILS).db(p)?.remove(slot).db(p)?;
-                let hash = old.and_then(|b| serde_json::from_slice::<Record>(&b).ok()).and_then(|r| r.content_hash);
-                if let Some(h) = hash {
-                    let mut hashes = tx.open_table(HASHES).db(p)?;
-                    let points_here = hashes.get(h.as_str()).db(p)?.map(|g| g.value()) == Some(slot);
-                    if points_here {
-                        hashes.remove(h.as_str()).db(p)?;
-                    }
-                }
+        let tx = self.db.begin_read().db(p)?;
+        let paths = tx.open_table(PATHS).db(p)?;
+        let ids = tx.open_table(IDS).db(p)?;
+        let records = tx.open_table(RECORDS).db(p)?;
+        let mut out = Vec::with_capacity(files.len());
+        for file in files {
+            let key = path_key(file);
+            let Some(rec) =
+                paths.get(key.as_slice()).db(p)?.map(|g| self.parse_path_record(&key, g.value())).transpose()?
+            else {
+                out.push(None);
+                continue;
+            };
+            let item = match ids.get(rec.id.as_str()).db(p)?.map(|g| g.value()) {
+                Some(slot) => records.get(slot).db(p)?.map(|g| self.parse_record(g.value())).transpose()?,
+                None => None,
+            };
+            let item_current = item.is_some_and(|r| r.content_hash.as_deref() == Some(rec.content_hash.as_str()));
+            out.push(Some(PathState { record: rec, item_current }));
+        }
+        Ok(out)
+    }
+
+    /// Every path record whose path lies under `root` (component-wise), in path order.
+    pub fn paths_under(&self, root: &Path) -> Result<Vec<(PathBuf, PathRecord)>> {
+        let p = self.path.as_path();
+        let tx = self.db.begin_read().db(p)?;
+        let paths = tx.open_table(PATHS).db(p)?;
+        let prefix = path_key(root);
+        let mut out = Vec::new();
+        for row in paths.range(prefix.as_slice()..).db(p)? {
+            let (k, v) = row.db(p)?;
+            let key = k.value();
+            if !key.starts_with(&prefix) {
+                break;
             }
-            slot
-        };
-        tx.commit().db(p)?;
-        Ok(slot)
+            let path = key_path(key);
+            if path.starts_with(root) {
+                out.push((path, self.parse_path_record(key, v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored record, in slot order.
+    pub fn all_records(&self) -> Result<Vec<Record>> {
+        let p = self.path.as_path();
+        let tx = self.db.begin_read().db(p)?;
+        let t = tx.open_table(RECORDS).db(p)?;
+        let mut out = Vec::new();
+        for row in t.iter().db(p)? {
+            let (_, v) = row.db(p)?;
+            out.push(self.parse_record(v.value())?);
+        }
+        Ok(out)
     }
 
     /// The slot and record of an id.
@@ -271,7 +427,8 @@ impl Store {
         Ok(v)
     }
 
-    /// Whether an image with this content hash is stored.
+    /// Whether an image with this content hash is stored (as last inserted with it: after
+    /// deleting one of several images with the same content this may answer `false`).
     pub fn has_hash(&self, hash: &str) -> Result<bool> {
         let p = self.path.as_path();
         let tx = self.db.begin_read().db(p)?;
@@ -314,5 +471,58 @@ impl Store {
     /// Records the current graph dump.
     pub fn set_graph(&self, state: &GraphState) -> Result<()> {
         self.set_meta(META_GRAPH, state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, hash: &str) -> NewRecord {
+        NewRecord {
+            record: Record { id: id.into(), metadata: serde_json::json!({}), content_hash: Some(hash.into()) },
+            vector: vec![0.0, 1.0],
+            thumbnail: None,
+        }
+    }
+
+    fn path_rec(id: &str, hash: &str) -> PathRecord {
+        PathRecord { id: id.into(), size: 3, mtime_ns: Some(7), content_hash: hash.into() }
+    }
+
+    #[test]
+    fn path_records_go_with_their_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, ab, b) = (PathBuf::from("/r/a.png"), PathBuf::from("/r/ab/x.png"), PathBuf::from("/rb/b.png"));
+        let change = Change {
+            insert: vec![item("a", "h1"), item("ab", "h1"), item("b", "h2")],
+            set_paths: vec![
+                (a.clone(), path_rec("a", "h1")),
+                (ab.clone(), path_rec("ab", "h1")),
+                (b.clone(), path_rec("b", "h2")),
+            ],
+            ..Change::default()
+        };
+        store.apply(&change).unwrap();
+        let states = store.path_states(&[a.clone(), PathBuf::from("/r/none.png")]).unwrap();
+        assert_eq!(states[0], Some(PathState { record: path_rec("a", "h1"), item_current: true }));
+        assert_eq!(states[1], None);
+        // `/rb` is not under `/r`, though its key starts with the same bytes.
+        let under: Vec<PathBuf> = store.paths_under(Path::new("/r")).unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(under, vec![a.clone(), ab.clone()]);
+        // An item replaced with other content no longer vouches for its path record.
+        store.insert(&[item("a", "h3")]).unwrap();
+        assert!(!store.path_states(std::slice::from_ref(&a)).unwrap()[0].as_ref().unwrap().item_current);
+        // Deleting an item and its path record together.
+        let applied = store
+            .apply(&Change { delete: vec!["ab".into(), "nope".into()], remove_paths: vec![ab], ..Change::default() })
+            .unwrap();
+        assert_eq!(applied.deleted.len(), 2);
+        assert!(applied.deleted[0].is_some() && applied.deleted[1].is_none());
+        assert_eq!(store.paths_under(Path::new("/r")).unwrap().len(), 1);
+        assert_eq!(store.len().unwrap(), 2);
+        let ids: Vec<String> = store.all_records().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec!["b", "a"]);
     }
 }
