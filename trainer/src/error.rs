@@ -23,6 +23,13 @@ pub enum TrainError {
     #[error("the loss became {value} at epoch {epoch} step {step}; lower --lr / --emb-lr, or try --optimizer adamw")]
     NonFiniteLoss { value: f64, epoch: usize, step: usize },
 
+    #[error(
+        "the embedding collapsed before epoch {epoch}: the training images' `g` vectors have a spread of {spread:.2e} \
+         (about 1 for a healthy embedding), so they no longer tell images apart; lower --lr and --emb-lr (e.g. by 3x) \
+         and start a new run"
+    )]
+    Collapsed { epoch: usize, spread: f64 },
+
     #[error("invalid configuration: {0}")]
     Config(String),
 
