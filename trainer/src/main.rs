@@ -139,10 +139,10 @@ struct FitArgs {
     /// EMA momentum m of the teacher [default: 0.999; paper: 0.999, 0.9 for SOP].
     #[arg(long)]
     momentum: Option<f64>,
-    /// Learning rate of the backbone [default: 1e-4; paper: 1e-4].
+    /// Learning rate of the backbone [default: 5e-4; paper: 1e-4].
     #[arg(long)]
     lr: Option<f64>,
-    /// Learning rate of the heads f and g [default: 1e-4; paper: 1e-4, 1e-2 for SOP].
+    /// Learning rate of the heads f and g [default: 5e-4; paper: 1e-4, 1e-2 for SOP].
     #[arg(long)]
     emb_lr: Option<f64>,
     /// Weight decay [default: 1e-2; paper: 1e-2].
