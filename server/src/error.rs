@@ -62,6 +62,9 @@ pub enum Error {
     #[error("index store {path}: {reason}")]
     Store { path: PathBuf, reason: String },
 
+    #[error("index {path} has format {found}, newer than this server's {supported}; run the server version that wrote it, or upgrade this one")]
+    IndexFormatTooNew { path: PathBuf, found: u32, supported: u32 },
+
     #[error("index {path} was built with a different model ({reason}); use a fresh --index directory or the model it was built with")]
     IndexModelMismatch { path: PathBuf, reason: String },
 

@@ -30,9 +30,17 @@ const PATHS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("paths");
 /// Small JSON values: the index spec, the slot counter, the graph dump.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
+const META_FORMAT: &str = "format";
 const META_SPEC: &str = "spec";
 const META_NEXT_SLOT: &str = "next_slot";
 const META_GRAPH: &str = "graph";
+
+/// The database layout this server writes. 1: ids, records, vectors, thumbnails, hashes
+/// (before `server index` kept per-path records; such an index has no `format` key);
+/// 2: plus the `paths` table. Opening a format-1 index migrates it (the new table starts
+/// empty, and `server index` replaces the old content-id items when it meets their files);
+/// a newer format is refused, never misread.
+pub const FORMAT: u32 = 2;
 
 /// What every vector in an index must agree on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,10 +196,31 @@ impl Store {
             tx.open_table(IDS).db(&store.path)?;
             tx.open_table(HASHES).db(&store.path)?;
             tx.open_table(PATHS).db(&store.path)?;
-            tx.open_table(META).db(&store.path)?;
+            let mut meta = tx.open_table(META).db(&store.path)?;
+            let found = meta.get(META_FORMAT).db(&store.path)?.map(|v| v.value().to_string());
+            match found {
+                None => {
+                    // A new index, or one of format 1: either way it is format 2 from now.
+                    meta.insert(META_FORMAT, FORMAT.to_string().as_str()).db(&store.path)?;
+                }
+                Some(v) => {
+                    let found: u32 = v.trim().parse().map_err(|_| Error::Store {
+                        path: store.path.clone(),
+                        reason: format!("its format `{v}` is not a number; the file is damaged or not an index"),
+                    })?;
+                    if found > FORMAT {
+                        return Err(Error::IndexFormatTooNew { path: store.path.clone(), found, supported: FORMAT });
+                    }
+                }
+            }
         }
         tx.commit().db(&store.path)?;
         Ok(store)
+    }
+
+    /// The database layout of this index ([`FORMAT`] once opened).
+    pub fn format(&self) -> Result<u32> {
+        Ok(self.meta::<u32>(META_FORMAT)?.unwrap_or(1))
     }
 
     /// Path of the database file.
@@ -524,5 +553,51 @@ mod tests {
         assert_eq!(store.len().unwrap(), 2);
         let ids: Vec<String> = store.all_records().unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(ids, vec!["b", "a"]);
+    }
+
+    /// Writes an index as the server wrote it before formats were numbered (format 1): the
+    /// five item tables and `meta` with the spec and slot counter, no `paths` table and no
+    /// `format` key. One image, id `old`, vector `[0.5, -1]`.
+    fn write_format_1(dir: &Path) {
+        let path = dir.join(DB_FILE);
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let rec = serde_json::json!({"id": "old", "metadata": {"path": "a.png"}, "content_hash": "h"});
+            tx.open_table(RECORDS).unwrap().insert(0u64, serde_json::to_vec(&rec).unwrap().as_slice()).unwrap();
+            tx.open_table(VECTORS).unwrap().insert(0u64, encode_vector(&[0.5, -1.0]).as_slice()).unwrap();
+            tx.open_table(THUMBNAILS).unwrap();
+            tx.open_table(IDS).unwrap().insert("old", 0u64).unwrap();
+            tx.open_table(HASHES).unwrap().insert("h", 0u64).unwrap();
+            let mut meta = tx.open_table(META).unwrap();
+            let spec = IndexSpec { dim: 2, distance: contract::Distance::Euclidean, model: "m".into() };
+            meta.insert(META_SPEC, serde_json::to_string(&spec).unwrap().as_str()).unwrap();
+            meta.insert(META_NEXT_SLOT, "1").unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_format_1_index_is_migrated_and_a_newer_format_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_format_1(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.format().unwrap(), FORMAT);
+        let (slot, rec) = store.get("old").unwrap().expect("the format-1 item is kept");
+        assert_eq!(rec.metadata["path"], "a.png");
+        assert_eq!(store.vector(slot).unwrap(), Some(vec![0.5, -1.0]));
+        assert!(store.paths_under(Path::new("/")).unwrap().is_empty());
+        store.set_meta(META_FORMAT, &(FORMAT + 1)).unwrap();
+        drop(store);
+        let err = Store::open(dir.path()).err().expect("a newer format is refused");
+        assert!(
+            matches!(err, Error::IndexFormatTooNew { found, supported: FORMAT, .. } if found == FORMAT + 1),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("format 3") && msg.contains("upgrade"), "{msg}");
+        // A fresh index starts at the current format.
+        let fresh = tempfile::tempdir().unwrap();
+        assert_eq!(Store::open(fresh.path()).unwrap().format().unwrap(), FORMAT);
     }
 }

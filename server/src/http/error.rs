@@ -28,7 +28,10 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::Unauthorized => "unauthorized",
             Error::Unavailable => "unavailable",
-            Error::Store { .. } | Error::IndexModelMismatch { .. } | Error::Io { .. } => "storage",
+            Error::Store { .. }
+            | Error::IndexModelMismatch { .. }
+            | Error::IndexFormatTooNew { .. }
+            | Error::Io { .. } => "storage",
         }
     }
 }
@@ -53,6 +56,7 @@ impl ResponseError for Error {
             | Error::Inference(_)
             | Error::Store { .. }
             | Error::IndexModelMismatch { .. }
+            | Error::IndexFormatTooNew { .. }
             | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
