@@ -41,6 +41,9 @@ pub enum Error {
     #[error("invalid id `{id}`: {reason}")]
     InvalidId { id: String, reason: String },
 
+    #[error("invalid filter `{filter}`: {reason}. Filters are JSON ({{\"must\": [{{\"key\": \"label\", \"match\": \"shoe\"}}]}}) or query-string terms (`label:shoe,year>2020`); see /docs")]
+    InvalidFilter { filter: String, reason: String },
+
     #[error("k = {k} is out of range; expected 1 ..= {max}")]
     InvalidK { k: usize, max: usize },
 
@@ -67,6 +70,9 @@ pub enum Error {
 
     #[error("index {path} was built with a different model ({reason}); use a fresh --index directory or the model it was built with")]
     IndexModelMismatch { path: PathBuf, reason: String },
+
+    #[error("metadata file {path}, line {line}: {reason}")]
+    MetadataFile { path: PathBuf, line: usize, reason: String },
 
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -3,15 +3,24 @@
 //! at start the HNSW graph is reloaded from its dump and caught up with the store, or
 //! rebuilt from the stored vectors.
 
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::filter::Filter;
 use crate::index::{ExactIndex, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
 use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store};
 use crate::{Error, Result};
+
+/// A filter estimated to pass less than this fraction of the items is answered by
+/// scanning the items it passes instead of walking the graph.
+pub const SCAN_BELOW_FRACTION: f64 = 0.02;
+/// Items whose metadata is tried to estimate what fraction a filter passes.
+const FILTER_SAMPLE: usize = 1024;
 
 /// Longest accepted id.
 pub const MAX_ID_LEN: usize = 128;
@@ -48,13 +57,79 @@ pub struct GalleryChange {
     pub set_paths: Vec<(PathBuf, PathRecord)>,
     /// Source-path records to remove.
     pub remove_paths: Vec<PathBuf>,
+    /// New metadata for stored items, vector unchanged (unknown ids are ignored).
+    pub set_metadata: Vec<(String, serde_json::Value)>,
 }
 
 impl GalleryChange {
     /// True when applying it would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.insert.is_empty() && self.delete.is_empty() && self.set_paths.is_empty() && self.remove_paths.is_empty()
+        self.insert.is_empty()
+            && self.delete.is_empty()
+            && self.set_paths.is_empty()
+            && self.remove_paths.is_empty()
+            && self.set_metadata.is_empty()
     }
+}
+
+/// A nearest-neighbour query.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// `[dim]`
+    pub vector: Vec<f32>,
+    /// Hits wanted.
+    pub k: usize,
+    /// Hits to skip first (for paging: the next page starts at `offset + k`).
+    pub offset: usize,
+    /// HNSW search breadth; `None` uses the settings.
+    pub ef: Option<usize>,
+    /// Only items whose metadata passes it.
+    pub filter: Option<Filter>,
+    /// Only hits at most this far from the query.
+    pub max_distance: Option<f32>,
+}
+
+impl Query {
+    /// The `k` nearest to `vector`, unfiltered.
+    pub fn nearest(vector: Vec<f32>, k: usize) -> Self {
+        Self { vector, k, offset: 0, ef: None, filter: None, max_distance: None }
+    }
+}
+
+/// How a query was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The index alone (HNSW, or the exact index).
+    Index,
+    /// The graph walked with the filter.
+    FilteredIndex,
+    /// The filtered walk found fewer than wanted, so every passing item was compared.
+    FilteredIndexThenScan,
+    /// The filter passes few items: every passing item was compared.
+    Scan,
+}
+
+/// The hits of a query and how they were found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    pub hits: Vec<Hit>,
+    pub strategy: Strategy,
+}
+
+/// A stored item as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    pub id: String,
+    pub metadata: serde_json::Value,
+}
+
+/// One page of a listing, in id order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A search result.
@@ -80,6 +155,35 @@ pub struct GalleryStats {
 enum Backend {
     Exact(ExactIndex),
     Hnsw(HnswIndex),
+}
+
+/// What searches read: the vector index and, for filters, hits and listings, every live
+/// item's record by slot and its slot by id.
+struct Live {
+    backend: Backend,
+    records: HashMap<u64, Record>,
+    slots: BTreeMap<String, u64>,
+}
+
+impl Live {
+    fn forget(&mut self, slot: u64) {
+        self.backend.write().remove(slot);
+        if let Some(r) = self.records.remove(&slot) {
+            if self.slots.get(&r.id) == Some(&slot) {
+                self.slots.remove(&r.id);
+            }
+        }
+    }
+
+    /// Estimated fraction of the items `filter` passes, from a sample of their metadata.
+    fn pass_fraction(&self, filter: &Filter) -> f64 {
+        let sample = self.records.len().min(FILTER_SAMPLE);
+        if sample == 0 {
+            return 0.0;
+        }
+        let passed = self.records.values().take(sample).filter(|r| filter.matches(&r.metadata)).count();
+        passed as f64 / sample as f64
+    }
 }
 
 impl Backend {
@@ -117,7 +221,7 @@ pub fn validate_id(id: &str) -> Result<()> {
 /// Durable images plus the index that searches them.
 pub struct Gallery {
     store: Store,
-    index: RwLock<Backend>,
+    live: RwLock<Live>,
     /// Serialises writers so the store and the index see changes in the same order.
     writer: Mutex<()>,
     dir: PathBuf,
@@ -142,9 +246,11 @@ impl Gallery {
             }
             IndexKind::Hnsw => Backend::Hnsw(Self::restore_graph(&store, dir, &spec, params, &items)),
         };
+        let records = store.records_by_slot()?;
+        let slots = records.iter().map(|(slot, r)| (r.id.clone(), *slot)).collect();
         let gallery = Self {
             store,
-            index: RwLock::new(backend),
+            live: RwLock::new(Live { backend, records, slots }),
             writer: Mutex::new(()),
             dir: dir.to_path_buf(),
             spec,
@@ -214,7 +320,7 @@ impl Gallery {
         let Some(slot) = self.store.delete(id)? else {
             return Ok(false);
         };
-        self.index.write().unwrap_or_else(|p| p.into_inner()).write().remove(slot);
+        self.live_mut().forget(slot);
         self.rebuild_locked()?;
         Ok(true)
     }
@@ -250,10 +356,10 @@ impl Gallery {
             delete: change.delete,
             set_paths: change.set_paths,
             remove_paths: change.remove_paths,
+            set_metadata: change.set_metadata,
         };
         let applied = self.store.apply(&change)?;
-        let records = change.insert;
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live_mut();
         let removed: Vec<u64> = applied
             .deleted
             .iter()
@@ -262,16 +368,44 @@ impl Gallery {
             .copied()
             .collect();
         for old in &removed {
-            index.write().remove(*old);
+            live.forget(*old);
         }
         let items: Vec<(u64, Vec<f32>)> =
-            applied.inserted.iter().zip(&records).map(|((s, _), r)| (*s, r.vector.clone())).collect();
-        index.write().insert(&items);
-        drop(index);
+            applied.inserted.iter().zip(&change.insert).map(|((s, _), r)| (*s, r.vector.clone())).collect();
+        live.backend.write().insert(&items);
+        for ((slot, _), r) in applied.inserted.iter().zip(&change.insert) {
+            live.slots.insert(r.record.id.clone(), *slot);
+            live.records.insert(*slot, r.record.clone());
+        }
+        for (slot, (_, metadata)) in applied.updated.iter().zip(&change.set_metadata) {
+            if let Some(r) = slot.and_then(|s| live.records.get_mut(&s)) {
+                r.metadata = metadata.clone();
+            }
+        }
+        drop(live);
         if !removed.is_empty() {
             self.rebuild_locked()?;
         }
-        Ok(records.into_iter().map(|r| r.record.id).collect())
+        Ok(change.insert.into_iter().map(|r| r.record.id).collect())
+    }
+
+    /// Merges `patch` into an item's metadata (JSON merge patch, RFC 7396: a `null` member
+    /// removes that key) and returns the new record; `Ok(None)` when the id is unknown.
+    pub fn patch_metadata(&self, id: &str, patch: &serde_json::Value) -> Result<Option<Record>> {
+        validate_id(id)?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut record) = self.get(id)? else {
+            return Ok(None);
+        };
+        merge_patch(&mut record.metadata, patch);
+        let change = Change { set_metadata: vec![(id.to_string(), record.metadata.clone())], ..Change::default() };
+        let applied = self.store.apply(&change)?;
+        if let Some(Some(slot)) = applied.updated.first() {
+            if let Some(r) = self.live_mut().records.get_mut(slot) {
+                r.metadata = record.metadata.clone();
+            }
+        }
+        Ok(Some(record))
     }
 
     /// The path records of `files` and whether their items are current (see
@@ -288,7 +422,8 @@ impl Gallery {
     /// The stored record of an id.
     pub fn get(&self, id: &str) -> Result<Option<Record>> {
         validate_id(id)?;
-        Ok(self.store.get(id)?.map(|(_, r)| r))
+        let live = self.live();
+        Ok(live.slots.get(id).and_then(|s| live.records.get(s)).cloned())
     }
 
     /// The stored vector of an id.
@@ -319,29 +454,118 @@ impl Gallery {
     /// # Shapes
     /// - `query`: `[dim]`
     pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>> {
-        self.check_dim(query)?;
-        if query.iter().any(|x| !x.is_finite()) {
+        Ok(self.find(&Query { ef, ..Query::nearest(query.to_vec(), k) })?.hits)
+    }
+
+    /// Answers a query: nearest first, filtered, paged and cut at `max_distance`.
+    pub fn find(&self, query: &Query) -> Result<Found> {
+        self.find_excluding(query, None)
+    }
+
+    /// The items nearest to the stored item `id`, the item itself left out; `Ok(None)`
+    /// when the id is unknown.
+    pub fn similar(&self, id: &str, query: &Query) -> Result<Option<Found>> {
+        validate_id(id)?;
+        let Some((slot, _)) = self.store.get(id)? else {
+            return Ok(None);
+        };
+        let Some(vector) = self.store.vector(slot)? else {
+            return Ok(None);
+        };
+        self.find_excluding(&Query { vector, ..query.clone() }, Some(slot)).map(Some)
+    }
+
+    fn find_excluding(&self, query: &Query, exclude: Option<u64>) -> Result<Found> {
+        self.check_dim(&query.vector)?;
+        if query.vector.iter().any(|x| !x.is_finite()) {
             return Err(Error::BadRequest("the query vector contains NaN or infinite values".into()));
         }
-        let found: Vec<Neighbor> = self.index.read().unwrap_or_else(|p| p.into_inner()).read().search(query, k, ef);
-        let slots: Vec<u64> = found.iter().map(|n| n.key).collect();
-        let records = self.store.records(&slots)?;
-        Ok(found
+        let want = query.offset.saturating_add(query.k);
+        let live = self.live();
+        let index = live.backend.read();
+        let filter = query.filter.as_ref().filter(|f| !f.is_empty());
+        let (found, strategy): (Vec<Neighbor>, Strategy) = match filter {
+            None => {
+                let extra = usize::from(exclude.is_some());
+                let mut found = index.search(&query.vector, want + extra, query.ef);
+                found.retain(|n| Some(n.key) != exclude);
+                found.truncate(want);
+                (found, Strategy::Index)
+            }
+            Some(filter) => {
+                let accept = |slot: u64| {
+                    Some(slot) != exclude && live.records.get(&slot).is_some_and(|r| filter.matches(&r.metadata))
+                };
+                if live.pass_fraction(filter) < SCAN_BELOW_FRACTION {
+                    (index.scan(&query.vector, want, &accept), Strategy::Scan)
+                } else {
+                    let found = index.search_filtered(&query.vector, want, query.ef, &accept);
+                    if found.len() < want {
+                        (index.scan(&query.vector, want, &accept), Strategy::FilteredIndexThenScan)
+                    } else {
+                        (found, Strategy::FilteredIndex)
+                    }
+                }
+            }
+        };
+        let hits = found
             .into_iter()
-            .zip(records)
-            .filter_map(|(n, r)| r.map(|r| Hit { id: r.id, distance: n.distance, metadata: r.metadata }))
-            .collect())
+            .skip(query.offset)
+            .take_while(|n| query.max_distance.is_none_or(|m| n.distance <= m))
+            .filter_map(|n| {
+                live.records.get(&n.key).map(|r| Hit {
+                    id: r.id.clone(),
+                    distance: n.distance,
+                    metadata: r.metadata.clone(),
+                })
+            })
+            .collect();
+        Ok(Found { hits, strategy })
+    }
+
+    /// Up to `limit` items after `cursor` (an id; `None` starts at the first) in id order,
+    /// only those `filter` passes.
+    pub fn list(&self, filter: Option<&Filter>, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        let live = self.live();
+        let start = match cursor {
+            Some(c) => Bound::Excluded(c.to_string()),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for (id, slot) in live.slots.range((start, Bound::Unbounded)) {
+            let Some(r) = live.records.get(slot) else { continue };
+            if !filter.is_none_or(|f| f.matches(&r.metadata)) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(Item { id: id.clone(), metadata: r.metadata.clone() });
+        }
+        let next_cursor = if more { items.last().map(|i| i.id.clone()) } else { None };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Number of items `filter` passes (all items without one).
+    pub fn count(&self, filter: Option<&Filter>) -> usize {
+        let live = self.live();
+        match filter {
+            None => live.records.len(),
+            Some(f) => live.records.values().filter(|r| f.matches(&r.metadata)).count(),
+        }
     }
 
     /// Sizes of the gallery and its index.
     pub fn stats(&self) -> GalleryStats {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let (graph_points, tombstones, kind) = match &*index {
+        let live = self.live();
+        let (graph_points, tombstones, kind) = match &live.backend {
             Backend::Exact(i) => (i.len(), 0, "exact"),
             Backend::Hnsw(i) => (i.graph_len(), i.tombstones(), "hnsw"),
         };
         GalleryStats {
-            images: index.read().len(),
+            images: live.backend.read().len(),
             graph_points,
             tombstones,
             dim: self.spec.dim,
@@ -354,8 +578,8 @@ impl Gallery {
     /// rebuilding; older dumps are removed once the new one is recorded.
     pub fn snapshot(&self) -> Result<()> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        let Backend::Hnsw(graph) = &*index else {
+        let live = self.live();
+        let Backend::Hnsw(graph) = &live.backend else {
             return Ok(());
         };
         if graph.graph_len() == 0 {
@@ -376,6 +600,14 @@ impl Gallery {
         Ok(())
     }
 
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live_mut(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn check_dim(&self, v: &[f32]) -> Result<()> {
         if v.len() != self.spec.dim {
             return Err(Error::DimensionMismatch { got: v.len(), expected: self.spec.dim });
@@ -392,8 +624,8 @@ impl Gallery {
     /// searches go on against the old graph while the new one is built.
     fn rebuild_locked(&self) -> Result<()> {
         let fresh = {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            match &*index {
+            let live = self.live();
+            match &live.backend {
                 Backend::Hnsw(g) if g.needs_rebuild(self.rebuild_ratio) => {
                     tracing::info!(tombstones = g.tombstones(), points = g.graph_len(), "rebuilding the HNSW graph");
                     g.rebuilt()
@@ -401,8 +633,27 @@ impl Gallery {
                 _ => return Ok(()),
             }
         };
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Backend::Hnsw(fresh);
+        self.live_mut().backend = Backend::Hnsw(fresh);
         Ok(())
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7396) to `target`.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let serde_json::Value::Object(members) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(Default::default());
+    }
+    let fields = target.as_object_mut().expect("made an object above");
+    for (key, value) in members {
+        if value.is_null() {
+            fields.remove(key);
+        } else {
+            merge_patch(fields.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod embed;
 pub mod error;
+pub mod filter;
 pub mod gallery;
 pub mod http;
 pub mod index;

@@ -61,6 +61,13 @@ struct IndexArgs {
     /// Afterwards, remove the items of files under --images that are gone.
     #[arg(long)]
     sync: bool,
+    /// Metadata by image: a CSV file (header row with a `path` column) or JSON Lines
+    /// (`{"path": ..., ...}` a line); paths relative to --images, or absolute.
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// Record each image's folder name as its `label` (filter with `label:NAME`).
+    #[arg(long)]
+    label_from_folder: bool,
 }
 
 fn settings(common: &Common) -> anyhow::Result<Settings> {
@@ -116,7 +123,13 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
     let model = serve::open_model(&s)?;
     let gallery = serve::open_gallery(&s, &model, IndexKind::Hnsw)?;
     let bar = contract::progress::bar(0, "index", "files");
-    let opts = indexer::IndexOptions { batch: args.batch_size, max_pixels: s.max_image_pixels, sync: args.sync };
+    let opts = indexer::IndexOptions {
+        batch: args.batch_size,
+        max_pixels: s.max_image_pixels,
+        sync: args.sync,
+        metadata_file: args.metadata,
+        label_from_folder: args.label_from_folder,
+    };
     let report = indexer::index_folder(&model, &gallery, &args.images, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
@@ -129,6 +142,16 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
     bar.finish();
     for (path, reason) in &report.failures {
         tracing::warn!("failed {}: {reason}", path.display());
+    }
+    if !report.unmatched_metadata.is_empty() {
+        let shown: Vec<String> =
+            report.unmatched_metadata.iter().take(5).map(|(line, p)| format!("line {line}: {p}")).collect();
+        tracing::warn!(
+            rows = report.unmatched_metadata.len(),
+            "metadata rows name no image under the folder ({}{}); check their paths",
+            shown.join(", "),
+            if report.unmatched_metadata.len() > 5 { ", ..." } else { "" }
+        );
     }
     let p = &report.progress;
     tracing::info!(

@@ -112,6 +112,8 @@ pub struct Change {
     pub set_paths: Vec<(PathBuf, PathRecord)>,
     /// Path records to remove.
     pub remove_paths: Vec<PathBuf>,
+    /// New metadata for stored items, applied after the inserts (unknown ids are ignored).
+    pub set_metadata: Vec<(String, serde_json::Value)>,
 }
 
 /// What [`Store::apply`] did to the slots.
@@ -121,6 +123,8 @@ pub struct Applied {
     pub inserted: Vec<(u64, Option<u64>)>,
     /// Per deleted id: the slot it had, `None` when it was unknown.
     pub deleted: Vec<Option<u64>>,
+    /// Per metadata update: the slot updated, `None` when the id was unknown.
+    pub updated: Vec<Option<u64>>,
 }
 
 /// The database key of a source path: its bytes (on Unix, so that no file name is
@@ -333,6 +337,18 @@ impl Store {
                 }
                 meta.insert(META_NEXT_SLOT, next.to_string().as_str()).db(p)?;
             }
+            for (id, metadata) in &change.set_metadata {
+                let slot = ids.get(id.as_str()).db(p)?.map(|g| g.value());
+                if let Some(slot) = slot {
+                    let old = records.get(slot).db(p)?.map(|g| self.parse_record(g.value())).transpose()?;
+                    if let Some(mut record) = old {
+                        record.metadata = metadata.clone();
+                        let json = serde_json::to_vec(&record).expect("records serialise");
+                        records.insert(slot, json.as_slice()).db(p)?;
+                    }
+                }
+                out.updated.push(slot);
+            }
             for path in &change.remove_paths {
                 paths.remove(path_key(path).as_slice()).db(p)?;
             }
@@ -402,13 +418,20 @@ impl Store {
 
     /// Every stored record, in slot order.
     pub fn all_records(&self) -> Result<Vec<Record>> {
+        let mut all: Vec<(u64, Record)> = self.records_by_slot()?.into_iter().collect();
+        all.sort_by_key(|(slot, _)| *slot);
+        Ok(all.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Every stored record by slot.
+    pub fn records_by_slot(&self) -> Result<HashMap<u64, Record>> {
         let p = self.path.as_path();
         let tx = self.db.begin_read().db(p)?;
         let t = tx.open_table(RECORDS).db(p)?;
-        let mut out = Vec::new();
+        let mut out = HashMap::new();
         for row in t.iter().db(p)? {
-            let (_, v) = row.db(p)?;
-            out.push(self.parse_record(v.value())?);
+            let (k, v) = row.db(p)?;
+            out.insert(k.value(), self.parse_record(v.value())?);
         }
         Ok(out)
     }

@@ -1,32 +1,10 @@
 //! HNSW against the exact index on the same clustered data: recall@10 >= 0.99.
 
 use contract::Distance;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use server::index::{ExactIndex, HnswIndex, HnswParams, VectorRead, VectorWrite};
+mod common;
 
-/// `n` points around `clusters` centres, the way embeddings cluster: Gaussian-like
-/// spread in an 8-dimensional latent space, mapped linearly into `dim` dimensions, plus a
-/// little isotropic noise. Every seed shares the centres and the map, so queries drawn
-/// with another seed fall in the same clusters.
-fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
-    let latent = 8;
-    let mut prng = ChaCha8Rng::seed_from_u64(99);
-    let proj: Vec<Vec<f32>> = (0..dim).map(|_| (0..latent).map(|_| prng.gen_range(-1.0f32..1.0)).collect()).collect();
-    let centres: Vec<Vec<f32>> =
-        (0..clusters).map(|_| (0..latent).map(|_| prng.gen_range(-1.0f32..1.0)).collect()).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let c = &centres[rng.gen_range(0..clusters)];
-            let z: Vec<f32> =
-                c.iter().map(|x| x + (0..3).map(|_| rng.gen_range(-0.12f32..0.12)).sum::<f32>()).collect();
-            proj.iter()
-                .map(|row| row.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>() + rng.gen_range(-0.01f32..0.01))
-                .collect()
-        })
-        .collect()
-}
+use common::clustered;
+use server::index::{ExactIndex, HnswIndex, HnswParams, VectorRead, VectorWrite};
 
 fn recall_at_10(metric: Distance) -> f64 {
     let (n, dim) = (20_000, 32);

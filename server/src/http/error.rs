@@ -23,6 +23,8 @@ impl Error {
             Error::BadRequest(_) => "bad_request",
             Error::InvalidId { .. } => "invalid_id",
             Error::InvalidK { .. } => "invalid_k",
+            Error::InvalidFilter { .. } => "invalid_filter",
+            Error::MetadataFile { .. } => "metadata_file",
             Error::DimensionMismatch { .. } => "dimension_mismatch",
             Error::UnknownRoute { .. } => "unknown_route",
             Error::NotFound { .. } => "not_found",
@@ -43,6 +45,8 @@ impl ResponseError for Error {
             | Error::BadRequest(_)
             | Error::InvalidId { .. }
             | Error::InvalidK { .. }
+            | Error::InvalidFilter { .. }
+            | Error::MetadataFile { .. }
             | Error::DimensionMismatch { .. } => StatusCode::BAD_REQUEST,
             Error::ImageTooLarge { .. } | Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,

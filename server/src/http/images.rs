@@ -1,4 +1,5 @@
-//! `/images`: add images (one or many), read one, fetch its thumbnail, delete it.
+//! `/images`: add images (one or many), read one, fetch its thumbnail, change its
+//! metadata, delete it; list, scroll and count them with a filter.
 
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use serde_json::json;
 use super::auth::require_key;
 use super::body::{self, Upload};
 use super::AppState;
+use crate::filter::Filter;
 use crate::gallery::{validate_id, NewImage};
 use crate::{Error, Result};
 
@@ -228,4 +230,110 @@ pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<
         return Err(Error::NotFound { id });
     }
     Ok(HttpResponse::Ok().json(json!({ "deleted": id })))
+}
+
+/// Most items in one page of a listing.
+pub const MAX_PAGE: usize = 1000;
+
+/// Query string of `GET /images`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// A filter, in the query-string form or as JSON text.
+    pub filter: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page (default 100).
+    pub limit: Option<usize>,
+}
+
+/// JSON body of `POST /images/scroll` and `POST /images/count`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrollBody {
+    /// An object in the JSON form, or a string in the query-string form.
+    pub filter: Option<serde_json::Value>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// JSON body of `PATCH /images/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    /// Merged into the stored metadata (RFC 7396: `null` removes a key).
+    pub metadata: serde_json::Value,
+}
+
+fn page_args(
+    filter: Option<Filter>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+) -> Result<(Option<Filter>, Option<String>, usize)> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::BadRequest(format!("limit = {limit} is out of range; expected 1 ..= {MAX_PAGE}")));
+    }
+    if let Some(c) = &cursor {
+        validate_id(c).map_err(|_| Error::BadRequest("cursor is not a `next_cursor` this server gave".into()))?;
+    }
+    Ok((filter, cursor, limit))
+}
+
+async fn page(state: &AppState, filter: Option<Filter>, cursor: Option<String>, limit: usize) -> Result<HttpResponse> {
+    let gallery = state.gallery.clone();
+    let page = web::block(move || gallery.list(filter.as_ref(), cursor.as_deref(), limit))
+        .await
+        .map_err(|_| Error::Unavailable)??;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// `GET /images?filter=label:shoe&limit=100&cursor=...`: items in id order.
+pub async fn list(state: web::Data<AppState>, params: web::Query<ListParams>) -> Result<HttpResponse> {
+    let params = params.into_inner();
+    let filter = params.filter.as_deref().map(Filter::parse).transpose()?;
+    let (filter, cursor, limit) = page_args(filter, params.cursor, params.limit)?;
+    page(&state, filter, cursor, limit).await
+}
+
+/// `POST /images/scroll`: the listing with a JSON body `{"filter", "cursor", "limit"}`.
+pub async fn scroll(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
+    let b: ScrollBody = if body.is_empty() { ScrollBody::default() } else { body::json(&body)? };
+    let filter = b.filter.as_ref().map(Filter::from_value).transpose()?;
+    let (filter, cursor, limit) = page_args(filter, b.cursor, b.limit)?;
+    page(&state, filter, cursor, limit).await
+}
+
+/// `POST /images/count`: how many items a filter (JSON body `{"filter"}`, or none) passes.
+pub async fn count(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
+    let b: ScrollBody = if body.is_empty() { ScrollBody::default() } else { body::json(&body)? };
+    if b.cursor.is_some() || b.limit.is_some() {
+        return Err(Error::BadRequest("count takes only `filter`".into()));
+    }
+    let filter = b.filter.as_ref().map(Filter::from_value).transpose()?;
+    let gallery = state.gallery.clone();
+    let n = web::block(move || gallery.count(filter.as_ref())).await.map_err(|_| Error::Unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({ "count": n })))
+}
+
+/// `PATCH /images/{id}`: JSON `{"metadata": {...}}` merged into the stored metadata.
+pub async fn patch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    require_key(&req, state.settings.api_key.as_deref())?;
+    let b: PatchBody = body::json(&body)?;
+    if !b.metadata.is_object() {
+        return Err(Error::BadRequest("`metadata` must be a JSON object of the keys to set (null removes one)".into()));
+    }
+    let id = id.into_inner();
+    let gallery = state.gallery.clone();
+    let lookup = id.clone();
+    let record =
+        web::block(move || gallery.patch_metadata(&lookup, &b.metadata)).await.map_err(|_| Error::Unavailable)??;
+    let record = record.ok_or(Error::NotFound { id })?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "id": record.id, "metadata": record.metadata, "content_hash": record.content_hash })))
 }

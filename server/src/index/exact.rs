@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use contract::Distance;
 
-use super::{distance, Neighbor, VectorRead, VectorWrite};
+use super::{distance, nearest, Accept, Neighbor, VectorRead, VectorWrite};
 
 /// Exact nearest-neighbour search by scanning.
 #[derive(Debug, Clone)]
@@ -35,19 +35,22 @@ impl VectorRead for ExactIndex {
     }
 
     fn search(&self, query: &[f32], k: usize, _ef: Option<usize>) -> Vec<Neighbor> {
-        let mut all: Vec<Neighbor> = self
+        self.scan(query, k, &|_| true)
+    }
+
+    fn search_filtered(&self, query: &[f32], k: usize, _ef: Option<usize>, accept: &Accept) -> Vec<Neighbor> {
+        self.scan(query, k, accept)
+    }
+
+    fn scan(&self, query: &[f32], k: usize, accept: &Accept) -> Vec<Neighbor> {
+        let all: Vec<Neighbor> = self
             .keys
             .iter()
             .zip(self.vectors.chunks_exact(self.dim))
+            .filter(|(&key, _)| accept(key))
             .map(|(&key, v)| Neighbor { key, distance: distance(self.metric, query, v) })
             .collect();
-        let by_distance = |a: &Neighbor, b: &Neighbor| a.distance.total_cmp(&b.distance).then(a.key.cmp(&b.key));
-        if all.len() > k {
-            all.select_nth_unstable_by(k, by_distance);
-            all.truncate(k);
-        }
-        all.sort_by(by_distance);
-        all
+        nearest(all, k)
     }
 }
 

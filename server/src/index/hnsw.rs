@@ -10,7 +10,7 @@ use contract::Distance;
 use hnsw_rs::prelude::{AnnT, DistCosine, DistL2, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 
-use super::{Neighbor, VectorRead, VectorWrite};
+use super::{distance, nearest, Accept, Neighbor, VectorRead, VectorWrite};
 
 /// Most layers of the graph; hnsw_rs's recommended value.
 const MAX_LAYER: usize = 16;
@@ -207,17 +207,52 @@ impl VectorRead for HnswIndex {
     }
 
     fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Vec<Neighbor> {
+        if self.tombstones.is_empty() {
+            self.walk(query, k, ef, None)
+        } else {
+            self.search_filtered(query, k, ef, &|_| true)
+        }
+    }
+
+    fn search_filtered(&self, query: &[f32], k: usize, ef: Option<usize>, accept: &Accept) -> Vec<Neighbor> {
+        let alive = |id: &usize| !self.tombstones.contains(&(*id as u64)) && accept(*id as u64);
+        self.walk(query, k, ef, Some(&alive))
+    }
+
+    fn scan(&self, query: &[f32], k: usize, accept: &Accept) -> Vec<Neighbor> {
+        if query.len() != self.dim {
+            return Vec::new();
+        }
+        let all: Vec<Neighbor> = with_graph!(&self.graph, g => g
+            .get_point_indexation()
+            .into_iter()
+            .filter_map(|p| {
+                let key = p.get_origin_id() as u64;
+                (!self.tombstones.contains(&key) && accept(key))
+                    .then(|| Neighbor { key, distance: distance(self.metric, query, p.get_v()) })
+            })
+            .collect());
+        nearest(all, k)
+    }
+}
+
+impl HnswIndex {
+    /// One graph search, collecting only the ids `filter` lets through.
+    fn walk(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        filter: Option<&dyn hnsw_rs::prelude::FilterT>,
+    ) -> Vec<Neighbor> {
         if k == 0 || self.is_empty() || query.len() != self.dim {
             return Vec::new();
         }
         let ef = ef.unwrap_or(self.params.ef_search).max(k);
-        let alive = |id: &usize| !self.tombstones.contains(&(*id as u64));
-        let filter: Option<&dyn hnsw_rs::prelude::FilterT> =
-            if self.tombstones.is_empty() { None } else { Some(&alive) };
         let found = with_graph!(&self.graph, g => g.search_filter(query, k, ef, filter));
         found
             .into_iter()
-            .filter(|n| !self.tombstones.contains(&(n.d_id as u64)))
+            .filter(|n| filter.is_none_or(|f| f.hnsw_filter(&n.d_id)))
             .map(|n| Neighbor { key: n.d_id as u64, distance: n.distance })
             .collect()
     }

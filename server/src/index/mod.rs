@@ -33,6 +33,27 @@ pub trait VectorRead: Send + Sync {
     /// # Shapes
     /// - `query`: `[dim]`
     fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Vec<Neighbor>;
+    /// Like [`VectorRead::search`], among the keys `accept` lets through: the graph is
+    /// walked as usual and only accepted keys are collected, so this may return fewer than
+    /// `k` even when `k` keys are accepted (the caller then falls back to [`VectorRead::scan`]).
+    fn search_filtered(&self, query: &[f32], k: usize, ef: Option<usize>, accept: &Accept) -> Vec<Neighbor>;
+    /// The exact `k` nearest among the accepted keys, by comparing the query with every
+    /// accepted vector.
+    fn scan(&self, query: &[f32], k: usize, accept: &Accept) -> Vec<Neighbor>;
+}
+
+/// Which keys a filtered search may return.
+pub type Accept<'a> = dyn Fn(u64) -> bool + Sync + 'a;
+
+/// The `k` nearest of `candidates`, nearest first, ties broken by key.
+pub fn nearest(mut candidates: Vec<Neighbor>, k: usize) -> Vec<Neighbor> {
+    let by_distance = |a: &Neighbor, b: &Neighbor| a.distance.total_cmp(&b.distance).then(a.key.cmp(&b.key));
+    if candidates.len() > k {
+        candidates.select_nth_unstable_by(k, by_distance);
+        candidates.truncate(k);
+    }
+    candidates.sort_by(by_distance);
+    candidates
 }
 
 /// Write access to an index. Keys are unique and never reused after a removal.

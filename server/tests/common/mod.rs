@@ -157,3 +157,26 @@ impl Drop for ServerProc {
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }
+
+/// `n` points around `clusters` centres, the way embeddings cluster: Gaussian-like
+/// spread in an 8-dimensional latent space, mapped linearly into `dim` dimensions, plus a
+/// little isotropic noise. Every seed shares the centres and the map, so queries drawn
+/// with another seed fall in the same clusters.
+pub fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
+    let latent = 8;
+    let mut prng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    let proj: Vec<Vec<f32>> = (0..dim).map(|_| (0..latent).map(|_| prng.gen_range(-1.0f32..1.0)).collect()).collect();
+    let centres: Vec<Vec<f32>> =
+        (0..clusters).map(|_| (0..latent).map(|_| prng.gen_range(-1.0f32..1.0)).collect()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let c = &centres[rng.gen_range(0..clusters)];
+            let z: Vec<f32> =
+                c.iter().map(|x| x + (0..3).map(|_| rng.gen_range(-0.12f32..0.12)).sum::<f32>()).collect();
+            proj.iter()
+                .map(|row| row.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>() + rng.gen_range(-0.01f32..0.01))
+                .collect()
+        })
+        .collect()
+}

@@ -8,15 +8,23 @@
 //! whose size and mtime match its record (without reading it), re-hashes one whose size or
 //! mtime changed, and re-embeds it only when its content changed. With `sync`, the items of
 //! files under the folder that the walk no longer lists are removed.
+//!
+//! Each item's metadata holds what the job measured (`path` relative to the folder,
+//! `bytes`, `source.path`, `source.root`), the folder name as `label` with
+//! `label_from_folder`, and the file's row of a metadata side file ([`metadata`]). The job
+//! sets those keys on every run, also for files it skips, and keeps any other key (one set
+//! with `PATCH /images/{id}`, say).
+
+pub mod metadata;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::embed::{decode_image, thumbnail_jpeg};
-use crate::gallery::{Gallery, GalleryChange, NewImage};
+use crate::gallery::{merge_patch, Gallery, GalleryChange, NewImage};
 use crate::runtime::OnnxModel;
 use crate::store::{path_key, PathRecord, PathState};
 use crate::{Error, Result};
@@ -38,6 +46,10 @@ pub struct IndexOptions {
     pub max_pixels: u64,
     /// After the pass, remove the items of files under the folder that are gone.
     pub sync: bool,
+    /// A CSV or JSON Lines file of metadata by path (see [`metadata::SideFile`]).
+    pub metadata_file: Option<PathBuf>,
+    /// Record each file's folder name as its `label`.
+    pub label_from_folder: bool,
 }
 
 /// Where a run stands, reported after every batch (and after a sync).
@@ -63,6 +75,8 @@ pub struct Report {
     pub progress: Progress,
     /// Files that could not be read or decoded, with the reason.
     pub failures: Vec<(PathBuf, String)>,
+    /// Rows of the metadata file that name no listed image, as `(line, path)`.
+    pub unmatched_metadata: Vec<(usize, String)>,
     pub seconds: f64,
 }
 
@@ -84,6 +98,42 @@ struct Source {
     file: PathBuf,
     abs: PathBuf,
     rel: String,
+}
+
+/// What the job knows of every item's metadata.
+struct Describe<'a> {
+    root: &'a Path,
+    side: Option<&'a metadata::SideFile>,
+    label_from_folder: bool,
+}
+
+impl Describe<'_> {
+    /// The metadata of the item of `source` (`bytes` long): `base` (the item's current
+    /// metadata, if any) with the keys the job owns set anew.
+    fn metadata(&self, base: Option<&Value>, source: &Source, bytes: u64) -> Value {
+        let mut m = base.cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        let mut own = json!({
+            "path": source.rel,
+            "bytes": bytes,
+            "source": { "path": source.abs.to_string_lossy(), "root": self.root.to_string_lossy() },
+        });
+        if self.label_from_folder {
+            if let Some(label) = metadata::folder_label(&source.rel) {
+                own[metadata::LABEL_KEY] = json!(label);
+            }
+        }
+        if let Some(fields) = self.side.and_then(|s| s.fields(&source.rel)) {
+            for (k, v) in fields {
+                own[k] = v.clone();
+            }
+        }
+        // `source` is replaced whole, not merged.
+        if let Some(obj) = m.as_object_mut() {
+            obj.remove("source");
+        }
+        merge_patch(&mut m, &own);
+        m
+    }
 }
 
 /// A file to embed.
@@ -132,8 +182,13 @@ pub fn index_folder(
 ) -> Result<Report> {
     let started = Instant::now();
     let root = dir.canonicalize().map_err(Error::io(dir))?;
+    let side = opts.metadata_file.as_deref().map(|f| metadata::SideFile::read(f, &root)).transpose()?;
+    let describe = Describe { root: &root, side: side.as_ref(), label_from_folder: opts.label_from_folder };
     let files = sources(dir, &root, contract::find_images(dir)?);
     let mut report = Report { progress: Progress { total: files.len(), ..Progress::default() }, ..Report::default() };
+    if let Some(side) = &side {
+        report.unmatched_metadata = side.unmatched(files.iter().map(|s| s.rel.as_str()));
+    }
     on_progress(&report.progress);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut listed = HashSet::new();
@@ -143,7 +198,7 @@ pub fn index_folder(
         let n = chunk.len();
         listed.extend(chunk.iter().map(|s| s.abs.clone()));
         let mut change = GalleryChange::default();
-        let todo = triage(gallery, chunk, &mut change, &mut report)?;
+        let todo = triage(gallery, &describe, chunk, &mut change, &mut report)?;
         let prepared = prepare(model, &todo, opts.max_pixels, threads);
         let mut inputs = Vec::new();
         let mut ok = Vec::new();
@@ -164,17 +219,12 @@ pub fn index_folder(
                 } else {
                     report.progress.indexed += 1;
                 }
+                let old = gallery.get(&item.record.id)?.map(|r| r.metadata);
+                let metadata = describe.metadata(old.as_ref(), &item.source, item.bytes.len() as u64);
                 change.delete.extend(item.legacy);
                 change.insert.push(NewImage {
                     id: Some(item.record.id.clone()),
-                    metadata: json!({
-                        "path": item.source.rel,
-                        "bytes": item.bytes.len(),
-                        "source": {
-                            "path": item.source.abs.to_string_lossy(),
-                            "root": root.to_string_lossy(),
-                        },
-                    }),
+                    metadata,
                     content_hash: Some(item.record.content_hash.clone()),
                     vector,
                     thumbnail: Some(thumb),
@@ -198,9 +248,16 @@ pub fn index_folder(
 }
 
 /// Sorts a batch: files already indexed at their path are counted as skipped (with their
-/// record refreshed into `change` when only the mtime moved), unreadable ones as failures;
-/// the rest, read and hashed, are returned to be embedded.
-fn triage(gallery: &Gallery, chunk: Vec<Source>, change: &mut GalleryChange, report: &mut Report) -> Result<Vec<Todo>> {
+/// record refreshed into `change` when only the mtime moved, and their metadata when the
+/// job's keys changed), unreadable ones as failures; the rest, read and hashed, are
+/// returned to be embedded.
+fn triage(
+    gallery: &Gallery,
+    describe: &Describe,
+    chunk: Vec<Source>,
+    change: &mut GalleryChange,
+    report: &mut Report,
+) -> Result<Vec<Todo>> {
     let abs: Vec<PathBuf> = chunk.iter().map(|s| s.abs.clone()).collect();
     let states = gallery.path_states(&abs)?;
     let mut todo = Vec::new();
@@ -216,6 +273,7 @@ fn triage(gallery: &Gallery, chunk: Vec<Source>, change: &mut GalleryChange, rep
         let current = state.as_ref().filter(|s| s.item_current).map(|s: &PathState| &s.record);
         if current.is_some_and(|r| r.size == meta.len() && r.mtime_ns.is_some() && r.mtime_ns == mtime) {
             report.progress.skipped += 1;
+            refresh_metadata(gallery, describe, &source, meta.len(), change)?;
             continue;
         }
         let bytes = match std::fs::read(&source.file) {
@@ -231,6 +289,7 @@ fn triage(gallery: &Gallery, chunk: Vec<Source>, change: &mut GalleryChange, rep
             PathRecord { id: path_id(&source.abs), size: bytes.len() as u64, mtime_ns: trusted, content_hash: hash };
         if let Some(old) = current.filter(|r| r.content_hash == record.content_hash) {
             report.progress.skipped += 1;
+            refresh_metadata(gallery, describe, &source, meta.len(), change)?;
             if *old != record {
                 change.set_paths.push((source.abs, record));
             }
@@ -240,6 +299,25 @@ fn triage(gallery: &Gallery, chunk: Vec<Source>, change: &mut GalleryChange, rep
         todo.push(Todo { source, bytes, update: current.is_some(), record, legacy });
     }
     Ok(todo)
+}
+
+/// Queues new metadata for the item of a skipped file when the job's keys changed (a new
+/// side file, `--label-from-folder` turned on).
+fn refresh_metadata(
+    gallery: &Gallery,
+    describe: &Describe,
+    source: &Source,
+    bytes: u64,
+    change: &mut GalleryChange,
+) -> Result<()> {
+    let id = path_id(&source.abs);
+    if let Some(old) = gallery.get(&id)? {
+        let new = describe.metadata(Some(&old.metadata), source, bytes);
+        if new != old.metadata {
+            change.set_metadata.push((id, new));
+        }
+    }
+    Ok(())
 }
 
 /// The item an earlier version of the job made from this file (id = content hash, the
