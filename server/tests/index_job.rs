@@ -250,3 +250,73 @@ fn an_item_from_the_content_id_era_is_replaced_not_duplicated() {
     let want: BTreeSet<String> = ["a.png", "b.png"].iter().map(|rel| path_id(&abs(&images, rel))).collect();
     assert_eq!(ids, want, "the legacy item {} is replaced", content_id(&hash));
 }
+
+/// Every stored item's metadata by relative path.
+fn metadata_by_path(index: &Path) -> BTreeMap<String, Value> {
+    let store = Store::open(index).unwrap();
+    store
+        .all_records()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.metadata["path"].as_str().unwrap().to_string(), r.metadata))
+        .collect()
+}
+
+#[test]
+fn metadata_from_a_side_file_and_the_folder_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let images = dir.path().join("photos");
+    write_images(&images, &[("shoes/a.png", 1), ("shoes/b.png", 2), ("hats/c.png", 3), ("top.png", 4)]);
+    let index = dir.path().join("index");
+
+    // First run: folder labels only.
+    run_index(&model, &images, &index, &["--label-from-folder"]);
+    let m = metadata_by_path(&index);
+    assert_eq!(m["shoes/a.png"]["label"], "shoes");
+    assert_eq!(m["hats/c.png"]["label"], "hats");
+    assert!(m["top.png"].get("label").is_none(), "a file directly in the folder has no folder label");
+
+    // Second run, nothing re-embedded: a CSV side file adds typed fields and overrides
+    // the folder label; a row naming no image is reported, not silently dropped.
+    let csv = dir.path().join("meta.csv");
+    let abs_c = abs(&images, "hats/c.png");
+    std::fs::write(
+        &csv,
+        format!("path,label,year,price\nshoes/a.png,sneaker,2021,19.5\n{},,1999,\ngone.png,x,1,2\n", abs_c.display()),
+    )
+    .unwrap();
+    let log = run_index(&model, &images, &index, &["--label-from-folder", "--metadata", csv.to_str().unwrap()]);
+    assert_eq!((count(&log, "indexed"), count(&log, "skipped")), (0, 4), "{log}");
+    assert!(log.contains("metadata rows name no image") && log.contains("line 4: gone.png"), "{log}");
+    let m = metadata_by_path(&index);
+    assert_eq!(m["shoes/a.png"]["label"], "sneaker");
+    assert_eq!(m["shoes/a.png"]["year"], 2021);
+    assert_eq!(m["shoes/a.png"]["price"], 19.5);
+    assert_eq!(m["hats/c.png"]["label"], "hats", "an empty cell leaves the folder label");
+    assert_eq!(m["hats/c.png"]["year"], 1999);
+    assert_eq!(m["shoes/b.png"]["label"], "shoes");
+    assert!(m["shoes/b.png"]["source"]["path"].as_str().unwrap().ends_with("shoes/b.png"));
+
+    // The served index filters on them; a key PATCHed in survives the next run.
+    let srv = ServerProc::start(&model, &index, &[]);
+    let http = client();
+    let q = serde_json::json!({ "vector": vec![0.1f32; DIM] });
+    let r: Value = http.post(srv.url("/search?k=10&filter=year<2000")).json(&q).send().unwrap().json().unwrap();
+    let hits: Vec<&str> =
+        r["hits"].as_array().unwrap().iter().map(|h| h["metadata"]["path"].as_str().unwrap()).collect();
+    assert_eq!(hits, vec!["hats/c.png"]);
+    let id = path_id(&abs(&images, "shoes/b.png"));
+    let patch = serde_json::json!({ "metadata": { "reviewed": true } });
+    assert_eq!(http.patch(srv.url(&format!("/images/{id}"))).json(&patch).send().unwrap().status(), 200);
+    drop(srv);
+    run_index(&model, &images, &index, &["--label-from-folder", "--metadata", csv.to_str().unwrap()]);
+    assert_eq!(metadata_by_path(&index)["shoes/b.png"]["reviewed"], true);
+
+    // A bad side file stops the job before it does anything, naming the line.
+    std::fs::write(&csv, "path,label\nshoes/a.png,x\nshoes/a.png,y\n").unwrap();
+    let out = index_cmd(&model, &images, &index, &["--metadata", csv.to_str().unwrap()]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(log.contains("line 3") && log.contains("described twice"), "{log}");
+}
