@@ -136,6 +136,18 @@ fn index_search_delete_restart_search() {
     assert!(page.contains("/search?k=") && page.contains("/thumbnail"));
     let api: Value = http.get(srv.url("/openapi.json")).send().unwrap().json().unwrap();
     assert!(api["paths"]["/search"]["post"].is_object());
+    // Every documented route is really served: none answers with the unknown-route error.
+    for (path, ops) in api["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            let url = srv.url(&path.replace("{id}", "no-such-id"));
+            let res = http.request(method.to_uppercase().parse().unwrap(), url).send().unwrap();
+            let status = res.status().as_u16();
+            let body = res.text().unwrap();
+            assert!(status != 405 && !body.contains("unknown_route"), "{method} {path}: {status} {body}");
+        }
+    }
+    let docs = http.get(srv.url("/docs")).send().unwrap().text().unwrap();
+    assert!(docs.contains("/openapi.json") && !docs.contains("https://"), "docs are served from the binary");
 
     // Graceful restart: the graph dump is reloaded, answers are unchanged.
     let before = search_image(&http, &srv, png(7, 47, 30), 5);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::Service;
+use actix_web::http::Method;
 use actix_web::web;
 
 use crate::embed::Embedder;
@@ -36,29 +37,45 @@ pub struct AppState {
     pub started: Instant,
 }
 
+/// Every route: path pattern, method, handler. The one list the app is built from and
+/// the OpenAPI document is checked against.
+fn routes() -> Vec<(&'static str, Method, actix_web::Route)> {
+    vec![
+        ("/", Method::GET, web::get().to(page::page)),
+        ("/docs", Method::GET, web::get().to(page::docs)),
+        ("/search", Method::POST, web::post().to(search::search)),
+        ("/search/batch", Method::POST, web::post().to(search::batch)),
+        ("/images", Method::POST, web::post().to(images::add)),
+        ("/images", Method::GET, web::get().to(images::list)),
+        // Before `/images/{id}`, which would otherwise take these names as ids.
+        ("/images/scroll", Method::POST, web::post().to(images::scroll)),
+        ("/images/count", Method::POST, web::post().to(images::count)),
+        ("/images/{id}", Method::GET, web::get().to(images::get)),
+        ("/images/{id}", Method::PATCH, web::patch().to(images::patch)),
+        ("/images/{id}", Method::DELETE, web::delete().to(images::delete)),
+        ("/images/{id}/thumbnail", Method::GET, web::get().to(images::thumbnail)),
+        ("/images/{id}/similar", Method::POST, web::post().to(search::similar)),
+        ("/healthz", Method::GET, web::get().to(health::healthz)),
+        ("/readyz", Method::GET, web::get().to(health::readyz)),
+        ("/stats", Method::GET, web::get().to(health::stats)),
+        ("/metrics", Method::GET, web::get().to(health::metrics)),
+        ("/openapi.json", Method::GET, web::get().to(openapi::openapi)),
+    ]
+}
+
+/// `(method, path pattern)` of every route the server answers, in registration order.
+pub fn route_list() -> Vec<(String, &'static str)> {
+    routes().into_iter().map(|(path, method, _)| (method.to_string(), path)).collect()
+}
+
 /// Registers every route, the extractor error handlers and the JSON 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(error::query_error))
-        .app_data(web::PathConfig::default().error_handler(error::path_error))
-        .route("/", web::get().to(page::page))
-        .route("/search", web::post().to(search::search))
-        .route("/search/batch", web::post().to(search::batch))
-        .route("/images", web::post().to(images::add))
-        .route("/images", web::get().to(images::list))
-        // Before `/images/{id}`, which would otherwise take these names as ids.
-        .route("/images/scroll", web::post().to(images::scroll))
-        .route("/images/count", web::post().to(images::count))
-        .route("/images/{id}", web::get().to(images::get))
-        .route("/images/{id}", web::patch().to(images::patch))
-        .route("/images/{id}", web::delete().to(images::delete))
-        .route("/images/{id}/thumbnail", web::get().to(images::thumbnail))
-        .route("/images/{id}/similar", web::post().to(search::similar))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/stats", web::get().to(health::stats))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/openapi.json", web::get().to(openapi::openapi))
-        .default_service(web::to(error::unknown_route));
+        .app_data(web::PathConfig::default().error_handler(error::path_error));
+    for (path, _, route) in routes() {
+        cfg.route(path, route);
+    }
+    cfg.default_service(web::to(error::unknown_route));
 }
 
 /// Builds the app for one worker: state, metrics middleware, routes.

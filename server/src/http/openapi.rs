@@ -1,84 +1,188 @@
-//! `GET /openapi.json`: the API described in OpenAPI 3.
+//! `GET /openapi.json`: the API described in OpenAPI 3. A test checks that it describes
+//! exactly the routes of [`super::route_list`].
 
 use actix_web::HttpResponse;
 use serde_json::{json, Value};
 
+use super::images::MAX_PAGE;
+use super::search::{MAX_BATCH, MAX_DEPTH, MAX_EF};
+
+fn schema(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
 fn error_response(description: &str) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+    json!({ "description": description, "content": { "application/json": { "schema": schema("Error") } } })
+}
+
+fn json_response(description: &str, body: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": body } } })
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "description": description, "schema": schema })
+}
+
+/// The options every search takes in its query string.
+fn search_params() -> Vec<Value> {
+    vec![
+        query("k", "Hits wanted", json!({ "type": "integer", "minimum": 1, "default": 10 })),
+        query(
+            "offset",
+            &format!("Hits to skip, for paging (offset + k <= {MAX_DEPTH})"),
+            json!({ "type": "integer", "minimum": 0, "default": 0 }),
+        ),
+        query(
+            "ef",
+            "HNSW search breadth (default from the settings)",
+            json!({ "type": "integer", "minimum": 1, "maximum": MAX_EF }),
+        ),
+        query("max_distance", "Only hits at most this far from the query", json!({ "type": "number", "minimum": 0 })),
+        query("filter", "A filter: query-string form `label:shoe,year>2020` or JSON text", json!({ "type": "string" })),
+    ]
 }
 
 /// The OpenAPI document.
 pub fn document() -> Value {
-    let id_param = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$" } });
-    let image_body = json!({
-        "image/*": { "schema": { "type": "string", "format": "binary" } },
-        "multipart/form-data": { "schema": { "type": "object", "properties": {
-            "image": { "type": "string", "format": "binary" },
-            "id": { "type": "string" },
-            "metadata": { "type": "string", "description": "JSON text" } } } }
-    });
+    let id_param = json!({ "name": "id", "in": "path", "required": true,
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$" } });
+    let image = json!({ "schema": { "type": "string", "format": "binary" } });
+    let key = json!([ { "bearer": [] } ]);
+    let similar_params: Vec<Value> = std::iter::once(id_param.clone()).chain(search_params()).collect();
+    let searched = json!({
+        "200": json_response("Hits, nearest first", schema("SearchResponse")),
+        "400": error_response("Bad input: not an image, k, offset or filter out of range, malformed JSON, wrong dimension"),
+        "404": error_response("Unknown id"),
+        "413": error_response("Upload or image too large"),
+        "415": error_response("Unsupported content type") });
     json!({
         "openapi": "3.0.3",
         "info": { "title": "stml-search server", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Image similarity search: embed images with a self-taught (STML) model, search them with HNSW." },
+                  "description": "Image similarity search: embed images with a self-taught (STML) model, search them with HNSW, filter on metadata." },
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer",
+                "description": "Writes (POST /images, PATCH and DELETE /images/{id}) need the server's API key when one is set" } },
             "schemas": {
                 "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
-                    "code": { "type": "string" }, "message": { "type": "string" } } } } },
+                    "code": { "type": "string" }, "message": { "type": "string", "description": "What was wrong and how to fix it" } } } } },
                 "Hit": { "type": "object", "properties": {
-                    "id": { "type": "string" }, "distance": { "type": "number" }, "metadata": {} } },
+                    "id": { "type": "string" }, "distance": { "type": "number" }, "metadata": { "type": "object" } } },
+                "Filter": {
+                    "description": "Conditions on metadata keys (dotted paths), as in Qdrant. A condition is {key, match: value | {value} | {any: [...]}}, {key, range: {gt, gte, lt, lte}}, {key, exists: bool}, or a nested filter. Arrays match when any element does; text equals the number it spells. A string is read in the query-string form: terms `key:v`, `key:a|b`, `key>n`, `key>=n`, `key<n`, `key<=n`, `key?`, each negated by a leading `!`, joined by commas (and).",
+                    "oneOf": [ { "type": "string" }, { "type": "object", "properties": {
+                        "must": { "type": "array", "items": { "type": "object" }, "description": "All hold" },
+                        "should": { "type": "array", "items": { "type": "object" }, "description": "At least one holds" },
+                        "must_not": { "type": "array", "items": { "type": "object" }, "description": "None holds" } } } ] },
+                "Query": { "type": "object", "description": "One search: `vector` or `id` (more like a stored item, left out of its hits), and options over the query string's",
+                    "properties": {
+                        "vector": { "type": "array", "items": { "type": "number" } },
+                        "id": { "type": "string" },
+                        "k": { "type": "integer", "minimum": 1 }, "offset": { "type": "integer", "minimum": 0 },
+                        "ef": { "type": "integer", "minimum": 1 }, "max_distance": { "type": "number", "minimum": 0 },
+                        "filter": schema("Filter") } },
+                "Results": { "type": "object", "properties": {
+                    "hits": { "type": "array", "items": schema("Hit") },
+                    "k": { "type": "integer" }, "offset": { "type": "integer" }, "ef": { "type": "integer", "nullable": true },
+                    "next_offset": { "type": "integer", "nullable": true, "description": "Offset of the next page; null when this page is not full" },
+                    "strategy": { "type": "string", "enum": ["index", "filtered_index", "filtered_index_then_scan", "scan"],
+                                  "description": "How the hits were found: the index alone, the graph walked with the filter, that walk topped up by a scan, or a scan of the items a selective filter passes" } } },
+                "Timings": { "type": "object", "properties": {
+                    "decode_ms": { "type": "number" }, "embed_ms": { "type": "number" },
+                    "search_ms": { "type": "number" }, "total_ms": { "type": "number" } } },
+                "SearchResponse": { "allOf": [ schema("Results"),
+                    { "type": "object", "properties": { "timings": schema("Timings") } } ] },
+                "Item": { "type": "object", "properties": { "id": { "type": "string" }, "metadata": { "type": "object" } } },
+                "Record": { "type": "object", "properties": { "id": { "type": "string" }, "metadata": { "type": "object" },
+                    "content_hash": { "type": "string", "nullable": true },
+                    "vector": { "type": "array", "items": { "type": "number" }, "description": "With ?vector=true" } } },
+                "Page": { "type": "object", "properties": {
+                    "items": { "type": "array", "items": schema("Item") },
+                    "next_cursor": { "type": "string", "nullable": true, "description": "Pass as `cursor` for the next page; null on the last" } } },
+                "Scroll": { "type": "object", "properties": { "filter": schema("Filter"),
+                    "cursor": { "type": "string" }, "limit": { "type": "integer", "minimum": 1, "maximum": MAX_PAGE } } },
                 "VectorItem": { "type": "object", "required": ["vector"], "properties": {
-                    "id": { "type": "string" }, "metadata": {}, "vector": { "type": "array", "items": { "type": "number" } } } }
+                    "id": { "type": "string" }, "metadata": { "type": "object" }, "vector": { "type": "array", "items": { "type": "number" } } } }
             }
         },
         "paths": {
             "/search": { "post": {
-                "summary": "Nearest gallery images to an image (raw body or multipart) or to a vector (JSON)",
-                "parameters": [
-                    { "name": "k", "in": "query", "schema": { "type": "integer", "minimum": 1, "default": 10 } },
-                    { "name": "ef", "in": "query", "schema": { "type": "integer", "minimum": 1 } } ],
+                "summary": "Nearest images to an uploaded image (raw or multipart), a vector, or a stored item (JSON)",
+                "parameters": search_params(),
                 "requestBody": { "required": true, "content": {
-                    "image/*": image_body["image/*"].clone(),
-                    "multipart/form-data": image_body["multipart/form-data"].clone(),
-                    "application/json": { "schema": { "type": "object", "required": ["vector"], "properties": {
-                        "vector": { "type": "array", "items": { "type": "number" } } } } } } },
-                "responses": {
-                    "200": { "description": "Hits, nearest first, and timings", "content": { "application/json": { "schema": {
-                        "type": "object", "properties": {
-                            "hits": { "type": "array", "items": { "$ref": "#/components/schemas/Hit" } },
-                            "k": { "type": "integer" }, "ef": { "type": "integer" },
-                            "timings": { "type": "object" } } } } } },
-                    "400": error_response("Bad input (not an image, k out of range, malformed JSON, wrong dimension)"),
-                    "413": error_response("Upload or image too large"),
-                    "415": error_response("Unsupported content type") } } },
-            "/images": { "post": {
-                "summary": "Add images (raw body with ?id=&metadata=, multipart with several images, or JSON vectors)",
-                "security": [ { "bearer": [] } ],
-                "parameters": [
-                    { "name": "id", "in": "query", "schema": { "type": "string" } },
-                    { "name": "metadata", "in": "query", "schema": { "type": "string", "description": "JSON text" } } ],
+                    "image/*": image.clone(),
+                    "multipart/form-data": { "schema": { "type": "object", "properties": { "image": { "type": "string", "format": "binary" } } } },
+                    "application/json": { "schema": schema("Query") } } },
+                "responses": searched.clone() } },
+            "/search/batch": { "post": {
+                "summary": format!("Up to {MAX_BATCH} searches in one request: JSON queries (each with its own options) or several uploaded images (the query string's options)"),
+                "parameters": search_params(),
                 "requestBody": { "required": true, "content": {
-                    "image/*": image_body["image/*"].clone(),
-                    "multipart/form-data": image_body["multipart/form-data"].clone(),
-                    "application/json": { "schema": { "oneOf": [
-                        { "$ref": "#/components/schemas/VectorItem" },
-                        { "type": "object", "properties": { "images": { "type": "array", "items": { "$ref": "#/components/schemas/VectorItem" } } } } ] } } } },
+                    "multipart/form-data": { "schema": { "type": "object", "additionalProperties": { "type": "string", "format": "binary" } } },
+                    "application/json": { "schema": { "type": "object", "required": ["searches"], "properties": {
+                        "searches": { "type": "array", "items": schema("Query"), "maxItems": MAX_BATCH } } } } } },
                 "responses": {
-                    "201": { "description": "Stored (durably) and indexed", "content": { "application/json": { "schema": {
-                        "type": "object", "properties": { "ids": { "type": "array", "items": { "type": "string" } } } } } } },
-                    "400": error_response("Bad input"), "401": error_response("Missing or wrong API key"),
-                    "413": error_response("Too large"), "415": error_response("Unsupported content type") } } },
+                    "200": json_response("One result per search, in order", json!({ "type": "object", "properties": {
+                        "results": { "type": "array", "items": schema("Results") }, "timings": schema("Timings") } })),
+                    "400": error_response("Bad input, naming the search (`searches[2]: ...`)"),
+                    "404": error_response("Unknown id"),
+                    "413": error_response("Upload or image too large"), "415": error_response("Unsupported content type") } } },
+            "/images": {
+                "post": {
+                    "summary": "Add images (raw body with ?id=&metadata=, multipart with several images, or JSON vectors)",
+                    "security": key.clone(),
+                    "parameters": [
+                        query("id", "Id of a raw-body image (default: a fresh random id)", json!({ "type": "string" })),
+                        query("metadata", "Metadata of a raw-body image, as JSON text", json!({ "type": "string" })) ],
+                    "requestBody": { "required": true, "content": {
+                        "image/*": image,
+                        "multipart/form-data": { "schema": { "type": "object", "properties": {
+                            "image": { "type": "string", "format": "binary" }, "id": { "type": "string" },
+                            "metadata": { "type": "string", "description": "JSON text, paired with the image of the same position" } } } },
+                        "application/json": { "schema": { "oneOf": [ schema("VectorItem"),
+                            { "type": "object", "properties": { "images": { "type": "array", "items": schema("VectorItem") } } } ] } } } },
+                    "responses": {
+                        "201": json_response("Stored (durably) and indexed", json!({ "type": "object", "properties": {
+                            "ids": { "type": "array", "items": { "type": "string" } } } })),
+                        "400": error_response("Bad input"), "401": error_response("Missing or wrong API key"),
+                        "413": error_response("Too large"), "415": error_response("Unsupported content type") } },
+                "get": {
+                    "summary": "List images in id order, optionally filtered, one page at a time",
+                    "parameters": [
+                        query("filter", "A filter (query-string form or JSON text)", json!({ "type": "string" })),
+                        query("cursor", "The previous page's next_cursor", json!({ "type": "string" })),
+                        query("limit", "Items per page", json!({ "type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100 })) ],
+                    "responses": { "200": json_response("A page", schema("Page")), "400": error_response("Bad filter, cursor or limit") } } },
+            "/images/scroll": { "post": {
+                "summary": "The listing with a JSON body (filter in the JSON form)",
+                "requestBody": { "content": { "application/json": { "schema": schema("Scroll") } } },
+                "responses": { "200": json_response("A page", schema("Page")), "400": error_response("Bad filter, cursor or limit") } } },
+            "/images/count": { "post": {
+                "summary": "How many images a filter passes (all without one)",
+                "requestBody": { "content": { "application/json": { "schema": { "type": "object", "properties": { "filter": schema("Filter") } } } } },
+                "responses": { "200": json_response("The count", json!({ "type": "object", "properties": { "count": { "type": "integer" } } })),
+                               "400": error_response("Bad filter") } } },
             "/images/{id}": {
-                "get": { "summary": "An image's stored metadata (and vector with ?vector=true)", "parameters": [ id_param.clone(),
-                        { "name": "vector", "in": "query", "schema": { "type": "boolean" } } ],
-                    "responses": { "200": { "description": "The record" }, "404": error_response("Unknown id") } },
-                "delete": { "summary": "Delete an image", "security": [ { "bearer": [] } ], "parameters": [ id_param.clone() ],
+                "get": { "summary": "An image's stored metadata (and vector with ?vector=true)",
+                    "parameters": [ id_param.clone(), query("vector", "Include the stored vector", json!({ "type": "boolean" })) ],
+                    "responses": { "200": json_response("The record", schema("Record")), "404": error_response("Unknown id") } },
+                "patch": { "summary": "Change an image's metadata: {\"metadata\": {...}} merged in (JSON merge patch: null removes a key)",
+                    "security": key.clone(), "parameters": [ id_param.clone() ],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["metadata"],
+                        "properties": { "metadata": { "type": "object" } } } } } },
+                    "responses": { "200": json_response("The new record", schema("Record")), "400": error_response("Bad body"),
+                                   "401": error_response("Missing or wrong API key"), "404": error_response("Unknown id") } },
+                "delete": { "summary": "Delete an image", "security": key, "parameters": [ id_param.clone() ],
                     "responses": { "200": { "description": "Deleted" }, "401": error_response("Missing or wrong API key"),
                                    "404": error_response("Unknown id") } } },
             "/images/{id}/thumbnail": { "get": { "summary": "A small JPEG of the image", "parameters": [ id_param ],
                 "responses": { "200": { "description": "JPEG", "content": { "image/jpeg": {} } }, "404": error_response("Unknown id") } } },
+            "/images/{id}/similar": { "post": {
+                "summary": "More like a stored image (the image itself left out); options in the query string or an optional JSON body",
+                "parameters": similar_params,
+                "requestBody": { "content": { "application/json": { "schema": schema("Query") } } },
+                "responses": searched } },
             "/": { "get": { "summary": "The search page", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
+            "/docs": { "get": { "summary": "This API reference, browsable", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },
             "/readyz": { "get": { "summary": "Readiness", "responses": { "200": { "description": "Ready" }, "503": error_response("Not ready") } } },
             "/stats": { "get": { "summary": "Index size, model and settings", "responses": { "200": { "description": "Statistics" } } } },
@@ -91,4 +195,40 @@ pub fn document() -> Value {
 /// `GET /openapi.json`
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn describes_exactly_the_routes_the_server_has() {
+        let doc = document();
+        let described: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+            .collect();
+        let served: BTreeSet<(String, String)> =
+            super::super::route_list().into_iter().map(|(m, p)| (m, p.to_string())).collect();
+        let undocumented: Vec<_> = served.difference(&described).collect();
+        let phantom: Vec<_> = described.difference(&served).collect();
+        assert!(undocumented.is_empty(), "routes missing from /openapi.json: {undocumented:?}");
+        assert!(phantom.is_empty(), "/openapi.json describes routes the server lacks: {phantom:?}");
+        // Every $ref points at a schema that exists.
+        let text = doc.to_string();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(doc["components"]["schemas"].get(&name).is_some(), "dangling $ref {name}");
+        }
+        // Every operation has a summary and a response.
+        for ops in doc["paths"].as_object().unwrap().values() {
+            for op in ops.as_object().unwrap().values() {
+                assert!(op["summary"].is_string() && op["responses"].is_object(), "{op}");
+            }
+        }
+    }
 }
