@@ -2,6 +2,7 @@
 //! index (HNSW, with an exact oracle) over a durable redb store, the HTTP API, and the
 //! batch indexing job.
 
+pub mod client;
 pub mod embed;
 pub mod error;
 pub mod filter;

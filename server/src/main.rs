@@ -22,6 +22,8 @@ enum Command {
     /// Embed a folder of images (recursively) into an index directory, one item per file;
     /// resumable: a re-run skips files already indexed at their path and re-embeds changed ones.
     Index(IndexArgs),
+    /// Search a running server: images from this machine, or more like a stored item.
+    Search(SearchArgs),
 }
 
 /// Flags shared by both commands; each overrides the config file and `STML_SERVER_*`.
@@ -70,6 +72,34 @@ struct IndexArgs {
     label_from_folder: bool,
 }
 
+#[derive(Args)]
+struct SearchArgs {
+    /// Image files to search with (several go in one batch request).
+    #[arg(required_unless_present = "id")]
+    images: Vec<PathBuf>,
+    /// Instead of images: more like this stored item (itself left out).
+    #[arg(long, conflicts_with = "images")]
+    id: Option<String>,
+    /// The server.
+    #[arg(long, env = "STML_SERVER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Hits per query.
+    #[arg(long, short, default_value_t = 10)]
+    k: usize,
+    /// Only items passing this filter, e.g. `label:shoe,year>2020` (or JSON).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Only hits at most this far away.
+    #[arg(long)]
+    max_distance: Option<f32>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
 fn settings(common: &Common) -> anyhow::Result<Settings> {
     let mut s = Settings::load(common.config.as_deref(), std::env::vars())?;
     if let Some(m) = &common.model {
@@ -93,6 +123,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve_command(args),
         Command::Index(args) => index_command(args),
+        Command::Search(args) => search_command(args),
     }
 }
 
@@ -165,5 +196,38 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
         "indexing done"
     );
     gallery.snapshot()?;
+    Ok(())
+}
+
+fn search_command(args: SearchArgs) -> anyhow::Result<()> {
+    use server::client::{table, Request, Target};
+    let target = match args.id {
+        Some(id) => Target::Item(id),
+        None => Target::Images(args.images.clone()),
+    };
+    let request = Request {
+        url: args.url,
+        target,
+        k: args.k,
+        filter: args.filter,
+        max_distance: args.max_distance,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+    };
+    let results = request.send()?;
+    if args.json {
+        let out = if results.len() == 1 { results[0].clone() } else { serde_json::json!({ "results": results }) };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let names: Vec<String> = match &request.target {
+        Target::Images(paths) => paths.iter().map(|p| p.display().to_string()).collect(),
+        Target::Item(id) => vec![format!("item {id}")],
+    };
+    for (name, result) in names.iter().zip(&results) {
+        println!("{name}");
+        for line in table(result) {
+            println!("{line}");
+        }
+    }
     Ok(())
 }

@@ -161,4 +161,40 @@ fn filters_similar_batch_pages_and_metadata() {
     }
     let v: Value = http.get(srv.url("/images?filter=label:")).send().unwrap().json().unwrap();
     assert_eq!(v["error"]["code"], "invalid_filter");
+
+    // The command-line client: images (two = one batch), an item, JSON out, and errors.
+    let (a, b) = (dir.path().join("a.png"), dir.path().join("b.jpg"));
+    std::fs::write(&a, png(1, 40, 30)).unwrap();
+    std::fs::write(&b, png(2, 30, 40)).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::binary())
+            .arg("search")
+            .args(["--url", &srv.base])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&[a.to_str().unwrap(), b.to_str().unwrap(), "-k", "3", "--filter", "label:hat"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 * (1 + 3), "{out}");
+    assert!(lines[0].ends_with("a.png") && lines[4].ends_with("b.jpg"), "{out}");
+    let (ok, out, err) = cli(&["--id", "it-05", "-k", "5", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(ids(&v), ids(&like));
+    let (ok, _, err) = cli(&["--id", "it-05", "--filter", "year>soon"]);
+    assert!(!ok && err.contains("400") && err.contains("not a number"), "{err}");
+    let (ok, _, err) = cli(&[dir.path().join("missing.png").to_str().unwrap()]);
+    assert!(!ok && err.contains("missing.png"), "{err}");
+    let out = std::process::Command::new(common::binary())
+        .args(["search", "--url", "http://127.0.0.1:9", "--id", "x"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
 }
