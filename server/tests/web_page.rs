@@ -1,7 +1,8 @@
 //! The search page at `/` in headless Chromium, driven over W3C WebDriver (chromedriver):
 //! pick an image file and see its nearest gallery images with loaded thumbnails, paths and
 //! distances; drop an image on the drop zone; pick a file that is not an image and see the
-//! server's error; ask for fewer results. Needs Debian's `chromium` and `chromium-driver`: run
+//! server's error; ask for fewer results; click a result for more like it; filter; page
+//! through the gallery; add and delete images with the API key. Needs Debian's `chromium` and `chromium-driver`: run
 //! `scripts/install_browser.sh`. Screenshots land in `target/tmp/web_page*.png`.
 
 mod common;
@@ -21,6 +22,7 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 const WAIT: Duration = Duration::from_secs(20);
 /// Gallery size; the page asks for 12 hits by default, so every gallery image comes back.
 const GALLERY: u64 = 8;
+const KEY: &str = "page-key";
 
 /// `$env_var` if set, else `name` found on `PATH`; `None` when that file does not exist.
 fn find_program(name: &str, env_var: &str) -> Option<PathBuf> {
@@ -255,12 +257,14 @@ fn search_page_in_headless_chromium() {
     let browser = Browser::start();
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let srv = ServerProc::start(&model, &dir.path().join("index"), &[]);
+    let srv = ServerProc::start(&model, &dir.path().join("index"), &[("STML_SERVER_API_KEY", KEY)]);
     let http = client();
     for i in 0..GALLERY {
-        let meta = format!("%7B%22path%22%3A%22gallery%2Fimg{i}.png%22%7D");
+        let label = if i % 2 == 0 { "even" } else { "odd" };
+        let meta = format!("%7B%22path%22%3A%22gallery%2Fimg{i}.png%22%2C%22label%22%3A%22{label}%22%7D");
         let res = http
             .post(srv.url(&format!("/images?id=img{i}&metadata={meta}")))
+            .bearer_auth(KEY)
             .header("Content-Type", "image/png")
             .body(gallery_image(i))
             .send()
@@ -315,6 +319,109 @@ fn search_page_in_headless_chromium() {
     assert_eq!(browser.js("return document.querySelectorAll('#hits .hit').length", json!([])), 0);
     browser.screenshot("web_page_error");
 
+    // Click a result's thumbnail: more like that gallery image, itself left out.
+    browser.js(SHOW_SIX, json!([]));
+    browser.pick_file("#pick", &query);
+    results(&browser, "results before clicking one", 6);
+    browser.js("document.querySelector('#hits .hit:nth-child(2) img.thumb').click()", json!([]));
+    let v = browser.wait_for(
+        "more like the second result",
+        &format!("const s = document.getElementById('status').textContent; return s.includes(' to gallery/') && (() => {{ {READ_RESULTS} }})()"),
+    );
+    let clicked = v["status"].as_str().unwrap().split(" to ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let v = results(&browser, "more like a result", 6);
+    assert!(v["cards"].as_array().unwrap().iter().all(|c| c["path"] != clicked.as_str()), "{clicked} is left out: {v}");
+    browser.screenshot("web_page_similar");
+
+    // A filter applies to the search at once.
+    browser.js(SET_FILTER, json!(["label:even"]));
+    let v = browser.wait_for(
+        "filtered results",
+        &format!("const s = document.getElementById('status').textContent; return s.includes('matching label:even') && (() => {{ {READ_RESULTS} }})()"),
+    );
+    let cards = v["cards"].as_array().unwrap();
+    assert!(!cards.is_empty() && cards.len() <= (GALLERY / 2) as usize, "{v}");
+    for c in cards {
+        let n: u64 =
+            c["path"].as_str().unwrap().trim_start_matches("gallery/img").trim_end_matches(".png").parse().unwrap();
+        assert_eq!(n % 2, 0, "only even images pass label:even: {v}");
+    }
+    browser.js(SET_FILTER, json!(["label:"]));
+    let status = browser.wait_for(
+        "a bad filter's error",
+        "return document.body.dataset.state === 'error' && document.getElementById('status').textContent",
+    );
+    assert!(status.as_str().unwrap().contains("invalid filter"), "{status}");
+    browser.js(SET_FILTER, json!([""]));
+
+    // Page through the gallery, 6 to a page, in id order.
+    browser.js("document.getElementById('browse').click()", json!([]));
+    let page1 = browser.wait_for("gallery page 1", READ_PAGE);
+    assert_eq!(page1["status"], "Gallery page 1: 6 images", "{page1}");
+    assert_eq!(page1["paths"], json!((0..6).map(|i| format!("gallery/img{i}.png")).collect::<Vec<_>>()));
+    assert_eq!((page1["prev"].clone(), page1["next"].clone()), (json!(true), json!(false)), "disabled states: {page1}");
+    browser.js("document.getElementById('next').click()", json!([]));
+    let page2 = browser.wait_for(
+        "gallery page 2",
+        &format!("const v = (() => {{ {READ_PAGE} }})(); return v && v.status.startsWith('Gallery page 2') && v"),
+    );
+    assert_eq!(page2["paths"], json!(["gallery/img6.png", "gallery/img7.png"]), "{page2}");
+    assert_eq!(page2["next"], true, "the last page has no next");
+    browser.js("document.getElementById('prev').click()", json!([]));
+    browser.wait_for(
+        "back on page 1",
+        &format!("const v = (() => {{ {READ_PAGE} }})(); return v && v.status.startsWith('Gallery page 1') && v"),
+    );
+    browser.screenshot("web_page_gallery");
+
+    // Without the key there are no Delete buttons; a wrong key is refused with the server's
+    // message; the right one deletes, and adding an image brings the count back.
+    assert_eq!(browser.js("return document.querySelectorAll('#hits button.delete').length", json!([])), 0);
+    browser.js(SET_KEY, json!(["wrong"]));
+    browser.wait_for("Delete buttons", "return document.body.dataset.state === 'done' && document.querySelectorAll('#hits button.delete').length === 6");
+    browser.js("document.querySelector('#hits button.delete').click()", json!([]));
+    let status = browser.wait_for(
+        "the wrong key's error",
+        "return document.body.dataset.state === 'error' && document.getElementById('status').textContent",
+    );
+    assert!(status.as_str().unwrap().contains("wrong API key"), "{status}");
+    browser.js(SET_KEY, json!([KEY]));
+    browser.wait_for("Delete buttons again", "return document.body.dataset.state === 'done' && document.querySelectorAll('#hits button.delete').length === 6");
+    browser.js("document.querySelector('#hits button.delete').click()", json!([]));
+    browser.wait_for("the deletion", "return document.getElementById('status').textContent === 'Deleted gallery/img0.png' && document.getElementById('gallery-info').textContent.startsWith('Gallery: 7 images')");
+    assert_eq!(http.get(srv.url("/images/img0")).send().unwrap().status(), 404);
+    let added = dir.path().join("added.png");
+    std::fs::write(&added, gallery_image(40)).unwrap();
+    browser.pick_file("#add", &added);
+    browser.wait_for("the added image", "return document.getElementById('gallery-info').textContent.startsWith('Gallery: 8 images') && [...document.querySelectorAll('#hits .path')].some(p => p.textContent === 'added.png')");
+
     // The server keeps answering afterwards.
     assert_eq!(http.get(srv.url("/healthz")).send().unwrap().status(), 200);
 }
+
+/// Types `arguments[0]` into the filter box and commits it, as a person pressing Enter.
+const SET_FILTER: &str = r#"
+  const f = document.getElementById('filter');
+  f.value = arguments[0];
+  f.dispatchEvent(new Event('change', { bubbles: true }));
+"#;
+
+/// Types `arguments[0]` into the API key box.
+const SET_KEY: &str = r#"
+  const f = document.getElementById('key');
+  f.value = arguments[0];
+  f.dispatchEvent(new Event('change', { bubbles: true }));
+"#;
+
+/// A gallery page once shown and its thumbnails loaded: status, paths, pager buttons.
+const READ_PAGE: &str = r#"
+  if (document.body.dataset.state !== 'done' || document.getElementById('pager').hidden) return null;
+  const thumbs = [...document.querySelectorAll('#hits img.thumb')];
+  if (thumbs.some(t => !t.complete)) return null;
+  return {
+    status: document.getElementById('status').textContent,
+    paths: [...document.querySelectorAll('#hits .path')].map(p => p.textContent),
+    prev: document.getElementById('prev').disabled,
+    next: document.getElementById('next').disabled,
+  };
+"#;
