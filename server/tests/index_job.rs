@@ -268,10 +268,13 @@ fn metadata_from_a_side_file_and_the_folder_name() {
     let model = tiny_model(dir.path());
     let images = dir.path().join("photos");
     write_images(&images, &[("shoes/a.png", 1), ("shoes/b.png", 2), ("hats/c.png", 3), ("top.png", 4)]);
+    std::fs::write(images.join("shoes/broken.png"), b"\x89PNG but not really").unwrap();
     let index = dir.path().join("index");
 
-    // First run: folder labels only.
-    run_index(&model, &images, &index, &["--label-from-folder"]);
+    // First run: folder labels only. A broken file is reported by path, as a file.
+    let log = run_index(&model, &images, &index, &["--label-from-folder"]);
+    assert_eq!(count(&log, "failed"), 1, "{log}");
+    assert!(log.contains("broken.png: not a readable image"), "{log}");
     let m = metadata_by_path(&index);
     assert_eq!(m["shoes/a.png"]["label"], "shoes");
     assert_eq!(m["hats/c.png"]["label"], "hats");

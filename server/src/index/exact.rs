@@ -102,9 +102,10 @@ mod tests {
     #[test]
     fn cosine_ignores_length() {
         let mut idx = ExactIndex::new(2, Distance::Cosine);
-        idx.insert(&[(1, vec![10.0, 0.0]), (2, vec![0.0, 1.0])]);
-        let hits = idx.search(&[0.5, 0.01], 1, None);
+        idx.insert(&[(1, vec![10.0, 0.0]), (2, vec![0.0, 1.0]), (3, vec![0.0, 0.0])]);
+        let hits = idx.search(&[0.5, 0.01], 3, None);
         assert_eq!(hits[0].key, 1);
         assert!(hits[0].distance < 1e-3);
+        assert_eq!(hits[2].key, 3, "a zero vector is near nothing");
     }
 }

@@ -72,7 +72,8 @@ pub trait VectorIndex: VectorRead + VectorWrite {}
 impl<T: VectorRead + VectorWrite> VectorIndex for T {}
 
 /// The distance both indexes rank by: Euclidean `sqrt(sum (a_i - b_i)^2)`, or cosine
-/// `1 - a.b / (|a| |b|)` clamped at 0 (0 when either vector is zero).
+/// `1 - a.b / (|a| |b|)` clamped at 0 (1, as for orthogonal vectors, when either vector
+/// is zero: a zero vector is near nothing, rather than nearest to everything).
 ///
 /// # Shapes
 /// - `a`, `b`: `[dim]`
@@ -89,7 +90,7 @@ pub fn distance(metric: Distance, a: &[f32], b: &[f32]) -> f32 {
             if na > 0.0 && nb > 0.0 {
                 (1.0 - dot / (na * nb).sqrt()).max(0.0) as f32
             } else {
-                0.0
+                1.0
             }
         }
     }

@@ -208,7 +208,7 @@ pub fn index_folder(
                     inputs.extend_from_slice(&input);
                     ok.push((item, thumb));
                 }
-                Err(e) => report.failures.push((item.source.file, e.to_string())),
+                Err(e) => report.failures.push((item.source.file, file_failure(&e))),
             }
         }
         if !ok.is_empty() {
@@ -355,6 +355,14 @@ fn remove_gone(gallery: &Gallery, root: &Path, listed: &HashSet<PathBuf>) -> Res
         tracing::info!(removed, root = %root.display(), "removed the items of files that are gone");
     }
     Ok(removed)
+}
+
+/// Why a file failed, in words about the file (not about a request body).
+fn file_failure(e: &Error) -> String {
+    match e {
+        Error::NotAnImage { reason } => format!("not a readable image: {reason}"),
+        other => other.to_string(),
+    }
 }
 
 /// Decodes and preprocesses files on `threads` threads.
