@@ -56,6 +56,15 @@ pub enum Error {
     #[error("no image with id `{id}`")]
     NotFound { id: String },
 
+    #[error("no collection `{name}`; GET /collections lists them, POST /collections creates one")]
+    CollectionNotFound { name: String },
+
+    #[error("collection `{name}` already exists; pick another name, or drop it first")]
+    CollectionExists { name: String },
+
+    #[error("collection `{name}`: {reason}")]
+    InvalidCollection { name: String, reason: String },
+
     #[error("missing or wrong API key; send `Authorization: Bearer <key>`")]
     Unauthorized,
 

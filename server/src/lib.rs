@@ -3,6 +3,7 @@
 //! batch indexing job.
 
 pub mod client;
+pub mod collections;
 pub mod embed;
 pub mod error;
 pub mod filter;

@@ -1,15 +1,16 @@
 //! Start-up and shutdown of `server serve`: load ONNX Runtime and the model, open the
-//! gallery, start the batcher, bind the HTTP server; on shutdown dump the HNSW graph.
+//! collections (each a gallery and a batcher), bind the HTTP server; on shutdown dump the
+//! HNSW graphs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web;
 
-use crate::embed::Embedder;
+use crate::collections::Collections;
 use crate::gallery::{Gallery, IndexKind};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -21,21 +22,31 @@ use crate::{Error, Result};
 /// Loads ONNX Runtime (from the settings, `ORT_DYLIB_PATH`, or the set-up's copy) and
 /// opens the model of `settings`, checking it with one inference.
 pub fn open_model(settings: &Settings) -> Result<Arc<OnnxModel>> {
+    open_model_file(settings, &settings.model)
+}
+
+/// Like [`open_model`], for the model file at `path`.
+pub fn open_model_file(settings: &Settings, path: &Path) -> Result<Arc<OnnxModel>> {
     let dylib = runtime::resolve_dylib(settings.ort_dylib_path.as_deref());
     let env = runtime::environment(&dylib)?;
-    let model = OnnxModel::open(&env, &settings.model, settings.intra_threads)?;
+    let model = OnnxModel::open(&env, path, settings.intra_threads)?;
     model
         .embed(vec![0.0; model.input_len()], 1)
-        .map_err(|e| Error::Model { path: settings.model.clone(), reason: format!("a test inference failed: {e}") })?;
+        .map_err(|e| Error::Model { path: path.to_path_buf(), reason: format!("a test inference failed: {e}") })?;
     Ok(Arc::new(model))
 }
 
 /// Opens the gallery of `settings.index_dir` for `model`'s vectors.
 pub fn open_gallery(settings: &Settings, model: &OnnxModel, kind: IndexKind) -> Result<Arc<Gallery>> {
+    open_gallery_dir(settings, &settings.index_dir, model, kind)
+}
+
+/// Opens the gallery in `dir` for `model`'s vectors.
+pub fn open_gallery_dir(settings: &Settings, dir: &Path, model: &OnnxModel, kind: IndexKind) -> Result<Arc<Gallery>> {
     let spec = IndexSpec::for_manifest(model.manifest());
     let started = Instant::now();
-    let gallery = Gallery::open(&settings.index_dir, spec, &settings.hnsw, kind)?;
-    tracing::info!(dir = %settings.index_dir.display(), images = gallery.stats().images, seconds = started.elapsed().as_secs_f64(), "opened the index");
+    let gallery = Gallery::open(dir, spec, &settings.hnsw, kind)?;
+    tracing::info!(dir = %dir.display(), images = gallery.stats().images, seconds = started.elapsed().as_secs_f64(), "opened the index");
     Ok(Arc::new(gallery))
 }
 
@@ -49,14 +60,11 @@ pub struct Running {
 
 /// Loads everything and binds the HTTP server; call [`Running::wait`] to serve.
 pub fn start(settings: Settings) -> Result<Running> {
-    let model = open_model(&settings)?;
-    let gallery = open_gallery(&settings, &model, IndexKind::Hnsw)?;
     let metrics = Arc::new(Metrics::default());
-    let embedder = Arc::new(Embedder::new(model, &settings.batch, settings.max_image_pixels, metrics.clone()));
     let settings = Arc::new(settings);
+    let collections = Arc::new(Collections::open(settings.clone(), metrics.clone())?);
     let state = web::Data::new(AppState {
-        gallery,
-        embedder,
+        collections,
         settings: settings.clone(),
         metrics,
         ready: Arc::new(AtomicBool::new(false)),
@@ -81,12 +89,12 @@ pub fn start(settings: Settings) -> Result<Running> {
 }
 
 impl Running {
-    /// Serves until SIGINT/SIGTERM, then dumps the HNSW graph for a fast restart.
+    /// Serves until SIGINT/SIGTERM, then dumps the HNSW graphs for a fast restart.
     pub async fn wait(self) -> Result<()> {
         let served = self.server.await;
         self.state.ready.store(false, Ordering::Relaxed);
-        let gallery = self.state.gallery.clone();
-        tokio::task::spawn_blocking(move || gallery.snapshot()).await.map_err(|_| Error::Unavailable)??;
+        let collections = self.state.collections.clone();
+        tokio::task::spawn_blocking(move || collections.snapshot_all()).await.map_err(|_| Error::Unavailable)??;
         served.map_err(Error::io("http server"))
     }
 }

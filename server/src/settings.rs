@@ -2,6 +2,7 @@
 //! file, then `STML_SERVER_*` environment variables (nested keys joined by `__`, e.g.
 //! `STML_SERVER_HNSW__EF_SEARCH=128`); command-line flags are applied last by the binary.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,20 @@ pub struct Settings {
     pub intra_threads: usize,
     pub batch: BatchSettings,
     pub hnsw: HnswParams,
+    /// Where collections created through the API live (default: `index_dir/collections`).
+    pub collections_dir: Option<PathBuf>,
+    /// Collections besides the default one, by name (`[collections.NAME]`).
+    pub collections: BTreeMap<String, CollectionSettings>,
+}
+
+/// A collection declared in the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSettings {
+    /// Its ONNX model.
+    pub model: PathBuf,
+    /// Its index directory (default: `collections_dir/NAME`).
+    pub index_dir: Option<PathBuf>,
 }
 
 /// Dynamic batching of concurrent embedding requests.
@@ -69,6 +84,8 @@ impl Default for Settings {
             intra_threads: 0,
             batch: BatchSettings::default(),
             hnsw: HnswParams::default(),
+            collections_dir: None,
+            collections: BTreeMap::new(),
         }
     }
 }
@@ -80,6 +97,11 @@ impl Default for BatchSettings {
 }
 
 impl Settings {
+    /// Where API-created collections live.
+    pub fn collections_dir(&self) -> PathBuf {
+        self.collections_dir.clone().unwrap_or_else(|| self.index_dir.join("collections"))
+    }
+
     /// Defaults, overridden by `config_file` (when given), overridden by the `STML_SERVER_*`
     /// variables among `env`.
     pub fn load(config_file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
@@ -202,6 +224,22 @@ mod tests {
         assert_eq!(s.hnsw.m, 32);
         assert_eq!(s.hnsw.ef_search, 77);
         assert_eq!(s.hnsw.ef_construction, HnswParams::default().ef_construction);
+    }
+
+    #[test]
+    fn collections_are_declared_in_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        let text = "index_dir = \"/data\"\n[collections.birds]\nmodel = \"/m/birds.onnx\"\n\
+                    [collections.cars]\nmodel = \"/m/cars.onnx\"\nindex_dir = \"/fast/cars\"\n";
+        std::fs::write(&file, text).unwrap();
+        let s = Settings::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(s.collections["birds"], CollectionSettings { model: "/m/birds.onnx".into(), index_dir: None });
+        assert_eq!(s.collections["cars"].index_dir, Some(PathBuf::from("/fast/cars")));
+        assert_eq!(s.collections_dir(), PathBuf::from("/data/collections"));
+        std::fs::write(&file, "[collections.birds]\nmodle = \"x\"\n").unwrap();
+        let err = Settings::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("modle"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ impl Error {
             Error::DimensionMismatch { .. } => "dimension_mismatch",
             Error::UnknownRoute { .. } => "unknown_route",
             Error::NotFound { .. } => "not_found",
+            Error::CollectionNotFound { .. } => "collection_not_found",
+            Error::CollectionExists { .. } => "collection_exists",
+            Error::InvalidCollection { .. } => "invalid_collection",
             Error::Unauthorized => "unauthorized",
             Error::Unavailable => "unavailable",
             Error::Store { .. }
@@ -47,10 +50,14 @@ impl ResponseError for Error {
             | Error::InvalidK { .. }
             | Error::InvalidFilter { .. }
             | Error::MetadataFile { .. }
+            | Error::InvalidCollection { .. }
             | Error::DimensionMismatch { .. } => StatusCode::BAD_REQUEST,
             Error::ImageTooLarge { .. } | Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::UnknownRoute { .. } | Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::UnknownRoute { .. } | Error::NotFound { .. } | Error::CollectionNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Error::CollectionExists { .. } => StatusCode::CONFLICT,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Settings { .. }

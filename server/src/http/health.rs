@@ -1,8 +1,9 @@
-//! Liveness, readiness, statistics and Prometheus metrics.
+//! Liveness, readiness, statistics (per collection) and Prometheus metrics (the index
+//! gauges summed over the collections).
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
@@ -23,31 +24,38 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse> {
 }
 
 /// `GET /stats`: index size, model and settings in use.
-pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
-    let g = state.gallery.stats();
-    let m = state.embedder.manifest();
+pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    let col = state.collection(&req)?;
+    let g = col.gallery.stats();
+    let m = col.embedder.manifest();
     let s = &state.settings;
-    HttpResponse::Ok().json(json!({
+    Ok(HttpResponse::Ok().json(json!({
+        "collection": col.name,
         "index": g,
         "model": {
-            "path": state.embedder.model().path(),
+            "path": col.embedder.model().path(),
             "arch": m.arch,
             "embedding_dim": m.embedding_dim,
             "distance": m.distance,
             "input_size": m.preprocess.crop,
-            "provider": state.embedder.model().provider(),
+            "provider": col.embedder.model().provider(),
             "provenance": m.provenance,
         },
         "hnsw": s.hnsw,
         "batch": s.batch,
         "uptime_s": state.started.elapsed().as_secs_f64(),
-    }))
+    })))
 }
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let g = state.gallery.stats();
-    let text =
-        state.metrics.render(Gauges { images: g.images, graph_points: g.graph_points, tombstones: g.tombstones });
+    let mut gauges = Gauges::default();
+    for c in state.collections.all() {
+        let g = c.gallery.stats();
+        gauges.images += g.images;
+        gauges.graph_points += g.graph_points;
+        gauges.tombstones += g.tombstones;
+    }
+    let text = state.metrics.render(gauges);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(text)
 }

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::auth::require_key;
 use super::body::{self, Upload};
-use super::AppState;
+use super::{AppState, ItemId};
+use crate::collections::Collection;
 use crate::filter::Filter;
 use crate::gallery::{validate_id, NewImage};
 use crate::{Error, Result};
@@ -122,6 +123,7 @@ pub async fn add(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     require_key(&req, state.settings.api_key.as_deref())?;
+    let col = state.collection(&req)?;
     let started = Instant::now();
     let upload = body::read(req.headers(), payload, state.settings.max_upload_bytes).await?;
     let params = params.into_inner();
@@ -148,19 +150,19 @@ pub async fn add(
         }
         Upload::Image(bytes) => {
             let pending = vec![Pending { id: params.id, metadata: parse_metadata(params.metadata.as_deref())?, bytes }];
-            embed_all(&state, pending, &mut embed_ms).await?
+            embed_all(&col, pending, &mut embed_ms).await?
         }
-        Upload::Multipart(parts) => embed_all(&state, from_multipart(parts)?, &mut embed_ms).await?,
+        Upload::Multipart(parts) => embed_all(&col, from_multipart(parts)?, &mut embed_ms).await?,
     };
     if images.is_empty() {
         return Err(Error::BadRequest("no images given".into()));
     }
-    let gallery = state.gallery.clone();
+    let gallery = col.gallery.clone();
     let ids = web::block(move || gallery.insert(images)).await.map_err(|_| Error::Unavailable)??;
     Ok(HttpResponse::Created().json(Added { ids, embed_ms, total_ms: started.elapsed().as_secs_f64() * 1e3 }))
 }
 
-async fn embed_all(state: &AppState, pending: Vec<Pending>, embed_ms: &mut f64) -> Result<Vec<NewImage>> {
+async fn embed_all(col: &Collection, pending: Vec<Pending>, embed_ms: &mut f64) -> Result<Vec<NewImage>> {
     for p in &pending {
         if let Some(id) = &p.id {
             validate_id(id)?;
@@ -168,7 +170,7 @@ async fn embed_all(state: &AppState, pending: Vec<Pending>, embed_ms: &mut f64) 
     }
     let started = Instant::now();
     let embedded =
-        futures_util::future::try_join_all(pending.iter().map(|p| state.embedder.embed_bytes(p.bytes.clone(), true)))
+        futures_util::future::try_join_all(pending.iter().map(|p| col.embedder.embed_bytes(p.bytes.clone(), true)))
             .await?;
     *embed_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(pending
@@ -186,12 +188,13 @@ async fn embed_all(state: &AppState, pending: Vec<Pending>, embed_ms: &mut f64) 
 
 /// `GET /images/{id}`
 pub async fn get(
+    req: HttpRequest,
     state: web::Data<AppState>,
-    id: web::Path<String>,
+    id: ItemId,
     params: web::Query<GetParams>,
 ) -> Result<HttpResponse> {
     let id = id.into_inner();
-    let gallery = state.gallery.clone();
+    let gallery = state.collection(&req)?.gallery.clone();
     let want_vector = params.vector;
     let lookup = id.clone();
     let (record, vector) = web::block(move || -> Result<_> {
@@ -210,9 +213,9 @@ pub async fn get(
 }
 
 /// `GET /images/{id}/thumbnail`: a small JPEG, for result pages.
-pub async fn thumbnail(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn thumbnail(req: HttpRequest, state: web::Data<AppState>, id: ItemId) -> Result<HttpResponse> {
     let id = id.into_inner();
-    let gallery = state.gallery.clone();
+    let gallery = state.collection(&req)?.gallery.clone();
     let lookup = id.clone();
     let thumb = web::block(move || gallery.thumbnail(&lookup)).await.map_err(|_| Error::Unavailable)??;
     let thumb = thumb.ok_or(Error::NotFound { id })?;
@@ -220,10 +223,10 @@ pub async fn thumbnail(state: web::Data<AppState>, id: web::Path<String>) -> Res
 }
 
 /// `DELETE /images/{id}`
-pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: ItemId) -> Result<HttpResponse> {
     require_key(&req, state.settings.api_key.as_deref())?;
     let id = id.into_inner();
-    let gallery = state.gallery.clone();
+    let gallery = state.collection(&req)?.gallery.clone();
     let lookup = id.clone();
     let deleted = web::block(move || gallery.delete(&lookup)).await.map_err(|_| Error::Unavailable)??;
     if !deleted {
@@ -280,8 +283,8 @@ fn page_args(
     Ok((filter, cursor, limit))
 }
 
-async fn page(state: &AppState, filter: Option<Filter>, cursor: Option<String>, limit: usize) -> Result<HttpResponse> {
-    let gallery = state.gallery.clone();
+async fn page(col: &Collection, filter: Option<Filter>, cursor: Option<String>, limit: usize) -> Result<HttpResponse> {
+    let gallery = col.gallery.clone();
     let page = web::block(move || gallery.list(filter.as_ref(), cursor.as_deref(), limit))
         .await
         .map_err(|_| Error::Unavailable)??;
@@ -289,47 +292,46 @@ async fn page(state: &AppState, filter: Option<Filter>, cursor: Option<String>, 
 }
 
 /// `GET /images?filter=label:shoe&limit=100&cursor=...`: items in id order.
-pub async fn list(state: web::Data<AppState>, params: web::Query<ListParams>) -> Result<HttpResponse> {
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse> {
     let params = params.into_inner();
     let filter = params.filter.as_deref().map(Filter::parse).transpose()?;
     let (filter, cursor, limit) = page_args(filter, params.cursor, params.limit)?;
-    page(&state, filter, cursor, limit).await
+    page(&*state.collection(&req)?, filter, cursor, limit).await
 }
 
 /// `POST /images/scroll`: the listing with a JSON body `{"filter", "cursor", "limit"}`.
-pub async fn scroll(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
+pub async fn scroll(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
     let b: ScrollBody = if body.is_empty() { ScrollBody::default() } else { body::json(&body)? };
     let filter = b.filter.as_ref().map(Filter::from_value).transpose()?;
     let (filter, cursor, limit) = page_args(filter, b.cursor, b.limit)?;
-    page(&state, filter, cursor, limit).await
+    page(&*state.collection(&req)?, filter, cursor, limit).await
 }
 
 /// `POST /images/count`: how many items a filter (JSON body `{"filter"}`, or none) passes.
-pub async fn count(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
+pub async fn count(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
     let b: ScrollBody = if body.is_empty() { ScrollBody::default() } else { body::json(&body)? };
     if b.cursor.is_some() || b.limit.is_some() {
         return Err(Error::BadRequest("count takes only `filter`".into()));
     }
     let filter = b.filter.as_ref().map(Filter::from_value).transpose()?;
-    let gallery = state.gallery.clone();
+    let gallery = state.collection(&req)?.gallery.clone();
     let n = web::block(move || gallery.count(filter.as_ref())).await.map_err(|_| Error::Unavailable)?;
     Ok(HttpResponse::Ok().json(json!({ "count": n })))
 }
 
 /// `PATCH /images/{id}`: JSON `{"metadata": {...}}` merged into the stored metadata.
-pub async fn patch(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse> {
+pub async fn patch(req: HttpRequest, state: web::Data<AppState>, id: ItemId, body: web::Bytes) -> Result<HttpResponse> {
     require_key(&req, state.settings.api_key.as_deref())?;
     let b: PatchBody = body::json(&body)?;
     if !b.metadata.is_object() {
         return Err(Error::BadRequest("`metadata` must be a JSON object of the keys to set (null removes one)".into()));
     }
     let id = id.into_inner();
-    let gallery = state.gallery.clone();
+    let gallery = state.collection(&req)?.gallery.clone();
     let lookup = id.clone();
     let record =
         web::block(move || gallery.patch_metadata(&lookup, &b.metadata)).await.map_err(|_| Error::Unavailable)??;

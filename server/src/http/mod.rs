@@ -1,9 +1,11 @@
 //! The HTTP API (actix-web). Handlers are thin, one file per resource: a validated request
-//! in, a call into the gallery or the embedder, JSON out. Errors become status codes in
-//! [`error`] only.
+//! in, a call into the collection's gallery or embedder, JSON out. Every collection route
+//! is answered at the root for the default collection and under
+//! `/collections/{collection}` for any. Errors become status codes in [`error`] only.
 
 mod auth;
 mod body;
+mod collections;
 pub mod error;
 mod health;
 mod images;
@@ -19,17 +21,19 @@ use std::time::Instant;
 
 use actix_web::dev::Service;
 use actix_web::http::Method;
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 
-use crate::embed::Embedder;
-use crate::gallery::Gallery;
+use crate::collections::{Collection, Collections};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::Result;
+
+/// Where a collection's routes are answered besides at the root (for the default one).
+pub const COLLECTION_PREFIX: &str = "/collections/{collection}";
 
 /// What every handler can reach.
 pub struct AppState {
-    pub gallery: Arc<Gallery>,
-    pub embedder: Arc<Embedder>,
+    pub collections: Arc<Collections>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// False before start-up completes and once shutdown begins.
@@ -37,12 +41,40 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// Every route: path pattern, method, handler. The one list the app is built from and
-/// the OpenAPI document is checked against.
-fn routes() -> Vec<(&'static str, Method, actix_web::Route)> {
+/// The `{id}` segment of an item route (with or without the collection prefix).
+pub struct ItemId(String);
+
+impl ItemId {
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl actix_web::FromRequest for ItemId {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<std::result::Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let id = req.match_info().get("id").map(|s| ItemId(s.to_string()));
+        std::future::ready(id.ok_or_else(|| crate::Error::BadRequest("the route has no `{id}` segment".into()).into()))
+    }
+}
+
+impl AppState {
+    /// The collection a request names (`/collections/{collection}/...`), else the default.
+    pub fn collection(&self, req: &HttpRequest) -> Result<Arc<Collection>> {
+        match req.match_info().get("collection") {
+            Some(name) => self.collections.get(name),
+            None => Ok(self.collections.default_collection()),
+        }
+    }
+}
+
+/// The routes of one collection: answered at these paths for the default collection and
+/// under [`COLLECTION_PREFIX`] for any.
+fn collection_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
     vec![
         ("/", Method::GET, web::get().to(page::page)),
-        ("/docs", Method::GET, web::get().to(page::docs)),
         ("/search", Method::POST, web::post().to(search::search)),
         ("/search/batch", Method::POST, web::post().to(search::batch)),
         ("/images", Method::POST, web::post().to(images::add)),
@@ -55,16 +87,43 @@ fn routes() -> Vec<(&'static str, Method, actix_web::Route)> {
         ("/images/{id}", Method::DELETE, web::delete().to(images::delete)),
         ("/images/{id}/thumbnail", Method::GET, web::get().to(images::thumbnail)),
         ("/images/{id}/similar", Method::POST, web::post().to(search::similar)),
+        ("/stats", Method::GET, web::get().to(health::stats)),
+    ]
+}
+
+/// The routes of the server as a whole.
+fn server_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
+    vec![
+        ("/docs", Method::GET, web::get().to(page::docs)),
+        ("/collections", Method::GET, web::get().to(collections::list)),
+        ("/collections", Method::POST, web::post().to(collections::create)),
+        (COLLECTION_PREFIX, Method::GET, web::get().to(collections::get)),
+        (COLLECTION_PREFIX, Method::DELETE, web::delete().to(collections::drop)),
         ("/healthz", Method::GET, web::get().to(health::healthz)),
         ("/readyz", Method::GET, web::get().to(health::readyz)),
-        ("/stats", Method::GET, web::get().to(health::stats)),
         ("/metrics", Method::GET, web::get().to(health::metrics)),
         ("/openapi.json", Method::GET, web::get().to(openapi::openapi)),
     ]
 }
 
+/// Every route: path pattern, method, handler. The one list the app is built from and
+/// the OpenAPI document is checked against.
+fn routes() -> Vec<(String, Method, actix_web::Route)> {
+    let plain = collection_routes().into_iter().map(|(p, m, r)| (p.to_string(), m, r));
+    let prefixed = collection_routes().into_iter().map(|(p, m, r)| (format!("{COLLECTION_PREFIX}{p}"), m, r));
+    let server = server_routes().into_iter().map(|(p, m, r)| (p.to_string(), m, r));
+    server.chain(plain).chain(prefixed).collect()
+}
+
+/// The paths of [`collection_routes`] (each also served under [`COLLECTION_PREFIX`]).
+pub fn collection_paths() -> Vec<&'static str> {
+    let mut paths: Vec<&'static str> = collection_routes().into_iter().map(|(p, _, _)| p).collect();
+    paths.dedup();
+    paths
+}
+
 /// `(method, path pattern)` of every route the server answers, in registration order.
-pub fn route_list() -> Vec<(String, &'static str)> {
+pub fn route_list() -> Vec<(String, String)> {
     routes().into_iter().map(|(path, method, _)| (method.to_string(), path)).collect()
 }
 
@@ -73,7 +132,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error));
     for (path, _, route) in routes() {
-        cfg.route(path, route);
+        cfg.route(&path, route);
     }
     cfg.default_service(web::to(error::unknown_route));
 }

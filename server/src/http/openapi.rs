@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::images::MAX_PAGE;
 use super::search::{MAX_BATCH, MAX_DEPTH, MAX_EF};
+use super::{collection_paths, COLLECTION_PREFIX};
 
 fn schema(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -42,12 +43,34 @@ fn search_params() -> Vec<Value> {
     ]
 }
 
-/// The OpenAPI document.
+/// The OpenAPI document: the paths below, and each collection route again under
+/// [`COLLECTION_PREFIX`] with its `collection` parameter.
 pub fn document() -> Value {
+    let mut doc = base_document();
+    let collection_param = json!({ "name": "collection", "in": "path", "required": true,
+        "description": "A collection's name (the routes without the prefix use `default`)",
+        "schema": { "type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$" } });
+    let paths = doc["paths"].as_object_mut().expect("paths is an object");
+    for path in collection_paths() {
+        let Some(ops) = paths.get(path).cloned() else { continue };
+        let mut ops = ops;
+        for op in ops.as_object_mut().expect("operations").values_mut() {
+            let params = op.as_object_mut().expect("an operation").entry("parameters").or_insert(json!([]));
+            params.as_array_mut().expect("parameters are a list").insert(0, collection_param.clone());
+        }
+        paths.insert(format!("{COLLECTION_PREFIX}{path}"), ops);
+    }
+    doc
+}
+
+fn base_document() -> Value {
     let id_param = json!({ "name": "id", "in": "path", "required": true,
         "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$" } });
     let image = json!({ "schema": { "type": "string", "format": "binary" } });
     let key = json!([ { "bearer": [] } ]);
+    let (key_create, key_drop) = (key.clone(), key.clone());
+    let collection_name =
+        json!({ "name": "collection", "in": "path", "required": true, "schema": { "type": "string" } });
     let similar_params: Vec<Value> = std::iter::once(id_param.clone()).chain(search_params()).collect();
     let searched = json!({
         "200": json_response("Hits, nearest first", schema("SearchResponse")),
@@ -100,6 +123,11 @@ pub fn document() -> Value {
                     "next_cursor": { "type": "string", "nullable": true, "description": "Pass as `cursor` for the next page; null on the last" } } },
                 "Scroll": { "type": "object", "properties": { "filter": schema("Filter"),
                     "cursor": { "type": "string" }, "limit": { "type": "integer", "minimum": 1, "maximum": MAX_PAGE } } },
+                "Collection": { "type": "object", "properties": {
+                    "name": { "type": "string" },
+                    "origin": { "type": "string", "enum": ["default", "config", "api"], "description": "Only `api` collections can be dropped through the API" },
+                    "model": { "type": "string" }, "arch": { "type": "string" },
+                    "index": { "type": "object", "description": "Images, graph points, tombstones, dimension, distance" } } },
                 "VectorItem": { "type": "object", "required": ["vector"], "properties": {
                     "id": { "type": "string" }, "metadata": { "type": "object" }, "vector": { "type": "array", "items": { "type": "number" } } } }
             }
@@ -181,6 +209,23 @@ pub fn document() -> Value {
                 "parameters": similar_params,
                 "requestBody": { "content": { "application/json": { "schema": schema("Query") } } },
                 "responses": searched } },
+            "/collections": {
+                "get": { "summary": "Every collection", "responses": { "200": json_response("The collections",
+                    json!({ "type": "object", "properties": { "collections": { "type": "array", "items": schema("Collection") } } })) } },
+                "post": { "summary": "Create a collection for a model file on the server (copied into the collection)",
+                    "security": key_create,
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object",
+                        "required": ["name", "model"], "properties": { "name": { "type": "string" }, "model": { "type": "string" } } } } } },
+                    "responses": { "201": json_response("Created", schema("Collection")),
+                        "400": error_response("Bad name or model"), "401": error_response("Missing or wrong API key"),
+                        "409": error_response("The name is taken") } } },
+            "/collections/{collection}": {
+                "get": { "summary": "One collection", "parameters": [ collection_name.clone() ],
+                    "responses": { "200": json_response("The collection", schema("Collection")), "404": error_response("Unknown collection") } },
+                "delete": { "summary": "Drop a collection created through the API, with its index",
+                    "security": key_drop, "parameters": [ collection_name ],
+                    "responses": { "200": { "description": "Dropped" }, "400": error_response("The default or a configured collection"),
+                        "401": error_response("Missing or wrong API key"), "404": error_response("Unknown collection") } } },
             "/": { "get": { "summary": "The search page", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/docs": { "get": { "summary": "This API reference, browsable", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },

@@ -10,7 +10,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, Upload};
-use super::AppState;
+use super::{AppState, ItemId};
+use crate::collections::Collection;
 use crate::filter::Filter;
 use crate::gallery::{Found, Hit, Query, Strategy};
 use crate::{Error, Result};
@@ -163,12 +164,12 @@ fn results(found: Found, query: &Query) -> Results {
 }
 
 /// Embeds uploaded images (concurrently, through the batcher) into their vectors.
-async fn embed(state: &AppState, targets: Vec<Target>, timings: &mut SearchTimings) -> Result<Vec<Target>> {
+async fn embed(col: &Collection, targets: Vec<Target>, timings: &mut SearchTimings) -> Result<Vec<Target>> {
     let started = Instant::now();
     let embedded = futures_util::future::try_join_all(targets.into_iter().map(|t| async move {
         match t {
             Target::Image(bytes) => {
-                let e = state.embedder.embed_bytes(bytes, false).await?;
+                let e = col.embedder.embed_bytes(bytes, false).await?;
                 Ok::<_, Error>((Target::Vector(e.vector), e.timings.decode_ms, e.timings.embed_ms))
             }
             other => Ok((other, 0.0, 0.0)),
@@ -189,9 +190,9 @@ async fn embed(state: &AppState, targets: Vec<Target>, timings: &mut SearchTimin
 }
 
 /// Runs the queries on a blocking thread.
-async fn run(state: &AppState, queries: Vec<(Target, Query)>, timings: &mut SearchTimings) -> Result<Vec<Results>> {
+async fn run(col: &Collection, queries: Vec<(Target, Query)>, timings: &mut SearchTimings) -> Result<Vec<Results>> {
     let searched = Instant::now();
-    let gallery = state.gallery.clone();
+    let gallery = col.gallery.clone();
     let out = web::block(move || -> Result<Vec<Results>> {
         queries
             .into_iter()
@@ -234,6 +235,7 @@ pub async fn search(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let started = Instant::now();
+    let col = state.collection(&req)?;
     let max_k = state.settings.max_k;
     let (target, opts) = match body::read(req.headers(), payload, state.settings.max_upload_bytes).await? {
         Upload::Json(b) => {
@@ -253,8 +255,8 @@ pub async fn search(
         }
     };
     let mut timings = SearchTimings::default();
-    let targets = embed(&state, vec![target], &mut timings).await?;
-    let mut results = run(&state, targets.into_iter().map(|t| (t, opts.clone())).collect(), &mut timings).await?;
+    let targets = embed(&col, vec![target], &mut timings).await?;
+    let mut results = run(&col, targets.into_iter().map(|t| (t, opts.clone())).collect(), &mut timings).await?;
     timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(HttpResponse::Ok().json(SearchResponse { results: results.remove(0), timings }))
 }
@@ -269,6 +271,7 @@ pub async fn batch(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let started = Instant::now();
+    let col = state.collection(&req)?;
     let max_k = state.settings.max_k;
     let queries: Vec<(Target, Query)> =
         match body::read(req.headers(), payload, state.settings.max_upload_bytes).await? {
@@ -295,8 +298,8 @@ pub async fn batch(
     }
     let mut timings = SearchTimings::default();
     let (targets, opts): (Vec<Target>, Vec<Query>) = queries.into_iter().unzip();
-    let targets = embed(&state, targets, &mut timings).await?;
-    let results = run(&state, targets.into_iter().zip(opts).collect(), &mut timings).await?;
+    let targets = embed(&col, targets, &mut timings).await?;
+    let results = run(&col, targets.into_iter().zip(opts).collect(), &mut timings).await?;
     timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(HttpResponse::Ok().json(BatchResponse { results, timings }))
 }
@@ -306,11 +309,12 @@ pub async fn batch(
 pub async fn similar(
     req: HttpRequest,
     state: web::Data<AppState>,
-    id: web::Path<String>,
+    id: ItemId,
     params: web::Query<SearchParams>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let started = Instant::now();
+    let col = state.collection(&req)?;
     let has_body = req.headers().contains_key(actix_web::http::header::CONTENT_TYPE);
     let body = if has_body {
         match body::read(req.headers(), payload, state.settings.max_upload_bytes).await? {
@@ -326,7 +330,7 @@ pub async fn similar(
     }
     let opts = options(&params, body.as_ref(), state.settings.max_k)?;
     let mut timings = SearchTimings::default();
-    let mut results = run(&state, vec![(Target::Item(id.into_inner()), opts)], &mut timings).await?;
+    let mut results = run(&col, vec![(Target::Item(id.into_inner()), opts)], &mut timings).await?;
     timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(HttpResponse::Ok().json(SearchResponse { results: results.remove(0), timings }))
 }

@@ -23,6 +23,12 @@ pub const DIM: usize = 8;
 
 /// Writes a two-conv, avg+max-pool, linear, L2-normalised embedding model to `dir`.
 pub fn tiny_model(dir: &Path) -> PathBuf {
+    tiny_model_with(dir, "tiny.onnx", DIM, 7, "test")
+}
+
+/// Like [`tiny_model`], to `dir/name`, with `dim`-long vectors, weights from `seed` and
+/// `run_id` in its provenance.
+pub fn tiny_model_with(dir: &Path, name: &str, dim: usize, seed: u64, run_id: &str) -> PathBuf {
     let mut b = GraphBuilder::new();
     let x = b.input();
     let x = b.conv(x, "c1", 3, 8, ConvOpts::k(3).stride(2).pad(1).bias(true));
@@ -30,11 +36,11 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     let x = b.conv(x, "c2", 8, 16, ConvOpts::k(3).stride(2).pad(1).bias(true));
     let x = b.relu(x);
     let x = b.global_avg_max_pool(x);
-    let x = b.linear(x, "head", 16, DIM, true, LinearInit::Default);
+    let x = b.linear(x, "head", 16, dim, true, LinearInit::Default);
     let x = b.l2_normalize(x);
     b.output("embedding", x);
     let graph = b.finish();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut weights = Weights::default();
     for spec in graph.params() {
         let n: usize = spec.shape.iter().product();
@@ -44,15 +50,15 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     let manifest = Manifest {
         format: MANIFEST_FORMAT.to_string(),
         arch: "tiny-test".into(),
-        embedding_dim: DIM,
+        embedding_dim: dim,
         normalized: true,
         distance: Distance::Euclidean,
         input_name: "image".into(),
         output_name: "embedding".into(),
         preprocess: Preprocess::imagenet(36, SIZE),
-        provenance: Provenance { run_id: "test".into(), ..Provenance::default() },
+        provenance: Provenance { run_id: run_id.into(), ..Provenance::default() },
     };
-    let path = dir.join("tiny.onnx");
+    let path = dir.join(name);
     models::onnx::export(&graph, &weights, &manifest, SIZE, &path).expect("export the test model");
     path
 }

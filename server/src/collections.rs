@@ -1,0 +1,280 @@
+//! Named collections, each with its own model file, index and batcher. The `default`
+//! collection is the server's `model` and `index_dir`; others are declared in the config
+//! file (`[collections.NAME]`) or created through the API. An API-created collection lives
+//! in `collections_dir/NAME/`: a copy of its model (`model.onnx`), its index, and
+//! `collection.json` naming it, so it is reopened at the next start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::embed::Embedder;
+use crate::gallery::{Gallery, GalleryStats, IndexKind};
+use crate::metrics::Metrics;
+use crate::serve;
+use crate::settings::Settings;
+use crate::{Error, Result};
+
+/// Name of the collection the routes without `/collections/{name}` use.
+pub const DEFAULT: &str = "default";
+/// Longest collection name.
+pub const MAX_NAME_LEN: usize = 64;
+/// The file that marks an API-created collection's folder.
+const MARKER: &str = "collection.json";
+/// The model copy inside an API-created collection's folder.
+const MODEL_FILE: &str = "model.onnx";
+
+/// Where a collection was defined, which decides who may drop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The server's `model` and `index_dir`.
+    Default,
+    /// `[collections.NAME]` in the config file.
+    Config,
+    /// `POST /collections`.
+    Api,
+}
+
+/// One collection: a model, its batcher and the gallery of its vectors.
+pub struct Collection {
+    pub name: String,
+    pub origin: Origin,
+    pub model_path: PathBuf,
+    pub index_dir: PathBuf,
+    pub gallery: Arc<Gallery>,
+    pub embedder: Arc<Embedder>,
+}
+
+/// What `GET /collections` says of one.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub origin: Origin,
+    pub model: PathBuf,
+    pub arch: String,
+    pub index: GalleryStats,
+}
+
+impl Collection {
+    /// Its description.
+    pub fn info(&self) -> CollectionInfo {
+        CollectionInfo {
+            name: self.name.clone(),
+            origin: self.origin,
+            model: self.model_path.clone(),
+            arch: self.embedder.manifest().arch.clone(),
+            index: self.gallery.stats(),
+        }
+    }
+}
+
+/// What `collection.json` records.
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    name: String,
+}
+
+/// Checks a collection name: 1 to [`MAX_NAME_LEN`] characters from `a-z 0-9 _ -`,
+/// starting with a letter or digit (names are folder names and URL segments).
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidCollection { name: name.chars().take(MAX_NAME_LEN).collect(), reason: reason.into() })
+    };
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return bad(&format!("names are 1 to {MAX_NAME_LEN} characters long"));
+    }
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')) {
+        return bad("names may contain only lower-case letters, digits, '_' and '-'");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return bad("names start with a letter or a digit");
+    }
+    Ok(())
+}
+
+/// Every collection of a server.
+pub struct Collections {
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    map: RwLock<BTreeMap<String, Arc<Collection>>>,
+    /// Serialises creating and dropping.
+    changing: Mutex<()>,
+}
+
+impl Collections {
+    /// Opens the default collection, the declared ones and the API-created ones found in
+    /// `collections_dir`.
+    pub fn open(settings: Arc<Settings>, metrics: Arc<Metrics>) -> Result<Self> {
+        let this = Self { settings, metrics, map: RwLock::new(BTreeMap::new()), changing: Mutex::new(()) };
+        let s = this.settings.clone();
+        this.add(this.open_one(DEFAULT, Origin::Default, &s.model, &s.index_dir)?);
+        for (name, c) in &s.collections {
+            validate_name(name)
+                .map_err(|e| Error::Settings { source_name: format!("collections.{name}"), reason: e.to_string() })?;
+            if name == DEFAULT {
+                return Err(Error::Settings {
+                    source_name: format!("collections.{name}"),
+                    reason: "`default` is the server's own `model` and `index_dir`; name this collection otherwise"
+                        .into(),
+                });
+            }
+            let dir = c.index_dir.clone().unwrap_or_else(|| s.collections_dir().join(name));
+            this.add(this.open_one(name, Origin::Config, &c.model, &dir)?);
+        }
+        for (name, dir) in Self::created(&s.collections_dir())? {
+            if this.map.read().unwrap_or_else(|p| p.into_inner()).contains_key(&name) {
+                tracing::warn!(name, dir = %dir.display(), "a collection folder has the name of a declared one; the declared one is used");
+                continue;
+            }
+            this.add(this.open_one(&name, Origin::Api, &dir.join(MODEL_FILE), &dir)?);
+        }
+        Ok(this)
+    }
+
+    /// The API-created collections under `root`, by their marker files.
+    fn created(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let marker = dir.join(MARKER);
+            let Ok(text) = std::fs::read_to_string(&marker) else { continue };
+            let m: Marker = serde_json::from_str(&text).map_err(|e| Error::Store {
+                path: marker.clone(),
+                reason: format!("the collection marker is corrupt ({e}); remove the folder or fix the file"),
+            })?;
+            out.push((m.name, dir));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn open_one(&self, name: &str, origin: Origin, model: &Path, dir: &Path) -> Result<Collection> {
+        let s = &self.settings;
+        let model = serve::open_model_file(s, model)?;
+        let gallery = serve::open_gallery_dir(s, dir, &model, IndexKind::Hnsw)?;
+        let embedder = Arc::new(Embedder::new(model.clone(), &s.batch, s.max_image_pixels, self.metrics.clone()));
+        tracing::info!(collection = name, model = %model.path().display(), "opened the collection");
+        Ok(Collection {
+            name: name.to_string(),
+            origin,
+            model_path: model.path().to_path_buf(),
+            index_dir: dir.to_path_buf(),
+            gallery,
+            embedder,
+        })
+    }
+
+    fn add(&self, c: Collection) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(c.name.clone(), Arc::new(c));
+    }
+
+    /// The collection called `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Collection>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound { name: name.chars().take(MAX_NAME_LEN).collect() })
+    }
+
+    /// The default collection.
+    pub fn default_collection(&self) -> Arc<Collection> {
+        self.get(DEFAULT).expect("the default collection is opened first and never dropped")
+    }
+
+    /// Every collection, by name.
+    pub fn all(&self) -> Vec<Arc<Collection>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Creates a collection for the model file at `model` (a path on the server, copied
+    /// into the collection's folder) and returns it.
+    pub fn create(&self, name: &str, model: &Path) -> Result<Arc<Collection>> {
+        validate_name(name)?;
+        let _c = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        if self.get(name).is_ok() {
+            return Err(Error::CollectionExists { name: name.to_string() });
+        }
+        let dir = self.settings.collections_dir().join(name);
+        if dir.exists() {
+            return Err(Error::CollectionExists { name: name.to_string() });
+        }
+        if !model.is_file() {
+            return Err(Error::InvalidCollection {
+                name: name.to_string(),
+                reason: format!(
+                    "model {} is not a file on the server; pass the path of a model written by `trainer export`",
+                    model.display()
+                ),
+            });
+        }
+        // Built in a temporary folder and renamed into place, so a failure leaves nothing.
+        let staging = self.settings.collections_dir().join(format!(".{name}.creating"));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(Error::io(&staging))?;
+        let built = (|| -> Result<()> {
+            std::fs::copy(model, staging.join(MODEL_FILE)).map_err(Error::io(model))?;
+            // Check the model before the collection exists.
+            serve::open_model_file(&self.settings, &staging.join(MODEL_FILE))?;
+            let marker = serde_json::to_string(&Marker { name: name.to_string() }).expect("markers serialise");
+            std::fs::write(staging.join(MARKER), marker).map_err(Error::io(staging.join(MARKER)))?;
+            std::fs::rename(&staging, &dir).map_err(Error::io(&dir))
+        })();
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let c = self.open_one(name, Origin::Api, &dir.join(MODEL_FILE), &dir)?;
+        self.add(c);
+        self.get(name)
+    }
+
+    /// Drops an API-created collection and deletes its folder; `Ok(false)` when unknown.
+    /// Searches already running on it finish first (they hold it).
+    pub fn drop_collection(&self, name: &str) -> Result<bool> {
+        let _c = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(c) = self.get(name) else {
+            return Ok(false);
+        };
+        match c.origin {
+            Origin::Api => {}
+            Origin::Default => {
+                return Err(Error::InvalidCollection {
+                    name: name.into(),
+                    reason: "the default collection cannot be dropped".into(),
+                })
+            }
+            Origin::Config => {
+                return Err(Error::InvalidCollection {
+                    name: name.into(),
+                    reason: "it is declared in the config file; remove it there and restart".into(),
+                })
+            }
+        }
+        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        // Renamed away first, so a crash mid-delete never leaves a half collection that
+        // the next start would open.
+        let gone = self.settings.collections_dir().join(format!(".{name}.dropped"));
+        let _ = std::fs::remove_dir_all(&gone);
+        std::fs::rename(&c.index_dir, &gone).map_err(Error::io(&c.index_dir))?;
+        drop(c);
+        std::fs::remove_dir_all(&gone).map_err(Error::io(&gone))?;
+        tracing::info!(collection = name, "dropped the collection");
+        Ok(true)
+    }
+
+    /// Dumps every HNSW graph (at shutdown).
+    pub fn snapshot_all(&self) -> Result<()> {
+        for c in self.all() {
+            c.gallery.snapshot()?;
+        }
+        Ok(())
+    }
+}
