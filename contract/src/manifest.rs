@@ -76,6 +76,12 @@ pub struct Manifest {
     pub output_name: String,
     pub preprocess: Preprocess,
     pub provenance: Provenance,
+    /// The model's identity: SHA-256 of its exported graph and weights, without this
+    /// manifest, so the same checkpoint exported twice (at another time, by another
+    /// version) is the same model. Set by the exporter; absent in models exported before
+    /// it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 impl Manifest {

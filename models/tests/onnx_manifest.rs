@@ -30,23 +30,61 @@ fn manifest(cfg: &ModelConfig) -> Manifest {
             created: "2024-01-01T00:00:00Z".into(),
             notes: "test".into(),
         },
+        weights_sha256: None,
     }
 }
 
 /// Exports MobileNetV2 with deterministic (not meaningful) weights to `dir/model.onnx`.
-fn exported(dir: &Path) -> (PathBuf, Manifest) {
-    let cfg = config();
-    let graph = cfg.export_graph(true);
+/// Fixed, patterned weights for every parameter of `graph`.
+fn weights_for(graph: &models::graph::Graph) -> Weights {
     let mut weights = Weights::default();
     for spec in graph.params() {
         let n: usize = spec.shape.iter().product();
         let data = (0..n).map(|i| 0.5 + (i % 17) as f32 / 34.0).collect();
         weights.tensors.insert(spec.name, Tensor { shape: spec.shape, data });
     }
+    weights
+}
+
+fn exported(dir: &Path) -> (PathBuf, Manifest) {
+    let cfg = config();
+    let graph = cfg.export_graph(true);
+    let weights = weights_for(&graph);
     let m = manifest(&cfg);
     let path = dir.join("model.onnx");
-    onnx::export(&graph, &weights, &m, SIZE, &path).unwrap();
-    (path, m)
+    let written = onnx::export(&graph, &weights, &m, SIZE, &path).unwrap();
+    assert_eq!(Manifest { weights_sha256: None, ..written.clone() }, m, "export adds only the identity");
+    (path, written)
+}
+
+#[test]
+fn the_identity_is_the_weights_not_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, m) = exported(dir.path());
+    let again = dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    // The same graph and weights exported later, with other provenance: the same identity.
+    let graph = config().export_graph(true);
+    let mut weights = weights_for(&graph);
+    let later = Manifest {
+        provenance: Provenance {
+            created: "2030-01-01T00:00:00Z".into(),
+            notes: "re-export".into(),
+            ..m.provenance.clone()
+        },
+        weights_sha256: None,
+        ..m.clone()
+    };
+    let same = onnx::export(&graph, &weights, &later, SIZE, &again.join("model.onnx")).unwrap();
+    let id = m.weights_sha256.clone().expect("export records the identity");
+    assert_eq!(id.len(), 64);
+    assert_eq!(same.weights_sha256.as_deref(), Some(id.as_str()));
+    assert_ne!(std::fs::read(&first).unwrap(), std::fs::read(again.join("model.onnx")).unwrap(), "the files differ");
+    // One weight changed: another model.
+    let name = weights.tensors.keys().next().unwrap().clone();
+    weights.tensors.get_mut(&name).unwrap().data[0] += 1.0;
+    let other = onnx::export(&graph, &weights, &later, SIZE, &again.join("other.onnx")).unwrap();
+    assert_ne!(other.weights_sha256, same.weights_sha256);
 }
 
 fn manifest_error(path: &Path) -> String {

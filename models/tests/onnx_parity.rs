@@ -100,6 +100,7 @@ fn manifest(arch: Arch, cfg: &ModelConfig, normalized: bool) -> Manifest {
         output_name: "embedding".to_string(),
         preprocess: cfg.preprocess(),
         provenance: Provenance { run_id: "parity-test".into(), ..Default::default() },
+        weights_sha256: None,
     }
 }
 
@@ -201,6 +202,7 @@ fn efficientnet_lite0_pretrained_onnx_classifies_photos() {
         output_name: "logits".to_string(),
         preprocess: pre.clone(),
         provenance: Provenance::default(),
+        weights_sha256: None,
     };
     let dir = tempfile::tempdir().expect("temporary folder");
     let path = dir.path().join("efficientnet_lite0_classifier.onnx");

@@ -232,8 +232,20 @@ pub struct Gallery {
 impl Gallery {
     /// Opens (creating when absent) the gallery in `dir` for vectors described by `spec`.
     pub fn open(dir: &Path, spec: IndexSpec, hnsw: &HnswParams, kind: IndexKind) -> Result<Self> {
+        Self::open_as(dir, spec, None, hnsw, kind)
+    }
+
+    /// Like [`Gallery::open`], also accepting an index that names the model `also` (see
+    /// [`Store::check_spec`]).
+    pub fn open_as(
+        dir: &Path,
+        spec: IndexSpec,
+        also: Option<&str>,
+        hnsw: &HnswParams,
+        kind: IndexKind,
+    ) -> Result<Self> {
         let store = Store::open(dir)?;
-        store.check_spec(&spec)?;
+        store.check_spec(&spec, also)?;
         let params = *hnsw;
         let stored = store.vectors()?;
         let mut items: Vec<(u64, Vec<f32>)> = stored.into_iter().collect();

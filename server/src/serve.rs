@@ -44,8 +44,9 @@ pub fn open_gallery(settings: &Settings, model: &OnnxModel, kind: IndexKind) -> 
 /// Opens the gallery in `dir` for `model`'s vectors.
 pub fn open_gallery_dir(settings: &Settings, dir: &Path, model: &OnnxModel, kind: IndexKind) -> Result<Arc<Gallery>> {
     let spec = IndexSpec::for_manifest(model.manifest());
+    let legacy = IndexSpec::legacy_model(model.manifest());
     let started = Instant::now();
-    let gallery = Gallery::open(dir, spec, &settings.hnsw, kind)?;
+    let gallery = Gallery::open_as(dir, spec, Some(&legacy), &settings.hnsw, kind)?;
     tracing::info!(dir = %dir.display(), images = gallery.stats().images, seconds = started.elapsed().as_secs_f64(), "opened the index");
     Ok(Arc::new(gallery))
 }

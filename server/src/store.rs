@@ -52,13 +52,21 @@ pub struct IndexSpec {
 }
 
 impl IndexSpec {
-    /// The spec of the vectors a model produces.
+    /// The spec of the vectors a model produces. The model is named by its identity (the
+    /// hash of its weights, [`contract::Manifest::weights_sha256`]), so re-exporting the
+    /// same checkpoint keeps it; a model exported before identities were recorded is named
+    /// by its run and export time.
     pub fn for_manifest(m: &contract::Manifest) -> Self {
-        Self {
-            dim: m.embedding_dim,
-            distance: m.distance,
-            model: format!("{} run={} created={}", m.arch, m.provenance.run_id, m.provenance.created),
-        }
+        let model = match &m.weights_sha256 {
+            Some(h) => format!("{} weights={h}", m.arch),
+            None => Self::legacy_model(m),
+        };
+        Self { dim: m.embedding_dim, distance: m.distance, model }
+    }
+
+    /// How indexes named a model before identities were recorded.
+    pub fn legacy_model(m: &contract::Manifest) -> String {
+        format!("{} run={} created={}", m.arch, m.provenance.run_id, m.provenance.created)
     }
 }
 
@@ -253,10 +261,16 @@ impl Store {
     }
 
     /// Records `spec` in a new index, or checks that an existing index was built with it.
-    pub fn check_spec(&self, spec: &IndexSpec) -> Result<()> {
+    /// An index that names the model by `also` (its pre-identity name) is the same model:
+    /// its spec is updated to `spec`.
+    pub fn check_spec(&self, spec: &IndexSpec, also: Option<&str>) -> Result<()> {
         match self.meta::<IndexSpec>(META_SPEC)? {
             None => self.set_meta(META_SPEC, spec),
             Some(s) if s == *spec => Ok(()),
+            Some(s) if also == Some(s.model.as_str()) && s.dim == spec.dim && s.distance == spec.distance => {
+                tracing::info!(old = %s.model, new = %spec.model, "the index names its model by the weights' hash from now on");
+                self.set_meta(META_SPEC, spec)
+            }
             Some(s) => Err(Error::IndexModelMismatch {
                 path: self.path.clone(),
                 reason: format!(

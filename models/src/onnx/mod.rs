@@ -16,7 +16,7 @@ mod testutil;
 use std::path::Path;
 
 use onnx_protobuf::{GraphProto, ModelProto, OperatorSetIdProto};
-use protobuf::MessageField;
+use protobuf::{Message, MessageField};
 
 use crate::graph::{Graph, NodeId, Op};
 use crate::weights::Weights;
@@ -48,9 +48,10 @@ pub const BATCH_DIM: &str = "batch";
 /// - input `manifest.input_name`: `[batch, 3, input_size, input_size]`, f32
 /// - one output per graph output, under its graph name: `[batch, d]` for vectors,
 ///   `[batch, c, h, w]` for feature maps, f32
-pub fn export(graph: &Graph, weights: &Weights, manifest: &Manifest, input_size: u32, path: &Path) -> Result<()> {
-    let model = build_model(graph, weights, manifest, input_size, path)?;
-    proto::write_model(&model, path)
+pub fn export(graph: &Graph, weights: &Weights, manifest: &Manifest, input_size: u32, path: &Path) -> Result<Manifest> {
+    let (model, written) = build_model(graph, weights, manifest, input_size, path)?;
+    proto::write_model(&model, path)?;
+    Ok(written)
 }
 
 /// Builds the in-memory ONNX model that [`export`] writes.
@@ -60,7 +61,7 @@ fn build_model(
     manifest: &Manifest,
     input_size: u32,
     path: &Path,
-) -> Result<ModelProto> {
+) -> Result<(ModelProto, Manifest)> {
     let fail = |reason: String| Error::Export { path: path.to_path_buf(), reason };
     let output = check_manifest(graph, manifest, input_size, fail)?;
 
@@ -87,6 +88,10 @@ fn build_model(
     }
     g.node = ex.nodes;
     g.initializer = ex.initializers;
+    // The identity: the graph and its weights as serialised (deterministically), nothing
+    // about when or by what they were exported.
+    let graph_bytes = g.write_to_bytes().map_err(|e| fail(format!("cannot serialise the graph: {e}")))?;
+    let manifest = Manifest { weights_sha256: Some(contract::sha256_hex(&graph_bytes)), ..manifest.clone() };
 
     let mut model = ModelProto {
         ir_version: IR_VERSION,
@@ -96,8 +101,8 @@ fn build_model(
         ..Default::default()
     };
     model.opset_import.push(OperatorSetIdProto { domain: String::new(), version: OPSET_VERSION, ..Default::default() });
-    metadata::write_manifest(&mut model, manifest);
-    Ok(model)
+    metadata::write_manifest(&mut model, &manifest);
+    Ok((model, manifest))
 }
 
 /// Checks what of `manifest` can be checked before emitting the graph (the crop size, the
@@ -209,8 +214,10 @@ mod tests {
         assert_eq!(g.node.last().unwrap().output, ["embedding"]);
 
         let entry = model.metadata_props.iter().find(|p| p.key == MANIFEST_KEY).expect("manifest in metadata");
-        assert_eq!(Manifest::from_json(&entry.value).unwrap(), m);
-        assert_eq!(read_manifest(&path).unwrap(), m);
+        let written = Manifest::from_json(&entry.value).unwrap();
+        assert_eq!(written.weights_sha256.as_ref().map(String::len), Some(64), "the identity is recorded");
+        assert_eq!(Manifest { weights_sha256: None, ..written.clone() }, m);
+        assert_eq!(read_manifest(&path).unwrap(), written);
     }
 
     #[test]

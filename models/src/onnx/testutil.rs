@@ -63,10 +63,11 @@ pub(super) fn manifest(dim: usize, normalized: bool) -> Manifest {
         output_name: "embedding".to_string(),
         preprocess: Preprocess::imagenet(20, SIZE),
         provenance: Provenance { run_id: "test".into(), ..Default::default() },
+        weights_sha256: None,
     }
 }
 
-pub(super) fn export_tiny(manifest: &Manifest) -> (tempfile::TempDir, std::path::PathBuf, Result<()>) {
+pub(super) fn export_tiny(manifest: &Manifest) -> (tempfile::TempDir, std::path::PathBuf, Result<Manifest>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.onnx");
     let g = tiny_graph();

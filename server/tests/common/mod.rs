@@ -57,6 +57,7 @@ pub fn tiny_model_with(dir: &Path, name: &str, dim: usize, seed: u64, run_id: &s
         output_name: "embedding".into(),
         preprocess: Preprocess::imagenet(36, SIZE),
         provenance: Provenance { run_id: run_id.into(), ..Provenance::default() },
+        weights_sha256: None,
     };
     let path = dir.join(name);
     models::onnx::export(&graph, &weights, &manifest, SIZE, &path).expect("export the test model");

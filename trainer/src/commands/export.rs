@@ -51,7 +51,7 @@ pub fn export_run(run: &Path, out: &Path, normalize: bool) -> Result<Manifest> {
                 cfg.data.path.display()
             ),
         },
+        weights_sha256: None,
     };
-    models::onnx::export(&graph, &weights, &manifest, cfg.model.image_size, out)?;
-    Ok(manifest)
+    Ok(models::onnx::export(&graph, &weights, &manifest, cfg.model.image_size, out)?)
 }
