@@ -15,6 +15,7 @@ use crate::gallery::{Gallery, GalleryStats, IndexKind};
 use crate::metrics::Metrics;
 use crate::serve;
 use crate::settings::Settings;
+use crate::snapshot;
 use crate::{Error, Result};
 
 /// Name of the collection the routes without `/collections/{name}` use.
@@ -25,6 +26,15 @@ pub const MAX_NAME_LEN: usize = 64;
 const MARKER: &str = "collection.json";
 /// The model copy inside an API-created collection's folder.
 const MODEL_FILE: &str = "model.onnx";
+
+/// What a new collection is made from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A model file (empty index).
+    Model(&'a Path),
+    /// A snapshot file (its model and items).
+    Snapshot(&'a Path),
+}
 
 /// Where a collection was defined, which decides who may drop it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,35 +204,47 @@ impl Collections {
         self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Creates a collection for the model file at `model` (a path on the server, copied
-    /// into the collection's folder) and returns it.
-    pub fn create(&self, name: &str, model: &Path) -> Result<Arc<Collection>> {
+    /// Creates a collection from `source` (a model file on the server, copied into the
+    /// collection's folder, or a snapshot, unpacked there) and returns it.
+    pub fn create(&self, name: &str, source: Source) -> Result<Arc<Collection>> {
         validate_name(name)?;
         let _c = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(name).is_ok() {
             return Err(Error::CollectionExists { name: name.to_string() });
         }
-        let dir = self.settings.collections_dir().join(name);
+        let root = self.settings.collections_dir();
+        let dir = root.join(name);
         if dir.exists() {
             return Err(Error::CollectionExists { name: name.to_string() });
         }
-        if !model.is_file() {
+        let given = match source {
+            Source::Model(p) | Source::Snapshot(p) => p,
+        };
+        if !given.is_file() {
             return Err(Error::InvalidCollection {
                 name: name.to_string(),
                 reason: format!(
-                    "model {} is not a file on the server; pass the path of a model written by `trainer export`",
-                    model.display()
+                    "{} is not a file on the server; pass the path of a model written by `trainer export`, or of a snapshot",
+                    given.display()
                 ),
             });
         }
-        // Built in a temporary folder and renamed into place, so a failure leaves nothing.
-        let staging = self.settings.collections_dir().join(format!(".{name}.creating"));
+        // Built in a staging folder and renamed into place, so a failure leaves nothing.
+        let staging = root.join(format!(".{name}.creating"));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(Error::io(&staging))?;
         let built = (|| -> Result<()> {
-            std::fs::copy(model, staging.join(MODEL_FILE)).map_err(Error::io(model))?;
-            // Check the model before the collection exists.
-            serve::open_model_file(&self.settings, &staging.join(MODEL_FILE))?;
+            match source {
+                Source::Model(model) => {
+                    std::fs::copy(model, staging.join(MODEL_FILE)).map_err(Error::io(model))?;
+                    // Check the model before the collection exists.
+                    serve::open_model_file(&self.settings, &staging.join(MODEL_FILE))?;
+                }
+                Source::Snapshot(file) => {
+                    let (header, _) = snapshot::unpack(file, &staging, &self.settings.hnsw)?;
+                    tracing::info!(collection = name, from = %header.collection, items = header.items, "restored a snapshot");
+                }
+            }
             let marker = serde_json::to_string(&Marker { name: name.to_string() }).expect("markers serialise");
             std::fs::write(staging.join(MARKER), marker).map_err(Error::io(staging.join(MARKER)))?;
             std::fs::rename(&staging, &dir).map_err(Error::io(&dir))
@@ -234,6 +256,17 @@ impl Collections {
         let c = self.open_one(name, Origin::Api, &dir.join(MODEL_FILE), &dir)?;
         self.add(c);
         self.get(name)
+    }
+
+    /// Writes a snapshot of the collection `name` into the snapshots folder; returns its
+    /// path and header.
+    pub fn snapshot(&self, name: &str) -> Result<(PathBuf, snapshot::Header)> {
+        let c = self.get(name)?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let out = self.settings.snapshots_dir().join(format!("{name}-{stamp}.snapshot.tar"));
+        let header = c.gallery.write_snapshot(name, &c.model_path, &out)?;
+        tracing::info!(collection = name, file = %out.display(), items = header.items, "wrote a snapshot");
+        Ok((out, header))
     }
 
     /// Drops an API-created collection and deletes its folder; `Ok(false)` when unknown.

@@ -80,6 +80,9 @@ pub enum Error {
     #[error("index {path} was built with a different model ({reason}); use a fresh --index directory or the model it was built with")]
     IndexModelMismatch { path: PathBuf, reason: String },
 
+    #[error("snapshot {path}: {reason}")]
+    Snapshot { path: PathBuf, reason: String },
+
     #[error("metadata file {path}, line {line}: {reason}")]
     MetadataFile { path: PathBuf, line: usize, reason: String },
 

@@ -315,6 +315,12 @@ impl Gallery {
         graph
     }
 
+    /// Writes a snapshot of this gallery (the collection `name`, its model at `model`) to
+    /// `out` (see [`crate::snapshot`]).
+    pub fn write_snapshot(&self, name: &str, model: &Path, out: &Path) -> Result<crate::snapshot::Header> {
+        crate::snapshot::write(&self.store, &self.spec, name, model, out)
+    }
+
     /// What the vectors of this gallery are.
     pub fn spec(&self) -> &IndexSpec {
         &self.spec

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod serve;
 pub mod settings;
+pub mod snapshot;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -41,6 +41,8 @@ pub struct Settings {
     pub hnsw: HnswParams,
     /// Where collections created through the API live (default: `index_dir/collections`).
     pub collections_dir: Option<PathBuf>,
+    /// Where snapshots are written (default: `index_dir/snapshots`).
+    pub snapshots_dir: Option<PathBuf>,
     /// Collections besides the default one, by name (`[collections.NAME]`).
     pub collections: BTreeMap<String, CollectionSettings>,
 }
@@ -85,6 +87,7 @@ impl Default for Settings {
             batch: BatchSettings::default(),
             hnsw: HnswParams::default(),
             collections_dir: None,
+            snapshots_dir: None,
             collections: BTreeMap::new(),
         }
     }
@@ -97,6 +100,11 @@ impl Default for BatchSettings {
 }
 
 impl Settings {
+    /// Where snapshots are written.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.snapshots_dir.clone().unwrap_or_else(|| self.index_dir.join("snapshots"))
+    }
+
     /// Where API-created collections live.
     pub fn collections_dir(&self) -> PathBuf {
         self.collections_dir.clone().unwrap_or_else(|| self.index_dir.join("collections"))

@@ -529,6 +529,40 @@ impl Store {
         Ok(out)
     }
 
+    /// Visits every stored item (record, vector, thumbnail) and then every path record,
+    /// all read in one read transaction: a consistent view of one moment, while writers
+    /// go on.
+    pub fn visit_all(
+        &self,
+        item: &mut dyn FnMut(Record, Vec<f32>, Option<Vec<u8>>) -> Result<()>,
+        path: &mut dyn FnMut(PathBuf, PathRecord) -> Result<()>,
+    ) -> Result<()> {
+        let p = self.path.as_path();
+        let tx = self.db.begin_read().db(p)?;
+        let records = tx.open_table(RECORDS).db(p)?;
+        let vectors = tx.open_table(VECTORS).db(p)?;
+        let thumbs = tx.open_table(THUMBNAILS).db(p)?;
+        for row in records.iter().db(p)? {
+            let (slot, bytes) = row.db(p)?;
+            let slot = slot.value();
+            let record = self.parse_record(bytes.value())?;
+            let Some(vector) = vectors.get(slot).db(p)?.map(|g| decode_vector(g.value())) else {
+                return Err(Error::Store {
+                    path: self.path.clone(),
+                    reason: format!("item `{}` has no vector", record.id),
+                });
+            };
+            let thumb = thumbs.get(slot).db(p)?.map(|g| g.value().to_vec());
+            item(record, vector, thumb)?;
+        }
+        let paths = tx.open_table(PATHS).db(p)?;
+        for row in paths.iter().db(p)? {
+            let (k, v) = row.db(p)?;
+            path(key_path(k.value()), self.parse_path_record(k.value(), v.value())?)?;
+        }
+        Ok(())
+    }
+
     /// The graph dump recorded by [`Store::set_graph`].
     pub fn graph(&self) -> Result<Option<GraphState>> {
         self.meta(META_GRAPH)

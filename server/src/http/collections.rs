@@ -1,4 +1,5 @@
-//! `/collections`: list, create (behind the API key), describe and drop collections.
+//! `/collections`: list, create (from a model or a snapshot) and drop collections, and
+//! write snapshots; changes are behind the API key.
 
 use std::path::PathBuf;
 
@@ -8,15 +9,18 @@ use serde_json::json;
 
 use super::auth::require_key;
 use super::{body, AppState};
+use crate::collections::Source;
 use crate::{Error, Result};
 
-/// JSON body of `POST /collections`.
+/// JSON body of `POST /collections`: a name and one of `model` or `snapshot`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     pub name: String,
-    /// Path of the ONNX model on the server; it is copied into the collection.
-    pub model: PathBuf,
+    /// Path of an ONNX model on the server; it is copied into the collection.
+    pub model: Option<PathBuf>,
+    /// Path of a snapshot on the server; the collection is restored from it.
+    pub snapshot: Option<PathBuf>,
 }
 
 /// `GET /collections`
@@ -30,8 +34,31 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
     require_key(&req, state.settings.api_key.as_deref())?;
     let b: CreateBody = body::json(&body)?;
     let collections = state.collections.clone();
-    let created = web::block(move || collections.create(&b.name, &b.model)).await.map_err(|_| Error::Unavailable)??;
+    let created = web::block(move || {
+        let source = match (&b.model, &b.snapshot) {
+            (Some(m), None) => Source::Model(m),
+            (None, Some(s)) => Source::Snapshot(s),
+            _ => {
+                return Err(Error::InvalidCollection {
+                    name: b.name.clone(),
+                    reason: "give `model` (a new, empty collection) or `snapshot` (restore one), not both".into(),
+                })
+            }
+        };
+        collections.create(&b.name, source)
+    })
+    .await
+    .map_err(|_| Error::Unavailable)??;
     Ok(HttpResponse::Created().json(created.info()))
+}
+
+/// `POST /collections/{collection}/snapshots`: writes a snapshot file on the server.
+pub async fn snapshot(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    require_key(&req, state.settings.api_key.as_deref())?;
+    let collections = state.collections.clone();
+    let (file, header) = web::block(move || collections.snapshot(&name)).await.map_err(|_| Error::Unavailable)??;
+    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    Ok(HttpResponse::Created().json(json!({ "file": file, "bytes": bytes, "snapshot": header })))
 }
 
 /// `GET /collections/{collection}`

@@ -25,6 +25,7 @@ impl Error {
             Error::InvalidK { .. } => "invalid_k",
             Error::InvalidFilter { .. } => "invalid_filter",
             Error::MetadataFile { .. } => "metadata_file",
+            Error::Snapshot { .. } => "snapshot",
             Error::DimensionMismatch { .. } => "dimension_mismatch",
             Error::UnknownRoute { .. } => "unknown_route",
             Error::NotFound { .. } => "not_found",
@@ -50,6 +51,7 @@ impl ResponseError for Error {
             | Error::InvalidK { .. }
             | Error::InvalidFilter { .. }
             | Error::MetadataFile { .. }
+            | Error::Snapshot { .. }
             | Error::InvalidCollection { .. }
             | Error::DimensionMismatch { .. } => StatusCode::BAD_REQUEST,
             Error::ImageTooLarge { .. } | Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -99,6 +99,7 @@ fn server_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
         ("/collections", Method::POST, web::post().to(collections::create)),
         (COLLECTION_PREFIX, Method::GET, web::get().to(collections::get)),
         (COLLECTION_PREFIX, Method::DELETE, web::delete().to(collections::drop)),
+        ("/collections/{collection}/snapshots", Method::POST, web::post().to(collections::snapshot)),
         ("/healthz", Method::GET, web::get().to(health::healthz)),
         ("/readyz", Method::GET, web::get().to(health::readyz)),
         ("/metrics", Method::GET, web::get().to(health::metrics)),

@@ -68,9 +68,10 @@ fn base_document() -> Value {
         "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$" } });
     let image = json!({ "schema": { "type": "string", "format": "binary" } });
     let key = json!([ { "bearer": [] } ]);
-    let (key_create, key_drop) = (key.clone(), key.clone());
+    let (key_create, key_drop, key_snap) = (key.clone(), key.clone(), key.clone());
     let collection_name =
         json!({ "name": "collection", "in": "path", "required": true, "schema": { "type": "string" } });
+    let collection_name_snap = collection_name.clone();
     let similar_params: Vec<Value> = std::iter::once(id_param.clone()).chain(search_params()).collect();
     let searched = json!({
         "200": json_response("Hits, nearest first", schema("SearchResponse")),
@@ -215,7 +216,9 @@ fn base_document() -> Value {
                 "post": { "summary": "Create a collection for a model file on the server (copied into the collection)",
                     "security": key_create,
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object",
-                        "required": ["name", "model"], "properties": { "name": { "type": "string" }, "model": { "type": "string" } } } } } },
+                        "required": ["name"], "description": "`model` (a new, empty collection) or `snapshot` (restore one)",
+                        "properties": { "name": { "type": "string" }, "model": { "type": "string", "description": "Path of an ONNX model on the server" },
+                            "snapshot": { "type": "string", "description": "Path of a snapshot file on the server" } } } } } },
                     "responses": { "201": json_response("Created", schema("Collection")),
                         "400": error_response("Bad name or model"), "401": error_response("Missing or wrong API key"),
                         "409": error_response("The name is taken") } } },
@@ -226,6 +229,12 @@ fn base_document() -> Value {
                     "security": key_drop, "parameters": [ collection_name ],
                     "responses": { "200": { "description": "Dropped" }, "400": error_response("The default or a configured collection"),
                         "401": error_response("Missing or wrong API key"), "404": error_response("Unknown collection") } } },
+            "/collections/{collection}/snapshots": { "post": {
+                "summary": "Write a snapshot of the collection (model, items, path records; one consistent moment) to a file on the server",
+                "security": key_snap, "parameters": [ collection_name_snap ],
+                "responses": { "201": json_response("The file written", json!({ "type": "object", "properties": {
+                    "file": { "type": "string" }, "bytes": { "type": "integer" }, "snapshot": { "type": "object" } } })),
+                    "401": error_response("Missing or wrong API key"), "404": error_response("Unknown collection") } } },
             "/": { "get": { "summary": "The search page", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/docs": { "get": { "summary": "This API reference, browsable", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },
