@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::serve;
 use crate::settings::Settings;
 use crate::snapshot;
+use crate::upgrade;
 use crate::{Error, Result};
 
 /// Name of the collection the routes without `/collections/{name}` use.
@@ -53,7 +54,10 @@ pub struct Collection {
     pub name: String,
     pub origin: Origin,
     pub model_path: PathBuf,
+    /// The collection's home folder.
     pub index_dir: PathBuf,
+    /// Where its live index is: the home, or the version folder an upgrade made.
+    pub live_dir: PathBuf,
     pub gallery: Arc<Gallery>,
     pub embedder: Arc<Embedder>,
 }
@@ -110,15 +114,23 @@ pub struct Collections {
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     map: RwLock<BTreeMap<String, Arc<Collection>>>,
-    /// Serialises creating and dropping.
+    /// Serialises creating, dropping and swapping.
     changing: Mutex<()>,
+    /// The last upgrade of each collection, running or ended.
+    upgrades: Mutex<BTreeMap<String, upgrade::Status>>,
 }
 
 impl Collections {
     /// Opens the default collection, the declared ones and the API-created ones found in
     /// `collections_dir`.
     pub fn open(settings: Arc<Settings>, metrics: Arc<Metrics>) -> Result<Self> {
-        let this = Self { settings, metrics, map: RwLock::new(BTreeMap::new()), changing: Mutex::new(()) };
+        let this = Self {
+            settings,
+            metrics,
+            map: RwLock::new(BTreeMap::new()),
+            changing: Mutex::new(()),
+            upgrades: Mutex::new(BTreeMap::new()),
+        };
         let s = this.settings.clone();
         this.add(this.open_one(DEFAULT, Origin::Default, &s.model, &s.index_dir)?);
         for (name, c) in &s.collections {
@@ -166,8 +178,14 @@ impl Collections {
 
     fn open_one(&self, name: &str, origin: Origin, model: &Path, dir: &Path) -> Result<Collection> {
         let s = &self.settings;
-        let model = serve::open_model_file(s, model)?;
-        let gallery = serve::open_gallery_dir(s, dir, &model, IndexKind::Hnsw)?;
+        let (live, upgraded) = upgrade::resolve(dir)?;
+        if let Some(m) = &upgraded {
+            if origin != Origin::Api {
+                tracing::warn!(collection = name, configured = %model.display(), live = %m.display(), "the collection was upgraded; serving the model of its live version, not the configured one (point `model` at the new model to silence this)");
+            }
+        }
+        let model = serve::open_model_file(s, upgraded.as_deref().unwrap_or(model))?;
+        let gallery = serve::open_gallery_dir(s, &live, &model, IndexKind::Hnsw)?;
         let embedder = Arc::new(Embedder::new(model.clone(), &s.batch, s.max_image_pixels, self.metrics.clone()));
         tracing::info!(collection = name, model = %model.path().display(), "opened the collection");
         Ok(Collection {
@@ -175,6 +193,7 @@ impl Collections {
             origin,
             model_path: model.path().to_path_buf(),
             index_dir: dir.to_path_buf(),
+            live_dir: live,
             gallery,
             embedder,
         })
@@ -276,6 +295,9 @@ impl Collections {
         let Ok(c) = self.get(name) else {
             return Ok(false);
         };
+        if matches!(self.upgrade_status(name), Some(upgrade::Status::Running { .. })) {
+            return Err(Error::Upgrading);
+        }
         match c.origin {
             Origin::Api => {}
             Origin::Default => {
@@ -301,6 +323,73 @@ impl Collections {
         std::fs::remove_dir_all(&gone).map_err(Error::io(&gone))?;
         tracing::info!(collection = name, "dropped the collection");
         Ok(true)
+    }
+
+    /// Starts re-embedding the collection `name` with another model in the background
+    /// (see [`crate::upgrade`]); [`Collections::upgrade_status`] follows it.
+    pub fn start_upgrade(self: &Arc<Self>, name: &str, req: upgrade::Request) -> Result<()> {
+        let old = self.get(name)?;
+        if !req.model.is_file() {
+            return Err(Error::BadRequest(format!(
+                "model {} is not a file on the server; pass the path of a model written by `trainer export`",
+                req.model.display()
+            )));
+        }
+        {
+            let mut ups = self.upgrades.lock().unwrap_or_else(|p| p.into_inner());
+            if matches!(ups.get(name), Some(upgrade::Status::Running { .. })) {
+                return Err(Error::Upgrading);
+            }
+            ups.insert(name.to_string(), upgrade::Status::Running { done: 0, total: old.gallery.stats().images });
+        }
+        old.gallery.freeze(true);
+        let this = self.clone();
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let status = match this.upgrade(&old, &req, &name) {
+                Ok((items, skipped, model)) => {
+                    upgrade::Status::Done { items, skipped, model, seconds: started.elapsed().as_secs_f64() }
+                }
+                Err(e) => {
+                    old.gallery.freeze(false);
+                    tracing::error!(collection = %name, "the upgrade failed: {e}");
+                    upgrade::Status::Failed { message: e.to_string() }
+                }
+            };
+            this.upgrades.lock().unwrap_or_else(|p| p.into_inner()).insert(name, status);
+        });
+        Ok(())
+    }
+
+    fn upgrade(&self, old: &Collection, req: &upgrade::Request, name: &str) -> Result<(usize, usize, PathBuf)> {
+        let mut progress = |done: usize, total: usize| {
+            self.upgrades
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), upgrade::Status::Running { done, total });
+        };
+        let built = upgrade::build(&self.settings, &old.index_dir, &old.gallery, req, &mut progress)?;
+        let _c = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        upgrade::activate(&old.index_dir, &built, &old.live_dir)?;
+        let s = &self.settings;
+        let fresh = Collection {
+            name: old.name.clone(),
+            origin: old.origin,
+            model_path: built.model.path().to_path_buf(),
+            index_dir: old.index_dir.clone(),
+            live_dir: built.dir.clone(),
+            gallery: built.gallery.clone(),
+            embedder: Arc::new(Embedder::new(built.model.clone(), &s.batch, s.max_image_pixels, self.metrics.clone())),
+        };
+        self.add(fresh);
+        tracing::info!(collection = name, items = built.items, skipped = built.skipped, model = %built.model.path().display(), "swapped in the upgraded index");
+        Ok((built.items, built.skipped, built.model.path().to_path_buf()))
+    }
+
+    /// The last upgrade of `name`, if any.
+    pub fn upgrade_status(&self, name: &str) -> Option<upgrade::Status> {
+        self.upgrades.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// Dumps every HNSW graph (at shutdown).

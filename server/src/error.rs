@@ -71,6 +71,9 @@ pub enum Error {
     #[error("the server is shutting down or overloaded; retry later")]
     Unavailable,
 
+    #[error("the collection is being re-embedded with a new model and takes no changes until the swap; searches go on; retry the change after it (GET /collections/{{name}}/upgrade)")]
+    Upgrading,
+
     #[error("index store {path}: {reason}")]
     Store { path: PathBuf, reason: String },
 

@@ -227,6 +227,8 @@ pub struct Gallery {
     dir: PathBuf,
     spec: IndexSpec,
     rebuild_ratio: f64,
+    /// Set while the collection is being re-embedded: writes are refused, reads go on.
+    frozen: std::sync::atomic::AtomicBool,
 }
 
 impl Gallery {
@@ -267,6 +269,7 @@ impl Gallery {
             dir: dir.to_path_buf(),
             spec,
             rebuild_ratio: hnsw.rebuild_tombstone_ratio,
+            frozen: std::sync::atomic::AtomicBool::new(false),
         };
         gallery.rebuild_if_needed()?;
         Ok(gallery)
@@ -315,6 +318,16 @@ impl Gallery {
         graph
     }
 
+    /// Every stored item and path record, from one consistent read (see
+    /// [`Store::visit_all`]).
+    pub fn visit_all(
+        &self,
+        item: &mut dyn FnMut(Record, Vec<f32>, Option<Vec<u8>>) -> Result<()>,
+        path: &mut dyn FnMut(PathBuf, PathRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.store.visit_all(item, path)
+    }
+
     /// Writes a snapshot of this gallery (the collection `name`, its model at `model`) to
     /// `out` (see [`crate::snapshot`]).
     pub fn write_snapshot(&self, name: &str, model: &Path, out: &Path) -> Result<crate::snapshot::Header> {
@@ -331,9 +344,22 @@ impl Gallery {
         self.apply(GalleryChange { insert: images, ..GalleryChange::default() })
     }
 
+    /// Refuses (or again accepts) writes, while a new index is built from this one.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Upgrading);
+        }
+        Ok(())
+    }
+
     /// Deletes an image; `Ok(false)` when the id is unknown.
     pub fn delete(&self, id: &str) -> Result<bool> {
         validate_id(id)?;
+        self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(slot) = self.store.delete(id)? else {
             return Ok(false);
@@ -346,6 +372,7 @@ impl Gallery {
     /// Applies `change` durably in one transaction, then to the index; returns the ids of
     /// the inserted images.
     pub fn apply(&self, change: GalleryChange) -> Result<Vec<String>> {
+        self.check_writable()?;
         for img in &change.insert {
             if let Some(id) = &img.id {
                 validate_id(id)?;
@@ -411,6 +438,7 @@ impl Gallery {
     /// removes that key) and returns the new record; `Ok(None)` when the id is unknown.
     pub fn patch_metadata(&self, id: &str, patch: &serde_json::Value) -> Result<Option<Record>> {
         validate_id(id)?;
+        self.check_writable()?;
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut record) = self.get(id)? else {
             return Ok(None);

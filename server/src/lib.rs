@@ -17,6 +17,7 @@ pub mod serve;
 pub mod settings;
 pub mod snapshot;
 pub mod store;
+pub mod upgrade;
 
 pub use error::{Error, Result};
 pub use gallery::{Gallery, Hit, IndexKind, NewImage};

@@ -21,8 +21,10 @@ use crate::{Error, Result};
 
 /// Loads ONNX Runtime (from the settings, `ORT_DYLIB_PATH`, or the set-up's copy) and
 /// opens the model of `settings`, checking it with one inference.
+/// When an upgrade has replaced the model of `index_dir`, that model is opened instead.
 pub fn open_model(settings: &Settings) -> Result<Arc<OnnxModel>> {
-    open_model_file(settings, &settings.model)
+    let (_, upgraded) = crate::upgrade::resolve(&settings.index_dir)?;
+    open_model_file(settings, upgraded.as_deref().unwrap_or(&settings.model))
 }
 
 /// Like [`open_model`], for the model file at `path`.
@@ -36,9 +38,11 @@ pub fn open_model_file(settings: &Settings, path: &Path) -> Result<Arc<OnnxModel
     Ok(Arc::new(model))
 }
 
-/// Opens the gallery of `settings.index_dir` for `model`'s vectors.
+/// Opens the live gallery of `settings.index_dir` (the version an upgrade made, if any)
+/// for `model`'s vectors.
 pub fn open_gallery(settings: &Settings, model: &OnnxModel, kind: IndexKind) -> Result<Arc<Gallery>> {
-    open_gallery_dir(settings, &settings.index_dir, model, kind)
+    let (live, _) = crate::upgrade::resolve(&settings.index_dir)?;
+    open_gallery_dir(settings, &live, model, kind)
 }
 
 /// Opens the gallery in `dir` for `model`'s vectors.

@@ -78,3 +78,40 @@ pub async fn drop(req: HttpRequest, state: web::Data<AppState>, name: web::Path<
     }
     Ok(HttpResponse::Ok().json(json!({ "dropped": name })))
 }
+
+/// JSON body of `POST /collections/{collection}/upgrade`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeBody {
+    /// Path of the new ONNX model on the server.
+    pub model: PathBuf,
+    /// Leave out items whose source file is missing or unreadable, instead of failing.
+    #[serde(default)]
+    pub skip_unreadable: bool,
+}
+
+/// `POST /collections/{collection}/upgrade`: starts re-embedding with a new model;
+/// `202 Accepted`, then follow `GET` on the same path.
+pub async fn upgrade(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    require_key(&req, state.settings.api_key.as_deref())?;
+    let b: UpgradeBody = body::json(&body)?;
+    let name = name.into_inner();
+    state
+        .collections
+        .start_upgrade(&name, crate::upgrade::Request { model: b.model, skip_unreadable: b.skip_unreadable })?;
+    let status = state.collections.upgrade_status(&name);
+    Ok(HttpResponse::Accepted().json(json!({ "collection": name, "upgrade": status })))
+}
+
+/// `GET /collections/{collection}/upgrade`: the last upgrade's state.
+pub async fn upgrade_status(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let name = name.into_inner();
+    state.collections.get(&name)?;
+    let status = state.collections.upgrade_status(&name);
+    Ok(HttpResponse::Ok().json(json!({ "collection": name, "upgrade": status })))
+}

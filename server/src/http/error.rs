@@ -34,6 +34,7 @@ impl Error {
             Error::InvalidCollection { .. } => "invalid_collection",
             Error::Unauthorized => "unauthorized",
             Error::Unavailable => "unavailable",
+            Error::Upgrading => "upgrading",
             Error::Store { .. }
             | Error::IndexModelMismatch { .. }
             | Error::IndexFormatTooNew { .. }
@@ -59,7 +60,7 @@ impl ResponseError for Error {
             Error::UnknownRoute { .. } | Error::NotFound { .. } | Error::CollectionNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
-            Error::CollectionExists { .. } => StatusCode::CONFLICT,
+            Error::CollectionExists { .. } | Error::Upgrading => StatusCode::CONFLICT,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Settings { .. }

@@ -100,6 +100,8 @@ fn server_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
         (COLLECTION_PREFIX, Method::GET, web::get().to(collections::get)),
         (COLLECTION_PREFIX, Method::DELETE, web::delete().to(collections::drop)),
         ("/collections/{collection}/snapshots", Method::POST, web::post().to(collections::snapshot)),
+        ("/collections/{collection}/upgrade", Method::POST, web::post().to(collections::upgrade)),
+        ("/collections/{collection}/upgrade", Method::GET, web::get().to(collections::upgrade_status)),
         ("/healthz", Method::GET, web::get().to(health::healthz)),
         ("/readyz", Method::GET, web::get().to(health::readyz)),
         ("/metrics", Method::GET, web::get().to(health::metrics)),

@@ -72,6 +72,8 @@ fn base_document() -> Value {
     let collection_name =
         json!({ "name": "collection", "in": "path", "required": true, "schema": { "type": "string" } });
     let collection_name_snap = collection_name.clone();
+    let collection_name_up = collection_name.clone();
+    let key_upgrade = key.clone();
     let similar_params: Vec<Value> = std::iter::once(id_param.clone()).chain(search_params()).collect();
     let searched = json!({
         "200": json_response("Hits, nearest first", schema("SearchResponse")),
@@ -129,6 +131,11 @@ fn base_document() -> Value {
                     "origin": { "type": "string", "enum": ["default", "config", "api"], "description": "Only `api` collections can be dropped through the API" },
                     "model": { "type": "string" }, "arch": { "type": "string" },
                     "index": { "type": "object", "description": "Images, graph points, tombstones, dimension, distance" } } },
+                "Upgrade": { "type": "object", "properties": { "collection": { "type": "string" },
+                    "upgrade": { "type": "object", "nullable": true, "properties": {
+                        "state": { "type": "string", "enum": ["running", "done", "failed"] },
+                        "done": { "type": "integer" }, "total": { "type": "integer" }, "items": { "type": "integer" },
+                        "skipped": { "type": "integer" }, "model": { "type": "string" }, "message": { "type": "string" } } } } },
                 "VectorItem": { "type": "object", "required": ["vector"], "properties": {
                     "id": { "type": "string" }, "metadata": { "type": "object" }, "vector": { "type": "array", "items": { "type": "number" } } } }
             }
@@ -235,6 +242,17 @@ fn base_document() -> Value {
                 "responses": { "201": json_response("The file written", json!({ "type": "object", "properties": {
                     "file": { "type": "string" }, "bytes": { "type": "integer" }, "snapshot": { "type": "object" } } })),
                     "401": error_response("Missing or wrong API key"), "404": error_response("Unknown collection") } } },
+            "/collections/{collection}/upgrade": {
+                "post": { "summary": "Re-embed the collection with a new model (from each item's source file), built beside the live index and swapped in at once; searches go on, changes are refused (409) until the swap",
+                    "security": key_upgrade, "parameters": [ collection_name_up.clone() ],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["model"],
+                        "properties": { "model": { "type": "string", "description": "Path of the new model on the server" },
+                            "skip_unreadable": { "type": "boolean", "default": false, "description": "Leave out items whose source is missing instead of failing" } } } } } },
+                    "responses": { "202": json_response("Started", schema("Upgrade")), "400": error_response("Bad model"),
+                        "401": error_response("Missing or wrong API key"), "404": error_response("Unknown collection"),
+                        "409": error_response("An upgrade is already running") } },
+                "get": { "summary": "The last upgrade's state: running (done of total), done or failed", "parameters": [ collection_name_up ],
+                    "responses": { "200": json_response("The state", schema("Upgrade")), "404": error_response("Unknown collection") } } },
             "/": { "get": { "summary": "The search page", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/docs": { "get": { "summary": "This API reference, browsable", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },

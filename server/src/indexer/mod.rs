@@ -370,17 +370,31 @@ fn file_failure(e: &Error) -> String {
 /// # Shapes
 /// - each `Ok` holds `[3, crop, crop]` and a JPEG thumbnail
 fn prepare(model: &OnnxModel, todo: &[Todo], max_pixels: u64, threads: usize) -> Vec<Result<(Vec<f32>, Vec<u8>)>> {
+    let files: Vec<&[u8]> = todo.iter().map(|t| t.bytes.as_slice()).collect();
+    prepare_all(model, &files, max_pixels, threads)
+}
+
+/// Decodes and preprocesses encoded images on `threads` threads, for `model`.
+///
+/// # Shapes
+/// - each `Ok` holds `[3, crop, crop]` and a JPEG thumbnail
+pub(crate) fn prepare_all(
+    model: &OnnxModel,
+    images: &[&[u8]],
+    max_pixels: u64,
+    threads: usize,
+) -> Vec<Result<(Vec<f32>, Vec<u8>)>> {
     let preprocess = &model.manifest().preprocess;
-    let per = todo.len().div_ceil(threads.max(1)).max(1);
+    let per = images.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = todo
+        let handles: Vec<_> = images
             .chunks(per)
             .map(|part| {
                 let n = part.len();
                 let handle = s.spawn(move || {
                     part.iter()
-                        .map(|item| {
-                            let img = decode_image(&item.bytes, max_pixels)?;
+                        .map(|bytes| {
+                            let img = decode_image(bytes, max_pixels)?;
                             Ok((preprocess.apply(&img), thumbnail_jpeg(&img)?))
                         })
                         .collect::<Vec<_>>()

@@ -1,0 +1,222 @@
+//! Model upgrades without downtime: a collection is re-embedded with a new model into a
+//! new index built beside the live one, then swapped in at once.
+//!
+//! A collection's folder (its *home*) holds the live index directly, or, once upgraded,
+//! in the version folder that the `ACTIVE` file names (`v-<time>/`, with its `model.onnx`).
+//! An upgrade builds `.upgrading-<time>/` from each item's recorded source file (the path
+//! `server index` stored in `source.path`), renames it to `v-<time>/`, replaces `ACTIVE`
+//! atomically, and swaps the collection in memory; searches run on the old index until the
+//! swap and on the new one after it, so none fails. Writes to the collection are refused
+//! (409) while the new index is built, since the new index would not see them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::gallery::{Gallery, GalleryChange, IndexKind, NewImage};
+use crate::indexer::prepare_all;
+use crate::runtime::OnnxModel;
+use crate::serve;
+use crate::settings::Settings;
+use crate::store::{PathRecord, Record, DB_FILE};
+use crate::{Error, Result};
+
+/// The file in a collection's home that names its live version folder.
+pub const ACTIVE: &str = "ACTIVE";
+/// The model copy inside a version folder.
+pub const VERSION_MODEL: &str = "model.onnx";
+/// Items re-embedded per inference call and per transaction.
+const BATCH: usize = 32;
+
+/// Where a collection's live index is, and which model it needs when an upgrade chose it
+/// (`None`: the configured one).
+pub fn resolve(home: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    let pointer = home.join(ACTIVE);
+    match std::fs::read_to_string(&pointer) {
+        Ok(text) => {
+            let name = text.trim();
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return Err(Error::Store { path: pointer, reason: format!("`{name}` is not a version folder name") });
+            }
+            let dir = home.join(name);
+            Ok((dir.clone(), Some(dir.join(VERSION_MODEL))))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((home.to_path_buf(), None)),
+        Err(e) => Err(Error::Io { path: pointer, source: e }),
+    }
+}
+
+/// Where an upgrade stands.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Status {
+    Running { done: usize, total: usize },
+    Done { items: usize, skipped: usize, model: PathBuf, seconds: f64 },
+    Failed { message: String },
+}
+
+/// How to upgrade.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub model: PathBuf,
+    /// Leave out items whose source is missing or unreadable (reported), instead of failing.
+    pub skip_unreadable: bool,
+}
+
+/// What was built: the new live folder, its model and gallery.
+pub struct Built {
+    pub dir: PathBuf,
+    pub model: std::sync::Arc<OnnxModel>,
+    pub gallery: std::sync::Arc<Gallery>,
+    pub items: usize,
+    pub skipped: usize,
+}
+
+/// One item to re-embed.
+struct Item {
+    record: Record,
+    source: Option<PathBuf>,
+}
+
+/// Builds a new index for the collection at `home` from `old` with the model of `req`,
+/// reporting progress; the caller swaps it in with [`activate`].
+pub fn build(
+    settings: &Settings,
+    home: &Path,
+    old: &Gallery,
+    req: &Request,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Built> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let staging = home.join(format!(".upgrading-{stamp}"));
+    let result = build_in(settings, home, &staging, &stamp, old, req, progress);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn build_in(
+    settings: &Settings,
+    home: &Path,
+    staging: &Path,
+    stamp: &str,
+    old: &Gallery,
+    req: &Request,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Built> {
+    std::fs::create_dir_all(staging).map_err(Error::io(staging))?;
+    std::fs::copy(&req.model, staging.join(VERSION_MODEL)).map_err(Error::io(&req.model))?;
+    let model = serve::open_model_file(settings, &staging.join(VERSION_MODEL))?;
+    let mut items = Vec::new();
+    let mut paths: Vec<(PathBuf, PathRecord)> = Vec::new();
+    old.visit_all(
+        &mut |record, _, _| {
+            let source = record.metadata["source"]["path"].as_str().map(PathBuf::from);
+            items.push(Item { record, source });
+            Ok(())
+        },
+        &mut |path, rec| {
+            paths.push((path, rec));
+            Ok(())
+        },
+    )?;
+    let total = items.len();
+    let sourceless = items.iter().filter(|i| i.source.is_none()).count();
+    if sourceless > 0 && !req.skip_unreadable {
+        let first: Vec<&str> =
+            items.iter().filter(|i| i.source.is_none()).take(3).map(|i| i.record.id.as_str()).collect();
+        return Err(Error::BadRequest(format!(
+            "{sourceless} of {total} items have no source file to re-embed from (e.g. {}): they were added as vectors or uploads, not by `server index`; pass \"skip_unreadable\": true to leave them out",
+            first.join(", ")
+        )));
+    }
+    let gallery = serve::open_gallery_dir(settings, staging, &model, IndexKind::Hnsw)?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (mut done, mut skipped) = (0usize, sourceless);
+    let mut kept = std::collections::HashSet::new();
+    for chunk in items.chunks(BATCH) {
+        let mut read = Vec::new();
+        for item in chunk.iter().filter(|i| i.source.is_some()) {
+            let path = item.source.as_ref().expect("filtered above");
+            match std::fs::read(path) {
+                Ok(bytes) => read.push((item, bytes)),
+                Err(e) if req.skip_unreadable => {
+                    tracing::warn!(id = %item.record.id, path = %path.display(), "left out of the upgrade: {e}");
+                    skipped += 1;
+                }
+                Err(e) => {
+                    return Err(Error::BadRequest(format!(
+                        "cannot read {} (item `{}`): {e}; restore the file, or pass \"skip_unreadable\": true",
+                        path.display(),
+                        item.record.id
+                    )))
+                }
+            }
+        }
+        let slices: Vec<&[u8]> = read.iter().map(|(_, b)| b.as_slice()).collect();
+        let prepared = prepare_all(&model, &slices, settings.max_image_pixels, threads);
+        let mut inputs = Vec::new();
+        let mut ok = Vec::new();
+        for ((item, _), p) in read.iter().zip(prepared) {
+            match p {
+                Ok((input, thumb)) => {
+                    inputs.extend_from_slice(&input);
+                    ok.push((*item, thumb));
+                }
+                Err(e) if req.skip_unreadable => {
+                    tracing::warn!(id = %item.record.id, "left out of the upgrade: {e}");
+                    skipped += 1;
+                }
+                Err(e) => return Err(Error::BadRequest(format!("item `{}`: {e}", item.record.id))),
+            }
+        }
+        let vectors = model.embed(inputs, ok.len())?;
+        let mut change = GalleryChange::default();
+        for ((item, thumb), vector) in ok.into_iter().zip(vectors) {
+            kept.insert(item.record.id.clone());
+            change.insert.push(NewImage {
+                id: Some(item.record.id.clone()),
+                metadata: item.record.metadata.clone(),
+                content_hash: item.record.content_hash.clone(),
+                vector,
+                thumbnail: Some(thumb),
+            });
+        }
+        gallery.apply(change)?;
+        done += chunk.len();
+        progress(done, total);
+    }
+    let paths: Vec<(PathBuf, PathRecord)> = paths.into_iter().filter(|(_, r)| kept.contains(&r.id)).collect();
+    gallery.apply(GalleryChange { set_paths: paths, ..GalleryChange::default() })?;
+    gallery.snapshot()?;
+    let items = gallery.stats().images;
+    drop(gallery);
+    let dir = home.join(format!("v-{stamp}"));
+    std::fs::rename(staging, &dir).map_err(Error::io(&dir))?;
+    let gallery = serve::open_gallery_dir(settings, &dir, &model, IndexKind::Hnsw)?;
+    Ok(Built { dir, model, gallery, items, skipped })
+}
+
+/// Makes `built` the live version of the collection at `home` (replacing `ACTIVE`
+/// atomically) and removes the version it replaces, whose folder was `previous`.
+pub fn activate(home: &Path, built: &Built, previous: &Path) -> Result<()> {
+    let name = built.dir.file_name().expect("a version folder").to_string_lossy().into_owned();
+    let tmp = home.join(".ACTIVE.tmp");
+    std::fs::write(&tmp, &name).map_err(Error::io(&tmp))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, home.join(ACTIVE)).map_err(Error::io(home.join(ACTIVE)))?;
+    if previous == home {
+        // The first upgrade: the old index lies in the home folder itself, beside other
+        // collections' folders and snapshots, so only its own files go.
+        for entry in std::fs::read_dir(home).map_err(Error::io(home))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == DB_FILE || (name.starts_with("graph-") && name.contains(".hnsw.")) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    } else if previous != built.dir {
+        let _ = std::fs::remove_dir_all(previous);
+    }
+    Ok(())
+}
