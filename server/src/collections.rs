@@ -60,6 +60,8 @@ pub struct Collection {
     pub live_dir: PathBuf,
     pub gallery: Arc<Gallery>,
     pub embedder: Arc<Embedder>,
+    /// Uploaded files are kept, to re-embed them with another model.
+    pub keep_originals: bool,
 }
 
 /// What `GET /collections` says of one.
@@ -69,6 +71,7 @@ pub struct CollectionInfo {
     pub origin: Origin,
     pub model: PathBuf,
     pub arch: String,
+    pub keep_originals: bool,
     pub index: GalleryStats,
 }
 
@@ -80,6 +83,7 @@ impl Collection {
             origin: self.origin,
             model: self.model_path.clone(),
             arch: self.embedder.manifest().arch.clone(),
+            keep_originals: self.keep_originals,
             index: self.gallery.stats(),
         }
     }
@@ -89,6 +93,9 @@ impl Collection {
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
     name: String,
+    /// `None`: the server's `keep_originals`.
+    #[serde(default)]
+    keep_originals: Option<bool>,
 }
 
 /// Checks a collection name: 1 to [`MAX_NAME_LEN`] characters from `a-z 0-9 _ -`,
@@ -132,7 +139,7 @@ impl Collections {
             upgrades: Mutex::new(BTreeMap::new()),
         };
         let s = this.settings.clone();
-        this.add(this.open_one(DEFAULT, Origin::Default, &s.model, &s.index_dir)?);
+        this.add(this.open_one(DEFAULT, Origin::Default, &s.model, &s.index_dir, s.keep_originals)?);
         for (name, c) in &s.collections {
             validate_name(name)
                 .map_err(|e| Error::Settings { source_name: format!("collections.{name}"), reason: e.to_string() })?;
@@ -144,20 +151,32 @@ impl Collections {
                 });
             }
             let dir = c.index_dir.clone().unwrap_or_else(|| s.collections_dir().join(name));
-            this.add(this.open_one(name, Origin::Config, &c.model, &dir)?);
+            this.add(this.open_one(
+                name,
+                Origin::Config,
+                &c.model,
+                &dir,
+                c.keep_originals.unwrap_or(s.keep_originals),
+            )?);
         }
-        for (name, dir) in Self::created(&s.collections_dir())? {
+        for (name, keep, dir) in Self::created(&s.collections_dir())? {
             if this.map.read().unwrap_or_else(|p| p.into_inner()).contains_key(&name) {
                 tracing::warn!(name, dir = %dir.display(), "a collection folder has the name of a declared one; the declared one is used");
                 continue;
             }
-            this.add(this.open_one(&name, Origin::Api, &dir.join(MODEL_FILE), &dir)?);
+            this.add(this.open_one(
+                &name,
+                Origin::Api,
+                &dir.join(MODEL_FILE),
+                &dir,
+                keep.unwrap_or(s.keep_originals),
+            )?);
         }
         Ok(this)
     }
 
     /// The API-created collections under `root`, by their marker files.
-    fn created(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    fn created(root: &Path) -> Result<Vec<(String, Option<bool>, PathBuf)>> {
         let Ok(entries) = std::fs::read_dir(root) else {
             return Ok(Vec::new());
         };
@@ -170,13 +189,20 @@ impl Collections {
                 path: marker.clone(),
                 reason: format!("the collection marker is corrupt ({e}); remove the folder or fix the file"),
             })?;
-            out.push((m.name, dir));
+            out.push((m.name, m.keep_originals, dir));
         }
         out.sort();
         Ok(out)
     }
 
-    fn open_one(&self, name: &str, origin: Origin, model: &Path, dir: &Path) -> Result<Collection> {
+    fn open_one(
+        &self,
+        name: &str,
+        origin: Origin,
+        model: &Path,
+        dir: &Path,
+        keep_originals: bool,
+    ) -> Result<Collection> {
         let s = &self.settings;
         let (live, upgraded) = upgrade::resolve(dir)?;
         if let Some(m) = &upgraded {
@@ -196,6 +222,7 @@ impl Collections {
             live_dir: live,
             gallery,
             embedder,
+            keep_originals,
         })
     }
 
@@ -225,7 +252,7 @@ impl Collections {
 
     /// Creates a collection from `source` (a model file on the server, copied into the
     /// collection's folder, or a snapshot, unpacked there) and returns it.
-    pub fn create(&self, name: &str, source: Source) -> Result<Arc<Collection>> {
+    pub fn create(&self, name: &str, source: Source, keep_originals: Option<bool>) -> Result<Arc<Collection>> {
         validate_name(name)?;
         let _c = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(name).is_ok() {
@@ -264,7 +291,8 @@ impl Collections {
                     tracing::info!(collection = name, from = %header.collection, items = header.items, "restored a snapshot");
                 }
             }
-            let marker = serde_json::to_string(&Marker { name: name.to_string() }).expect("markers serialise");
+            let marker =
+                serde_json::to_string(&Marker { name: name.to_string(), keep_originals }).expect("markers serialise");
             std::fs::write(staging.join(MARKER), marker).map_err(Error::io(staging.join(MARKER)))?;
             std::fs::rename(&staging, &dir).map_err(Error::io(&dir))
         })();
@@ -272,7 +300,8 @@ impl Collections {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-        let c = self.open_one(name, Origin::Api, &dir.join(MODEL_FILE), &dir)?;
+        let keep = keep_originals.unwrap_or(self.settings.keep_originals);
+        let c = self.open_one(name, Origin::Api, &dir.join(MODEL_FILE), &dir, keep)?;
         self.add(c);
         self.get(name)
     }
@@ -381,6 +410,7 @@ impl Collections {
             live_dir: built.dir.clone(),
             gallery: built.gallery.clone(),
             embedder: Arc::new(Embedder::new(built.model.clone(), &s.batch, s.max_image_pixels, self.metrics.clone())),
+            keep_originals: old.keep_originals,
         };
         self.add(fresh);
         tracing::info!(collection = name, items = built.items, skipped = built.skipped, model = %built.model.path().display(), "swapped in the upgraded index");

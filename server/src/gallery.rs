@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::filter::Filter;
 use crate::index::{ExactIndex, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
-use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store};
+use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store, StoredItem};
 use crate::{Error, Result};
 
 /// A filter estimated to pass less than this fraction of the items is answered by
@@ -44,6 +44,8 @@ pub struct NewImage {
     pub vector: Vec<f32>,
     /// JPEG bytes.
     pub thumbnail: Option<Vec<u8>>,
+    /// The uploaded file, kept (by collections told to) to re-embed it with another model.
+    pub original: Option<Vec<u8>>,
 }
 
 /// One atomic change to a gallery: committed in a single store transaction, then applied
@@ -322,7 +324,7 @@ impl Gallery {
     /// [`Store::visit_all`]).
     pub fn visit_all(
         &self,
-        item: &mut dyn FnMut(Record, Vec<f32>, Option<Vec<u8>>) -> Result<()>,
+        item: &mut dyn FnMut(StoredItem) -> Result<()>,
         path: &mut dyn FnMut(PathBuf, PathRecord) -> Result<()>,
     ) -> Result<()> {
         self.store.visit_all(item, path)
@@ -393,6 +395,7 @@ impl Gallery {
                 },
                 vector: img.vector,
                 thumbnail: img.thumbnail,
+                original: img.original,
             })
             .collect();
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -486,6 +489,15 @@ impl Gallery {
         validate_id(id)?;
         match self.store.get(id)? {
             Some((slot, _)) => self.store.thumbnail(slot),
+            None => Ok(None),
+        }
+    }
+
+    /// The original file of an id, when the collection kept it.
+    pub fn original(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        validate_id(id)?;
+        match self.store.get(id)? {
+            Some((slot, _)) => self.store.original(slot),
             None => Ok(None),
         }
     }
@@ -719,6 +731,7 @@ mod tests {
             content_hash: Some(format!("h-{id}")),
             vector: v.to_vec(),
             thumbnail: None,
+            original: None,
         }
     }
 

@@ -41,6 +41,10 @@ pub struct Settings {
     pub hnsw: HnswParams,
     /// Where collections created through the API live (default: `index_dir/collections`).
     pub collections_dir: Option<PathBuf>,
+    /// Keep each uploaded image file (besides its vector and thumbnail), so that the
+    /// collection can be re-embedded with another model; `server index` needs none (it
+    /// records the source path). Collections may say otherwise.
+    pub keep_originals: bool,
     /// Where snapshots are written (default: `index_dir/snapshots`).
     pub snapshots_dir: Option<PathBuf>,
     /// Collections besides the default one, by name (`[collections.NAME]`).
@@ -55,6 +59,8 @@ pub struct CollectionSettings {
     pub model: PathBuf,
     /// Its index directory (default: `collections_dir/NAME`).
     pub index_dir: Option<PathBuf>,
+    /// Keep uploaded files (default: the server's `keep_originals`).
+    pub keep_originals: Option<bool>,
 }
 
 /// Dynamic batching of concurrent embedding requests.
@@ -87,6 +93,7 @@ impl Default for Settings {
             batch: BatchSettings::default(),
             hnsw: HnswParams::default(),
             collections_dir: None,
+            keep_originals: false,
             snapshots_dir: None,
             collections: BTreeMap::new(),
         }
@@ -242,7 +249,10 @@ mod tests {
                     [collections.cars]\nmodel = \"/m/cars.onnx\"\nindex_dir = \"/fast/cars\"\n";
         std::fs::write(&file, text).unwrap();
         let s = Settings::load(Some(&file), env(&[])).unwrap();
-        assert_eq!(s.collections["birds"], CollectionSettings { model: "/m/birds.onnx".into(), index_dir: None });
+        assert_eq!(
+            s.collections["birds"],
+            CollectionSettings { model: "/m/birds.onnx".into(), index_dir: None, keep_originals: None }
+        );
         assert_eq!(s.collections["cars"].index_dir, Some(PathBuf::from("/fast/cars")));
         assert_eq!(s.collections_dir(), PathBuf::from("/data/collections"));
         std::fs::write(&file, "[collections.birds]\nmodle = \"x\"\n").unwrap();

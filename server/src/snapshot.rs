@@ -3,8 +3,8 @@
 //!
 //! - `snapshot.json`: the format, the index spec, the counts;
 //! - `model.onnx`: the collection's model;
-//! - `items.jsonl`: one item a line (`id`, `metadata`, `content_hash`, `vector`, and the
-//!   JPEG `thumbnail` in base64);
+//! - `items.jsonl`: one item a line (`id`, `metadata`, `content_hash`, `vector`, and in
+//!   base64 the JPEG `thumbnail` and the kept `original`, when there are);
 //! - `paths.jsonl`: the index job's per-path records.
 //!
 //! Items and path records are read in one read transaction, so a snapshot taken while
@@ -19,7 +19,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::gallery::{Gallery, GalleryChange, NewImage};
-use crate::store::{IndexSpec, PathRecord, Record, Store};
+use crate::store::{IndexSpec, PathRecord, Store, StoredItem};
 use crate::{Error, Result};
 
 /// The snapshot layout this server writes and reads.
@@ -47,6 +47,9 @@ struct Item {
     vector: Vec<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     thumbnail: Option<String>,
+    /// The kept original file, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    original: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -87,13 +90,14 @@ fn write_to(store: &Store, spec: &IndexSpec, name: &str, model: &Path, tmp: &Pat
     let (mut n_items, mut n_paths) = (0usize, 0usize);
     let b64 = base64::engine::general_purpose::STANDARD;
     store.visit_all(
-        &mut |record: Record, vector, thumb: Option<Vec<u8>>| {
+        &mut |stored: StoredItem| {
             let line = Item {
-                id: record.id,
-                metadata: record.metadata,
-                content_hash: record.content_hash,
-                vector,
-                thumbnail: thumb.map(|t| b64.encode(t)),
+                id: stored.record.id,
+                metadata: stored.record.metadata,
+                content_hash: stored.record.content_hash,
+                vector: stored.vector,
+                thumbnail: stored.thumbnail.map(|t| b64.encode(t)),
+                original: stored.original.map(|o| b64.encode(o)),
             };
             serde_json::to_writer(&mut items, &line).map_err(|e| bad(tmp, e.to_string()))?;
             items.write_all(b"\n").map_err(Error::io(&items_path))?;
@@ -182,17 +186,17 @@ pub fn unpack(file: &Path, dir: &Path, hnsw: &crate::index::HnswParams) -> Resul
         let line = line.map_err(|e| bad(file, e.to_string()))?;
         let item: Item =
             serde_json::from_str(&line).map_err(|e| bad(file, format!("items.jsonl line {}: {e}", i + 1)))?;
-        let thumbnail = item
-            .thumbnail
-            .map(|t| b64.decode(t))
-            .transpose()
-            .map_err(|e| bad(file, format!("items.jsonl line {}: {e}", i + 1)))?;
+        let decode = |field: Option<String>| {
+            field.map(|t| b64.decode(t)).transpose().map_err(|e| bad(file, format!("items.jsonl line {}: {e}", i + 1)))
+        };
+        let (thumbnail, original) = (decode(item.thumbnail)?, decode(item.original)?);
         change.insert.push(NewImage {
             id: Some(item.id),
             metadata: item.metadata,
             content_hash: item.content_hash,
             vector: item.vector,
             thumbnail,
+            original,
         });
         if change.insert.len() == RESTORE_BATCH {
             restored += change.insert.len();

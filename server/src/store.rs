@@ -21,6 +21,8 @@ const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("vectors");
 /// slot -> JPEG thumbnail.
 const THUMBNAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("thumbnails");
+/// slot -> the uploaded file as sent, for collections that keep originals.
+const ORIGINALS: TableDefinition<u64, &[u8]> = TableDefinition::new("originals");
 /// id -> slot.
 const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 /// content hash -> slot.
@@ -37,10 +39,11 @@ const META_GRAPH: &str = "graph";
 
 /// The database layout this server writes. 1: ids, records, vectors, thumbnails, hashes
 /// (before `server index` kept per-path records; such an index has no `format` key);
-/// 2: plus the `paths` table. Opening a format-1 index migrates it (the new table starts
-/// empty, and `server index` replaces the old content-id items when it meets their files);
-/// a newer format is refused, never misread.
-pub const FORMAT: u32 = 2;
+/// 2: plus the `paths` table; 3: plus the `originals` table. Opening an older index
+/// migrates it (the new tables start empty, and `server index` replaces the old
+/// content-id items when it meets their files); a newer format is refused, never misread
+/// (a format-2 server would not delete the originals of deleted items).
+pub const FORMAT: u32 = 3;
 
 /// What every vector in an index must agree on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +87,17 @@ pub struct NewRecord {
     pub record: Record,
     pub vector: Vec<f32>,
     pub thumbnail: Option<Vec<u8>>,
+    /// The uploaded file, kept to re-embed it with another model.
+    pub original: Option<Vec<u8>>,
+}
+
+/// Everything stored of one item, as [`Store::visit_all`] reads it.
+#[derive(Debug, Clone)]
+pub struct StoredItem {
+    pub record: Record,
+    pub vector: Vec<f32>,
+    pub thumbnail: Option<Vec<u8>>,
+    pub original: Option<Vec<u8>>,
 }
 
 /// What `server index` last saw of a source file, keyed by its absolute path.
@@ -208,6 +222,7 @@ impl Store {
             tx.open_table(IDS).db(&store.path)?;
             tx.open_table(HASHES).db(&store.path)?;
             tx.open_table(PATHS).db(&store.path)?;
+            tx.open_table(ORIGINALS).db(&store.path)?;
             let mut meta = tx.open_table(META).db(&store.path)?;
             let found = meta.get(META_FORMAT).db(&store.path)?.map(|v| v.value().to_string());
             match found {
@@ -222,6 +237,9 @@ impl Store {
                     })?;
                     if found > FORMAT {
                         return Err(Error::IndexFormatTooNew { path: store.path.clone(), found, supported: FORMAT });
+                    }
+                    if found < FORMAT {
+                        meta.insert(META_FORMAT, FORMAT.to_string().as_str()).db(&store.path)?;
                     }
                 }
             }
@@ -305,6 +323,7 @@ impl Store {
             let mut records = tx.open_table(RECORDS).db(p)?;
             let mut vectors = tx.open_table(VECTORS).db(p)?;
             let mut thumbs = tx.open_table(THUMBNAILS).db(p)?;
+            let mut originals = tx.open_table(ORIGINALS).db(p)?;
             let mut ids = tx.open_table(IDS).db(p)?;
             let mut hashes = tx.open_table(HASHES).db(p)?;
             let mut paths = tx.open_table(PATHS).db(p)?;
@@ -314,6 +333,7 @@ impl Store {
                     let old = records.remove(slot).db(p)?.map(|g| g.value().to_vec());
                     vectors.remove(slot).db(p)?;
                     thumbs.remove(slot).db(p)?;
+                    originals.remove(slot).db(p)?;
                     let hash = old.and_then(|b| serde_json::from_slice::<Record>(&b).ok()).and_then(|r| r.content_hash);
                     if let Some(h) = hash {
                         let points_here = hashes.get(h.as_str()).db(p)?.map(|g| g.value()) == Some(slot);
@@ -337,12 +357,16 @@ impl Store {
                         records.remove(old).db(p)?;
                         vectors.remove(old).db(p)?;
                         thumbs.remove(old).db(p)?;
+                        originals.remove(old).db(p)?;
                     }
                     let json = serde_json::to_vec(&item.record).expect("records serialise");
                     records.insert(slot, json.as_slice()).db(p)?;
                     vectors.insert(slot, encode_vector(&item.vector).as_slice()).db(p)?;
                     if let Some(t) = &item.thumbnail {
                         thumbs.insert(slot, t.as_slice()).db(p)?;
+                    }
+                    if let Some(o) = &item.original {
+                        originals.insert(slot, o.as_slice()).db(p)?;
                     }
                     if let Some(h) = &item.record.content_hash {
                         hashes.insert(h.as_str(), slot).db(p)?;
@@ -493,6 +517,15 @@ impl Store {
         Ok(v)
     }
 
+    /// The kept original of a slot.
+    pub fn original(&self, slot: u64) -> Result<Option<Vec<u8>>> {
+        let p = self.path.as_path();
+        let tx = self.db.begin_read().db(p)?;
+        let t = tx.open_table(ORIGINALS).db(p)?;
+        let v = t.get(slot).db(p)?.map(|g| g.value().to_vec());
+        Ok(v)
+    }
+
     /// Whether an image with this content hash is stored (as last inserted with it: after
     /// deleting one of several images with the same content this may answer `false`).
     pub fn has_hash(&self, hash: &str) -> Result<bool> {
@@ -534,7 +567,7 @@ impl Store {
     /// go on.
     pub fn visit_all(
         &self,
-        item: &mut dyn FnMut(Record, Vec<f32>, Option<Vec<u8>>) -> Result<()>,
+        item: &mut dyn FnMut(StoredItem) -> Result<()>,
         path: &mut dyn FnMut(PathBuf, PathRecord) -> Result<()>,
     ) -> Result<()> {
         let p = self.path.as_path();
@@ -542,6 +575,7 @@ impl Store {
         let records = tx.open_table(RECORDS).db(p)?;
         let vectors = tx.open_table(VECTORS).db(p)?;
         let thumbs = tx.open_table(THUMBNAILS).db(p)?;
+        let originals = tx.open_table(ORIGINALS).db(p)?;
         for row in records.iter().db(p)? {
             let (slot, bytes) = row.db(p)?;
             let slot = slot.value();
@@ -552,8 +586,9 @@ impl Store {
                     reason: format!("item `{}` has no vector", record.id),
                 });
             };
-            let thumb = thumbs.get(slot).db(p)?.map(|g| g.value().to_vec());
-            item(record, vector, thumb)?;
+            let thumbnail = thumbs.get(slot).db(p)?.map(|g| g.value().to_vec());
+            let original = originals.get(slot).db(p)?.map(|g| g.value().to_vec());
+            item(StoredItem { record, vector, thumbnail, original })?;
         }
         let paths = tx.open_table(PATHS).db(p)?;
         for row in paths.iter().db(p)? {
@@ -583,6 +618,7 @@ mod tests {
             record: Record { id: id.into(), metadata: serde_json::json!({}), content_hash: Some(hash.into()) },
             vector: vec![0.0, 1.0],
             thumbnail: None,
+            original: None,
         }
     }
 
@@ -658,6 +694,12 @@ mod tests {
         assert_eq!(rec.metadata["path"], "a.png");
         assert_eq!(store.vector(slot).unwrap(), Some(vec![0.5, -1.0]));
         assert!(store.paths_under(Path::new("/")).unwrap().is_empty());
+        // A format-2 index (no originals table) is migrated the same way.
+        store.set_meta(META_FORMAT, &2).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.format().unwrap(), FORMAT);
+        assert_eq!(store.original(slot).unwrap(), None);
         store.set_meta(META_FORMAT, &(FORMAT + 1)).unwrap();
         drop(store);
         let err = Store::open(dir.path()).err().expect("a newer format is refused");
@@ -666,7 +708,7 @@ mod tests {
             "{err}"
         );
         let msg = err.to_string();
-        assert!(msg.contains("format 3") && msg.contains("upgrade"), "{msg}");
+        assert!(msg.contains(&format!("format {}", FORMAT + 1)) && msg.contains("upgrade"), "{msg}");
         // A fresh index starts at the current format.
         let fresh = tempfile::tempdir().unwrap();
         assert_eq!(Store::open(fresh.path()).unwrap().format().unwrap(), FORMAT);

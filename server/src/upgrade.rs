@@ -3,8 +3,9 @@
 //!
 //! A collection's folder (its *home*) holds the live index directly, or, once upgraded,
 //! in the version folder that the `ACTIVE` file names (`v-<time>/`, with its `model.onnx`).
-//! An upgrade builds `.upgrading-<time>/` from each item's recorded source file (the path
-//! `server index` stored in `source.path`), renames it to `v-<time>/`, replaces `ACTIVE`
+//! An upgrade builds `.upgrading-<time>/` from each item's kept original (collections with
+//! `keep_originals`) or its recorded source file (the path `server index` stored in
+//! `source.path`), renames it to `v-<time>/`, replaces `ACTIVE`
 //! atomically, and swaps the collection in memory; searches run on the old index until the
 //! swap and on the new one after it, so none fails. Writes to the collection are refused
 //! (409) while the new index is built, since the new index would not see them.
@@ -72,10 +73,19 @@ pub struct Built {
     pub skipped: usize,
 }
 
+/// Where an item's image is to be read again from.
+enum Source {
+    /// The original the collection kept.
+    Kept,
+    /// The file `server index` read it from.
+    File(PathBuf),
+    None,
+}
+
 /// One item to re-embed.
 struct Item {
     record: Record,
-    source: Option<PathBuf>,
+    source: Source,
 }
 
 /// Builds a new index for the collection at `home` from `old` with the model of `req`,
@@ -111,9 +121,13 @@ fn build_in(
     let mut items = Vec::new();
     let mut paths: Vec<(PathBuf, PathRecord)> = Vec::new();
     old.visit_all(
-        &mut |record, _, _| {
-            let source = record.metadata["source"]["path"].as_str().map(PathBuf::from);
-            items.push(Item { record, source });
+        &mut |stored| {
+            let source = match (&stored.original, stored.record.metadata["source"]["path"].as_str()) {
+                (Some(_), _) => Source::Kept,
+                (None, Some(p)) => Source::File(PathBuf::from(p)),
+                (None, None) => Source::None,
+            };
+            items.push(Item { record: stored.record, source });
             Ok(())
         },
         &mut |path, rec| {
@@ -122,36 +136,44 @@ fn build_in(
         },
     )?;
     let total = items.len();
-    let sourceless = items.iter().filter(|i| i.source.is_none()).count();
-    if sourceless > 0 && !req.skip_unreadable {
-        let first: Vec<&str> =
-            items.iter().filter(|i| i.source.is_none()).take(3).map(|i| i.record.id.as_str()).collect();
+    let sourceless: Vec<&str> =
+        items.iter().filter(|i| matches!(i.source, Source::None)).map(|i| i.record.id.as_str()).collect();
+    if !sourceless.is_empty() && !req.skip_unreadable {
         return Err(Error::BadRequest(format!(
-            "{sourceless} of {total} items have no source file to re-embed from (e.g. {}): they were added as vectors or uploads, not by `server index`; pass \"skip_unreadable\": true to leave them out",
-            first.join(", ")
+            "{} of {total} items have no source file to re-embed from (e.g. {}): they were added as vectors, or uploaded to a collection that keeps no originals (`keep_originals`); pass \"skip_unreadable\": true to leave them out",
+            sourceless.len(),
+            sourceless[..sourceless.len().min(3)].join(", ")
         )));
     }
+    let sourceless = sourceless.len();
     let gallery = serve::open_gallery_dir(settings, staging, &model, IndexKind::Hnsw)?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let (mut done, mut skipped) = (0usize, sourceless);
     let mut kept = std::collections::HashSet::new();
     for chunk in items.chunks(BATCH) {
         let mut read = Vec::new();
-        for item in chunk.iter().filter(|i| i.source.is_some()) {
-            let path = item.source.as_ref().expect("filtered above");
-            match std::fs::read(path) {
-                Ok(bytes) => read.push((item, bytes)),
-                Err(e) if req.skip_unreadable => {
-                    tracing::warn!(id = %item.record.id, path = %path.display(), "left out of the upgrade: {e}");
-                    skipped += 1;
-                }
-                Err(e) => {
-                    return Err(Error::BadRequest(format!(
+        for item in chunk {
+            let bytes = match &item.source {
+                Source::None => continue,
+                Source::Kept => old.original(&item.record.id)?.ok_or_else(|| Error::Store {
+                    path: home.to_path_buf(),
+                    reason: format!("the original of item `{}` vanished during the upgrade", item.record.id),
+                }),
+                Source::File(path) => std::fs::read(path).map_err(|e| {
+                    Error::BadRequest(format!(
                         "cannot read {} (item `{}`): {e}; restore the file, or pass \"skip_unreadable\": true",
                         path.display(),
                         item.record.id
-                    )))
+                    ))
+                }),
+            };
+            match bytes {
+                Ok(bytes) => read.push((item, bytes)),
+                Err(e) if req.skip_unreadable => {
+                    tracing::warn!(id = %item.record.id, "left out of the upgrade: {e}");
+                    skipped += 1;
                 }
+                Err(e) => return Err(e),
             }
         }
         let slices: Vec<&[u8]> = read.iter().map(|(_, b)| b.as_slice()).collect();
@@ -173,6 +195,11 @@ fn build_in(
         }
         let vectors = model.embed(inputs, ok.len())?;
         let mut change = GalleryChange::default();
+        let originals: std::collections::HashMap<&str, &Vec<u8>> = read
+            .iter()
+            .filter(|(i, _)| matches!(i.source, Source::Kept))
+            .map(|(i, b)| (i.record.id.as_str(), b))
+            .collect();
         for ((item, thumb), vector) in ok.into_iter().zip(vectors) {
             kept.insert(item.record.id.clone());
             change.insert.push(NewImage {
@@ -181,6 +208,7 @@ fn build_in(
                 content_hash: item.record.content_hash.clone(),
                 vector,
                 thumbnail: Some(thumb),
+                original: originals.get(item.record.id.as_str()).map(|b| b.to_vec()),
             });
         }
         gallery.apply(change)?;

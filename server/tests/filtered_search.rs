@@ -33,6 +33,7 @@ fn gallery(dir: &std::path::Path, kind: IndexKind) -> Gallery {
             content_hash: None,
             vector,
             thumbnail: None,
+            original: None,
         })
         .collect();
     for part in images.chunks(5000) {

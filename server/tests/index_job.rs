@@ -238,6 +238,7 @@ fn an_item_from_the_content_id_era_is_replaced_not_duplicated() {
         },
         vector: vec![0.5; DIM],
         thumbnail: None,
+        original: None,
     };
     Store::open(&index).unwrap().insert(&[legacy]).unwrap();
 

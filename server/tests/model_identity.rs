@@ -29,6 +29,7 @@ fn same_weights_same_model_other_weights_refused() {
         content_hash: None,
         vector: vec![0.5; DIM],
         thumbnail: None,
+        original: None,
     }])
     .unwrap();
     drop(g);

@@ -174,3 +174,61 @@ fn upgrade_under_search_load_with_zero_failed_queries() {
     let back: Value = http.get(srv.url("/stats")).send().unwrap().json().unwrap();
     assert_eq!(back["index"]["dim"].as_u64(), Some(DIM as u64));
 }
+
+#[test]
+fn uploads_kept_as_originals_can_be_re_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_model = tiny_model(dir.path());
+    let new_model = tiny_model_with(dir.path(), "new.onnx", 16, 21, "new");
+    let srv = ServerProc::start(&old_model, &dir.path().join("index"), &[("STML_SERVER_API_KEY", KEY)]);
+    let http = client();
+    let create = |name: &str, keep: bool| {
+        let body = json!({ "name": name, "model": old_model, "keep_originals": keep });
+        let res = http.post(srv.url("/collections")).bearer_auth(KEY).json(&body).send().unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().unwrap());
+        let v: Value = res.json().unwrap();
+        assert_eq!(v["keep_originals"], keep);
+    };
+    create("kept", true);
+    create("thrown", false);
+    for name in ["kept", "thrown"] {
+        for i in 0..6u64 {
+            let res = http
+                .post(srv.url(&format!("/collections/{name}/images?id=up{i}")))
+                .bearer_auth(KEY)
+                .header("Content-Type", "image/png")
+                .body(png(100 + i, 40, 30))
+                .send()
+                .unwrap();
+            assert_eq!(res.status(), 201);
+        }
+    }
+    let upgrade = |name: &str| {
+        let res = http
+            .post(srv.url(&format!("/collections/{name}/upgrade")))
+            .bearer_auth(KEY)
+            .json(&json!({ "model": new_model }))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        wait_done(&http, &srv, name)
+    };
+    let kept = upgrade("kept");
+    assert_eq!(
+        (kept["upgrade"]["state"].as_str(), kept["upgrade"]["items"].as_u64()),
+        (Some("done"), Some(6)),
+        "{kept}"
+    );
+    let r: Value = http
+        .post(srv.url("/collections/kept/search?k=1"))
+        .header("Content-Type", "image/png")
+        .body(png(103, 40, 30))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["hits"][0]["id"], "up3", "re-embedded from the kept originals: {r}");
+    let thrown = upgrade("thrown");
+    assert_eq!(thrown["upgrade"]["state"], "failed");
+    assert!(thrown["upgrade"]["message"].as_str().unwrap().contains("keep_originals"), "{thrown}");
+}

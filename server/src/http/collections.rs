@@ -21,6 +21,8 @@ pub struct CreateBody {
     pub model: Option<PathBuf>,
     /// Path of a snapshot on the server; the collection is restored from it.
     pub snapshot: Option<PathBuf>,
+    /// Keep uploaded files to re-embed them later (default: the server's setting).
+    pub keep_originals: Option<bool>,
 }
 
 /// `GET /collections`
@@ -45,7 +47,7 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
                 })
             }
         };
-        collections.create(&b.name, source)
+        collections.create(&b.name, source, b.keep_originals)
     })
     .await
     .map_err(|_| Error::Unavailable)??;

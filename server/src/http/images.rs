@@ -145,6 +145,7 @@ pub async fn add(
                     content_hash: None,
                     vector: i.vector,
                     thumbnail: None,
+                    original: None,
                 })
                 .collect()
         }
@@ -182,6 +183,7 @@ async fn embed_all(col: &Collection, pending: Vec<Pending>, embed_ms: &mut f64) 
             content_hash: Some(contract::sha256_hex(&p.bytes)),
             vector: e.vector,
             thumbnail: e.thumbnail,
+            original: col.keep_originals.then(|| p.bytes.to_vec()),
         })
         .collect())
 }

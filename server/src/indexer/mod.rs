@@ -228,6 +228,8 @@ pub fn index_folder(
                     content_hash: Some(item.record.content_hash.clone()),
                     vector,
                     thumbnail: Some(thumb),
+                    // The file itself stays where it is, recorded in `source.path`.
+                    original: None,
                 });
                 change.set_paths.push((item.source.abs, item.record));
             }
