@@ -38,20 +38,7 @@ fn index_search_delete_restart_search() {
     let index = dir.path().join("index");
 
     // Batch indexing job, then again: the second run skips every file.
-    let run_index = || {
-        let out = std::process::Command::new(common::binary())
-            .args(["index", "--batch-size", "5", "--model"])
-            .arg(&model)
-            .arg("--images")
-            .arg(&images)
-            .arg("--index")
-            .arg(&index)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "{log}");
-        log
-    };
+    let run_index = || common::run_index(&model, &images, &index, &["--batch-size", "5"]);
     let first = run_index();
     assert!(first.contains("indexed=12") && first.contains("skipped=0"), "{first}");
     let second = run_index();

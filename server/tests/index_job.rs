@@ -7,30 +7,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use common::{client, png, tiny_model, ServerProc, DIM};
+use common::{client, index_cmd, png, run_index, tiny_model, ServerProc, DIM};
 use serde_json::Value;
 use server::indexer::{content_id, path_id};
 use server::store::{NewRecord, Record, Store};
 
 /// One item as the job stored it: relative path, absolute source path, content hash.
 type Item = (String, String, String);
-
-fn index_cmd(model: &Path, images: &Path, index: &Path, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(common::binary());
-    cmd.args(["index", "--model"]).arg(model).arg("--images").arg(images).arg("--index").arg(index).args(extra);
-    cmd
-}
-
-/// Runs the job to completion and returns its log.
-fn run_index(model: &Path, images: &Path, index: &Path, extra: &[&str]) -> String {
-    let out = index_cmd(model, images, index, extra).output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{log}");
-    log
-}
 
 /// A count from the final `indexing done` line, e.g. `count(log, "skipped")`.
 fn count(log: &str, key: &str) -> usize {

@@ -37,20 +37,7 @@ fn upgrade_under_search_load_with_zero_failed_queries() {
         std::fs::write(images.join(format!("img{i:02}.png")), png(i, 48, 36)).unwrap();
     }
     let index = dir.path().join("index");
-    let run_index = || {
-        let out = std::process::Command::new(common::binary())
-            .args(["index", "--model"])
-            .arg(&old_model)
-            .arg("--images")
-            .arg(&images)
-            .arg("--index")
-            .arg(&index)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "{log}");
-        log
-    };
+    let run_index = || common::run_index(&old_model, &images, &index, &[]);
     run_index();
     let srv = ServerProc::start(&old_model, &index, &[("STML_SERVER_API_KEY", KEY)]);
     let http = client();

@@ -160,6 +160,21 @@ impl Drop for ServerProc {
     }
 }
 
+/// `server index --model MODEL --images IMAGES --index INDEX EXTRA...`, not yet run.
+pub fn index_cmd(model: &Path, images: &Path, index: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.args(["index", "--model"]).arg(model).arg("--images").arg(images).arg("--index").arg(index).args(extra);
+    cmd
+}
+
+/// Runs the index job to completion, asserting success, and returns its log.
+pub fn run_index(model: &Path, images: &Path, index: &Path, extra: &[&str]) -> String {
+    let out = index_cmd(model, images, index, extra).output().expect("run server index");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{log}");
+    log
+}
+
 /// A blocking HTTP client with a generous timeout.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
