@@ -125,6 +125,8 @@ pub struct Collections {
     changing: Mutex<()>,
     /// The last upgrade of each collection, running or ended.
     upgrades: Mutex<BTreeMap<String, upgrade::Status>>,
+    /// Upgrades built and waiting for `swap` or `discard`.
+    pending: Mutex<BTreeMap<String, upgrade::Built>>,
 }
 
 impl Collections {
@@ -137,6 +139,7 @@ impl Collections {
             map: RwLock::new(BTreeMap::new()),
             changing: Mutex::new(()),
             upgrades: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
         };
         let s = this.settings.clone();
         this.add(this.open_one(DEFAULT, Origin::Default, &s.model, &s.index_dir, s.keep_originals)?);
@@ -324,7 +327,7 @@ impl Collections {
         let Ok(c) = self.get(name) else {
             return Ok(false);
         };
-        if matches!(self.upgrade_status(name), Some(upgrade::Status::Running { .. })) {
+        if matches!(self.upgrade_status(name), Some(upgrade::Status::Running { .. } | upgrade::Status::Ready { .. })) {
             return Err(Error::Upgrading);
         }
         match c.origin {
@@ -366,7 +369,7 @@ impl Collections {
         }
         {
             let mut ups = self.upgrades.lock().unwrap_or_else(|p| p.into_inner());
-            if matches!(ups.get(name), Some(upgrade::Status::Running { .. })) {
+            if matches!(ups.get(name), Some(upgrade::Status::Running { .. } | upgrade::Status::Ready { .. })) {
                 return Err(Error::Upgrading);
             }
             ups.insert(name.to_string(), upgrade::Status::Running { done: 0, total: old.gallery.stats().images });
@@ -377,8 +380,13 @@ impl Collections {
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let status = match this.upgrade(&old, &req, &name) {
-                Ok((items, skipped, model)) => {
-                    upgrade::Status::Done { items, skipped, model, seconds: started.elapsed().as_secs_f64() }
+                Ok((items, skipped, model, summary)) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    if req.swap {
+                        upgrade::Status::Done { items, skipped, model, seconds, summary }
+                    } else {
+                        upgrade::Status::Ready { items, skipped, model, seconds, summary }
+                    }
                 }
                 Err(e) => {
                     old.gallery.freeze(false);
@@ -391,7 +399,12 @@ impl Collections {
         Ok(())
     }
 
-    fn upgrade(&self, old: &Collection, req: &upgrade::Request, name: &str) -> Result<(usize, usize, PathBuf)> {
+    fn upgrade(
+        &self,
+        old: &Collection,
+        req: &upgrade::Request,
+        name: &str,
+    ) -> Result<(usize, usize, PathBuf, upgrade::Summary)> {
         let mut progress = |done: usize, total: usize| {
             self.upgrades
                 .lock()
@@ -399,6 +412,55 @@ impl Collections {
                 .insert(name.to_string(), upgrade::Status::Running { done, total });
         };
         let built = upgrade::build(&self.settings, &old.index_dir, &old.gallery, req, &mut progress)?;
+        let summary = match upgrade::judge(&old.gallery, &built) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&built.dir);
+                return Err(e);
+            }
+        };
+        let out = (built.items, built.skipped, built.model.path().to_path_buf(), summary);
+        if req.swap {
+            self.swap_in(old, built)?;
+        } else {
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), built);
+        }
+        Ok(out)
+    }
+
+    /// Swaps a ready upgrade of `name` in.
+    pub fn swap(&self, name: &str) -> Result<()> {
+        let old = self.get(name)?;
+        let built = self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(name).ok_or_else(|| {
+            Error::BadRequest(format!("collection `{name}` has no upgrade waiting; start one with \"swap\": false"))
+        })?;
+        self.swap_in(&old, built)?;
+        let mut ups = self.upgrades.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(upgrade::Status::Ready { items, skipped, model, seconds, summary }) = ups.remove(name) {
+            ups.insert(name.to_string(), upgrade::Status::Done { items, skipped, model, seconds, summary });
+        }
+        Ok(())
+    }
+
+    /// Throws a ready upgrade of `name` away; the collection takes changes again.
+    pub fn discard(&self, name: &str) -> Result<()> {
+        let old = self.get(name)?;
+        let built = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| Error::BadRequest(format!("collection `{name}` has no upgrade waiting to discard")))?;
+        let dir = built.dir.clone();
+        drop(built);
+        std::fs::remove_dir_all(&dir).map_err(Error::io(&dir))?;
+        old.gallery.freeze(false);
+        self.upgrades.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), upgrade::Status::Discarded);
+        Ok(())
+    }
+
+    fn swap_in(&self, old: &Collection, built: upgrade::Built) -> Result<()> {
+        let name = old.name.as_str();
         let _c = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         upgrade::activate(&old.index_dir, &built, &old.live_dir)?;
         let s = &self.settings;
@@ -414,7 +476,7 @@ impl Collections {
         };
         self.add(fresh);
         tracing::info!(collection = name, items = built.items, skipped = built.skipped, model = %built.model.path().display(), "swapped in the upgraded index");
-        Ok((built.items, built.skipped, built.model.path().to_path_buf()))
+        Ok(())
     }
 
     /// The last upgrade of `name`, if any.

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod collections;
+pub mod compare;
 pub mod embed;
 pub mod error;
 pub mod filter;

@@ -47,13 +47,49 @@ pub fn resolve(home: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
     }
 }
 
+/// The comparison files written into a built version folder.
+pub const REPORT_JSON: &str = "compare.json";
+pub const REPORT_PNG: &str = "compare.png";
+
 /// Where an upgrade stands.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum Status {
-    Running { done: usize, total: usize },
-    Done { items: usize, skipped: usize, model: PathBuf, seconds: f64 },
-    Failed { message: String },
+    Running {
+        done: usize,
+        total: usize,
+    },
+    /// Built and compared, waiting for `swap` or `discard`.
+    Ready {
+        items: usize,
+        skipped: usize,
+        model: PathBuf,
+        seconds: f64,
+        summary: Summary,
+    },
+    Done {
+        items: usize,
+        skipped: usize,
+        model: PathBuf,
+        seconds: f64,
+        summary: Summary,
+    },
+    Discarded,
+    Failed {
+        message: String,
+    },
+}
+
+/// The headline figures of the comparison (the page has the rest).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub mean_overlap: f64,
+    pub top1_changed: usize,
+    pub queries: usize,
+    pub recall: Option<(crate::compare::Recall, crate::compare::Recall)>,
+    /// Where the comparison files are.
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 /// How to upgrade.
@@ -62,6 +98,25 @@ pub struct Request {
     pub model: PathBuf,
     /// Leave out items whose source is missing or unreadable (reported), instead of failing.
     pub skip_unreadable: bool,
+    /// Swap as soon as it is built; `false` stops at `ready` for a look at the comparison.
+    pub swap: bool,
+}
+
+/// Compares the built version with the live one and writes the report and picture into
+/// the version folder.
+pub fn judge(old: &Gallery, built: &Built) -> Result<Summary> {
+    let report = crate::compare::compare(old, &built.gallery)?;
+    let png = crate::compare::picture(&report, old, &built.gallery)?;
+    std::fs::write(built.dir.join(REPORT_PNG), png).map_err(Error::io(built.dir.join(REPORT_PNG)))?;
+    let json = serde_json::to_vec_pretty(&report).expect("reports serialise");
+    std::fs::write(built.dir.join(REPORT_JSON), json).map_err(Error::io(built.dir.join(REPORT_JSON)))?;
+    Ok(Summary {
+        mean_overlap: report.mean_overlap,
+        top1_changed: report.top1_changed,
+        queries: report.queries,
+        recall: report.recall,
+        dir: built.dir.clone(),
+    })
 }
 
 /// What was built: the new live folder, its model and gallery.

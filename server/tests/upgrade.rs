@@ -219,3 +219,80 @@ fn uploads_kept_as_originals_can_be_re_embedded() {
     assert_eq!(thrown["upgrade"]["state"], "failed");
     assert!(thrown["upgrade"]["message"].as_str().unwrap().contains("keep_originals"), "{thrown}");
 }
+
+#[test]
+fn judge_before_the_swap_then_discard_or_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_model = tiny_model(dir.path());
+    let new_model = tiny_model_with(dir.path(), "new.onnx", 16, 21, "new");
+    let srv = ServerProc::start(&old_model, &dir.path().join("index"), &[("STML_SERVER_API_KEY", KEY)]);
+    let http = client();
+    let body = json!({ "name": "pets", "model": old_model, "keep_originals": true });
+    assert_eq!(http.post(srv.url("/collections")).bearer_auth(KEY).json(&body).send().unwrap().status(), 201);
+    for i in 0..24u64 {
+        let label = ["cat", "dog", "fish"][i as usize % 3];
+        let meta = format!("%7B%22label%22%3A%22{label}%22%7D");
+        let res = http
+            .post(srv.url(&format!("/collections/pets/images?id=p{i:02}&metadata={meta}")))
+            .bearer_auth(KEY)
+            .header("Content-Type", "image/png")
+            .body(png(200 + i, 40, 30))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let start = || {
+        let res = http
+            .post(srv.url("/collections/pets/upgrade"))
+            .bearer_auth(KEY)
+            .json(&json!({ "model": new_model, "swap": false }))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 202, "{}", res.text().unwrap());
+        wait_done(&http, &srv, "pets")
+    };
+    let ready = start();
+    assert_eq!(ready["upgrade"]["state"], "ready", "{ready}");
+    let summary = &ready["upgrade"]["summary"];
+    let overlap = summary["mean_overlap"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&overlap), "{summary}");
+    assert_eq!(summary["queries"], 24);
+    let recall = summary["recall"].as_array().expect("labels give Recall@K of both models");
+    assert!(recall[0]["r1"].as_f64().unwrap() >= 0.0 && recall[1]["rk"].as_f64().unwrap() <= 1.0);
+    // The page and the picture.
+    let page = http.get(srv.url("/collections/pets/upgrade/report")).send().unwrap().text().unwrap();
+    assert!(page.contains("24 sampled images") && page.contains("Recall@1") && page.contains("report.png"), "{page}");
+    let png_bytes = http.get(srv.url("/collections/pets/upgrade/report.png")).send().unwrap().bytes().unwrap();
+    let picture = image::load_from_memory(&png_bytes).expect("a PNG");
+    assert!(picture.width() > 500 && picture.height() > 300, "{}x{}", picture.width(), picture.height());
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("upgrade_compare.png"), &png_bytes).unwrap();
+    // Still the old model, and no changes while it waits.
+    let stats: Value = http.get(srv.url("/collections/pets/stats")).send().unwrap().json().unwrap();
+    assert_eq!(stats["index"]["dim"].as_u64(), Some(DIM as u64));
+    let w = http
+        .patch(srv.url("/collections/pets/images/p00"))
+        .bearer_auth(KEY)
+        .json(&json!({ "metadata": { "x": 1 } }))
+        .send()
+        .unwrap();
+    assert_eq!(w.status(), 409);
+    // Discard: the old model stays, changes are taken again.
+    let res = http.delete(srv.url("/collections/pets/upgrade")).bearer_auth(KEY).send().unwrap();
+    assert_eq!(res.status(), 200);
+    let w = http
+        .patch(srv.url("/collections/pets/images/p00"))
+        .bearer_auth(KEY)
+        .json(&json!({ "metadata": { "x": 1 } }))
+        .send()
+        .unwrap();
+    assert_eq!(w.status(), 200);
+    assert_eq!(http.post(srv.url("/collections/pets/upgrade/swap")).bearer_auth(KEY).send().unwrap().status(), 400);
+    // Again, and swap.
+    assert_eq!(start()["upgrade"]["state"], "ready");
+    let res = http.post(srv.url("/collections/pets/upgrade/swap")).bearer_auth(KEY).send().unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().unwrap());
+    let stats: Value = http.get(srv.url("/collections/pets/stats")).send().unwrap().json().unwrap();
+    assert_eq!((stats["index"]["dim"].as_u64(), stats["index"]["images"].as_u64()), (Some(16), Some(24)));
+    let done: Value = http.get(srv.url("/collections/pets/upgrade")).send().unwrap().json().unwrap();
+    assert_eq!(done["upgrade"]["state"], "done");
+}

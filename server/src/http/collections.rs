@@ -90,6 +90,15 @@ pub struct UpgradeBody {
     /// Leave out items whose source file is missing or unreadable, instead of failing.
     #[serde(default)]
     pub skip_unreadable: bool,
+    /// Swap as soon as it is built (default); `false` stops at `ready`, to look at the
+    /// comparison first (`GET .../upgrade/report`), then `POST .../upgrade/swap` or
+    /// `DELETE .../upgrade`.
+    #[serde(default = "yes")]
+    pub swap: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `POST /collections/{collection}/upgrade`: starts re-embedding with a new model;
@@ -103,9 +112,10 @@ pub async fn upgrade(
     require_key(&req, state.settings.api_key.as_deref())?;
     let b: UpgradeBody = body::json(&body)?;
     let name = name.into_inner();
-    state
-        .collections
-        .start_upgrade(&name, crate::upgrade::Request { model: b.model, skip_unreadable: b.skip_unreadable })?;
+    state.collections.start_upgrade(
+        &name,
+        crate::upgrade::Request { model: b.model, skip_unreadable: b.skip_unreadable, swap: b.swap },
+    )?;
     let status = state.collections.upgrade_status(&name);
     Ok(HttpResponse::Accepted().json(json!({ "collection": name, "upgrade": status })))
 }
@@ -116,4 +126,54 @@ pub async fn upgrade_status(state: web::Data<AppState>, name: web::Path<String>)
     state.collections.get(&name)?;
     let status = state.collections.upgrade_status(&name);
     Ok(HttpResponse::Ok().json(json!({ "collection": name, "upgrade": status })))
+}
+
+/// `POST /collections/{collection}/upgrade/swap`: swaps a ready upgrade in.
+pub async fn swap(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    require_key(&req, state.settings.api_key.as_deref())?;
+    let name = name.into_inner();
+    let collections = state.collections.clone();
+    let lookup = name.clone();
+    web::block(move || collections.swap(&lookup)).await.map_err(|_| Error::Unavailable)??;
+    Ok(HttpResponse::Ok().json(json!({ "collection": name, "upgrade": state.collections.upgrade_status(&name) })))
+}
+
+/// `DELETE /collections/{collection}/upgrade`: throws a ready upgrade away.
+pub async fn discard(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    require_key(&req, state.settings.api_key.as_deref())?;
+    let name = name.into_inner();
+    let collections = state.collections.clone();
+    let lookup = name.clone();
+    web::block(move || collections.discard(&lookup)).await.map_err(|_| Error::Unavailable)??;
+    Ok(HttpResponse::Ok().json(json!({ "collection": name, "upgrade": state.collections.upgrade_status(&name) })))
+}
+
+/// The folder of the last upgrade's comparison files.
+fn report_dir(state: &AppState, name: &str) -> Result<PathBuf> {
+    state.collections.get(name)?;
+    match state.collections.upgrade_status(name) {
+        Some(crate::upgrade::Status::Ready { summary, .. } | crate::upgrade::Status::Done { summary, .. }) => {
+            Ok(summary.dir)
+        }
+        _ => Err(Error::BadRequest(format!("collection `{name}` has no built upgrade to compare; start one first"))),
+    }
+}
+
+/// `GET /collections/{collection}/upgrade/report`: the comparison page.
+pub async fn report(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let dir = report_dir(&state, &name)?;
+    let path = dir.join(crate::upgrade::REPORT_JSON);
+    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+    let report: crate::compare::Report =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Store { path: path.clone(), reason: e.to_string() })?;
+    let page = crate::compare::page(&name, &report, &format!("/collections/{name}/upgrade/report.png"));
+    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page))
+}
+
+/// `GET /collections/{collection}/upgrade/report.png`: the comparison picture.
+pub async fn report_png(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let dir = report_dir(&state, &name)?;
+    let path = dir.join(crate::upgrade::REPORT_PNG);
+    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+    Ok(HttpResponse::Ok().content_type("image/png").body(bytes))
 }

@@ -133,7 +133,8 @@ fn base_document() -> Value {
                     "index": { "type": "object", "description": "Images, graph points, tombstones, dimension, distance" } } },
                 "Upgrade": { "type": "object", "properties": { "collection": { "type": "string" },
                     "upgrade": { "type": "object", "nullable": true, "properties": {
-                        "state": { "type": "string", "enum": ["running", "done", "failed"] },
+                        "state": { "type": "string", "enum": ["running", "ready", "done", "discarded", "failed"] },
+                        "summary": { "type": "object", "description": "mean_overlap (share of the K nearest both models agree on), top1_changed, queries, recall (old, new) with labels" },
                         "done": { "type": "integer" }, "total": { "type": "integer" }, "items": { "type": "integer" },
                         "skipped": { "type": "integer" }, "model": { "type": "string" }, "message": { "type": "string" } } } } },
                 "VectorItem": { "type": "object", "required": ["vector"], "properties": {
@@ -251,8 +252,25 @@ fn base_document() -> Value {
                     "responses": { "202": json_response("Started", schema("Upgrade")), "400": error_response("Bad model"),
                         "401": error_response("Missing or wrong API key"), "404": error_response("Unknown collection"),
                         "409": error_response("An upgrade is already running") } },
-                "get": { "summary": "The last upgrade's state: running (done of total), done or failed", "parameters": [ collection_name_up ],
-                    "responses": { "200": json_response("The state", schema("Upgrade")), "404": error_response("Unknown collection") } } },
+                "get": { "summary": "The last upgrade's state: running (done of total), ready (built and compared, waiting), done, discarded or failed", "parameters": [ collection_name_up.clone() ],
+                    "responses": { "200": json_response("The state", schema("Upgrade")), "404": error_response("Unknown collection") } },
+                "delete": { "summary": "Throw a ready upgrade away; the collection takes changes again", "security": key.clone(),
+                    "parameters": [ collection_name_up.clone() ],
+                    "responses": { "200": json_response("Discarded", schema("Upgrade")), "400": error_response("No upgrade waiting"),
+                        "401": error_response("Missing or wrong API key") } } },
+            "/collections/{collection}/upgrade/swap": { "post": {
+                "summary": "Swap a ready upgrade in (one started with \"swap\": false)", "security": key.clone(),
+                "parameters": [ collection_name_up.clone() ],
+                "responses": { "200": json_response("Swapped", schema("Upgrade")), "400": error_response("No upgrade waiting"),
+                    "401": error_response("Missing or wrong API key") } } },
+            "/collections/{collection}/upgrade/report": { "get": {
+                "summary": "Judge before you swap: the old and new model's neighbours for a sample of the collection's images (how much they changed; with labels, Recall@K of both), as a page",
+                "parameters": [ collection_name_up.clone() ],
+                "responses": { "200": { "description": "HTML", "content": { "text/html": {} } }, "400": error_response("No built upgrade") } } },
+            "/collections/{collection}/upgrade/report.png": { "get": {
+                "summary": "The comparison picture: per row an image, its old neighbours, its new ones (new ones framed)",
+                "parameters": [ collection_name_up ],
+                "responses": { "200": { "description": "PNG", "content": { "image/png": {} } }, "400": error_response("No built upgrade") } } },
             "/": { "get": { "summary": "The search page", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/docs": { "get": { "summary": "This API reference, browsable", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },
