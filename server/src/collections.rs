@@ -116,6 +116,24 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where the collection `name` of a server with `settings` lives and its configured model,
+/// without opening it (for `server index --collection`).
+pub fn locate(settings: &Settings, name: &str) -> Result<(PathBuf, PathBuf)> {
+    validate_name(name)?;
+    if name == DEFAULT {
+        return Ok((settings.index_dir.clone(), settings.model.clone()));
+    }
+    if let Some(c) = settings.collections.get(name) {
+        let dir = c.index_dir.clone().unwrap_or_else(|| settings.collections_dir().join(name));
+        return Ok((dir, c.model.clone()));
+    }
+    let dir = settings.collections_dir().join(name);
+    if dir.join(MARKER).is_file() {
+        return Ok((dir.clone(), dir.join(MODEL_FILE)));
+    }
+    Err(Error::CollectionNotFound { name: name.to_string() })
+}
+
 /// Every collection of a server.
 pub struct Collections {
     settings: Arc<Settings>,

@@ -70,6 +70,11 @@ struct IndexArgs {
     /// Record each image's folder name as its `label` (filter with `label:NAME`).
     #[arg(long)]
     label_from_folder: bool,
+    /// Index into this collection of the server's settings (declared in the config file
+    /// or created through the API) instead of --index / --model. Stop the server first:
+    /// an index is open in one process at a time.
+    #[arg(long, conflicts_with_all = ["index", "model"])]
+    collection: Option<String>,
 }
 
 #[derive(Args)]
@@ -144,7 +149,10 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn index_command(args: IndexArgs) -> anyhow::Result<()> {
-    let s = settings(&args.common)?;
+    let mut s = settings(&args.common)?;
+    if let Some(name) = &args.collection {
+        (s.index_dir, s.model) = server::collections::locate(&s, name)?;
+    }
     anyhow::ensure!(
         args.images.is_dir(),
         "--images {} is not a folder; pass the folder of images to index",

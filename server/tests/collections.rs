@@ -110,11 +110,33 @@ fn collections_side_by_side_created_declared_dropped() {
         assert_eq!(res.status(), 400, "{name}");
     }
 
-    // A restart reopens the API-created collection with its images.
+    // While the server is stopped, `server index --collection` fills a collection by name;
+    // a restart reopens the API-created collection with its images.
     srv.stop();
+    let folder = dir.path().join("more");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..3u64 {
+        std::fs::write(folder.join(format!("m{i}.png")), png(50 + i, 48, 36)).unwrap();
+    }
+    let out = std::process::Command::new(common::binary())
+        .args(["index", "--collection", "wide", "--images"])
+        .arg(&folder)
+        .env("STML_SERVER_INDEX_DIR", &index)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(common::binary())
+        .args(["index", "--collection", "nope", "--images"])
+        .arg(&folder)
+        .env("STML_SERVER_INDEX_DIR", &index)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no collection `nope`"));
     let srv = start();
     let w2 = search(&http, &srv.url("/collections/wide/search"), 5);
-    assert_eq!(w2["hits"], w["hits"]);
+    assert_eq!(w2["hits"][0], w["hits"][0], "the API-added images are still there");
+    let stats: Value = http.get(srv.url("/collections/wide/stats")).send().unwrap().json().unwrap();
+    assert_eq!(stats["index"]["images"], 4 + 3, "the index job added to the collection");
 
     // Dropping needs the key, removes the routes and the files.
     assert_eq!(http.delete(srv.url("/collections/wide")).send().unwrap().status(), 401);
