@@ -17,6 +17,9 @@ pub enum ContractError {
     )]
     ImageTooLarge { name: String, width: u32, height: u32, pixels: u64, limit: u64 },
 
+    #[error("{path}: {reason}")]
+    Stored { path: PathBuf, reason: String },
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

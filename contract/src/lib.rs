@@ -7,6 +7,8 @@
 //! - [`distance`]: how two embeddings are compared;
 //! - [`images`]: which files in a folder are images (one extension list, one walk);
 //! - [`decode`]: decoding bytes or a file into pixels, with decompression-bomb limits;
+//! - [`stored`]: the files a server stores a collection in (index folder, version folder,
+//!   snapshot), and [`stored::StoredImages`], the images they hold;
 //! - [`hash`] and [`progress`]: content hashes and progress bars, written one way.
 //!
 //! The crate is plain Rust: the server depends on it and not on `models` (graphs, export,
@@ -20,6 +22,7 @@ pub mod images;
 pub mod manifest;
 pub mod preprocess;
 pub mod progress;
+pub mod stored;
 
 pub use decode::{decode_bytes, decode_file, DecodeLimits};
 pub use distance::Distance;

@@ -109,6 +109,7 @@ impl From<contract::ContractError> for Error {
             }
             contract::ContractError::NotAnImage { reason, .. } => Error::NotAnImage { reason },
             contract::ContractError::Manifest { reason } => Error::Model { path: PathBuf::new(), reason },
+            contract::ContractError::Stored { path, reason } => Error::Store { path, reason },
         }
     }
 }

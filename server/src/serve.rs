@@ -94,6 +94,11 @@ pub fn start(settings: Settings) -> Result<Running> {
 }
 
 impl Running {
+    /// A handle to stop the server from elsewhere (as SIGTERM does).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until SIGINT/SIGTERM, then dumps the HNSW graphs for a fast restart.
     pub async fn wait(self) -> Result<()> {
         let served = self.server.await;

@@ -10,7 +10,8 @@
 //! Items and path records are read in one read transaction, so a snapshot taken while
 //! images are being added holds the collection as it was at one moment: every insert that
 //! was acknowledged before it began, none half. The file is written beside its final
-//! name and renamed into place.
+//! name and renamed into place. The layout is [`contract::stored::snapshot`]'s, where
+//! `trainer fit --from-index` reads it too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ use crate::gallery::{Gallery, GalleryChange, NewImage};
 use crate::store::{IndexSpec, PathRecord, Store, StoredItem};
 use crate::{Error, Result};
 
-/// The snapshot layout this server writes and reads.
-pub const FORMAT: u32 = 1;
+pub use contract::stored::snapshot::FORMAT;
+use contract::stored::snapshot::{Item, HEADER, ITEMS, MODEL, PATHS};
+
 /// Items per transaction when restoring.
 const RESTORE_BATCH: usize = 1024;
 
@@ -37,19 +39,6 @@ pub struct Header {
     pub paths: usize,
     /// RFC 3339 time the snapshot was taken.
     pub created: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Item {
-    id: String,
-    metadata: serde_json::Value,
-    content_hash: Option<String>,
-    vector: Vec<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    thumbnail: Option<String>,
-    /// The kept original file, base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    original: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,7 +73,7 @@ fn write_to(store: &Store, spec: &IndexSpec, name: &str, model: &Path, tmp: &Pat
     }
     // The items go to temporary files first: tar needs each entry's size up front.
     let scratch = tempfile::tempdir_in(tmp.parent().unwrap_or(Path::new("."))).map_err(Error::io(tmp))?;
-    let (items_path, paths_path) = (scratch.path().join("items.jsonl"), scratch.path().join("paths.jsonl"));
+    let (items_path, paths_path) = (scratch.path().join(ITEMS), scratch.path().join(PATHS));
     let mut items = std::io::BufWriter::new(std::fs::File::create(&items_path).map_err(Error::io(&items_path))?);
     let mut paths = std::io::BufWriter::new(std::fs::File::create(&paths_path).map_err(Error::io(&paths_path))?);
     let (mut n_items, mut n_paths) = (0usize, 0usize);
@@ -130,10 +119,10 @@ fn write_to(store: &Store, spec: &IndexSpec, name: &str, model: &Path, tmp: &Pat
     h.set_mode(0o644);
     h.set_cksum();
     let io = |e: std::io::Error| Error::Io { path: tmp.to_path_buf(), source: e };
-    tar.append_data(&mut h, "snapshot.json", json.as_slice()).map_err(io)?;
-    tar.append_path_with_name(model, "model.onnx").map_err(io)?;
-    tar.append_path_with_name(&items_path, "items.jsonl").map_err(io)?;
-    tar.append_path_with_name(&paths_path, "paths.jsonl").map_err(io)?;
+    tar.append_data(&mut h, HEADER, json.as_slice()).map_err(io)?;
+    tar.append_path_with_name(model, MODEL).map_err(io)?;
+    tar.append_path_with_name(&items_path, ITEMS).map_err(io)?;
+    tar.append_path_with_name(&paths_path, PATHS).map_err(io)?;
     let mut inner = tar.into_inner().map_err(io)?;
     inner.flush().map_err(io)?;
     inner.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
@@ -148,12 +137,12 @@ pub fn unpack(file: &Path, dir: &Path, hnsw: &crate::index::HnswParams) -> Resul
     let mut archive = tar::Archive::new(BufReader::new(f));
     let mut header: Option<Header> = None;
     let scratch = tempfile::tempdir_in(dir).map_err(Error::io(dir))?;
-    let model = dir.join("model.onnx");
+    let model = dir.join(MODEL);
     for entry in archive.entries().map_err(|e| bad(file, format!("not a tar archive: {e}")))? {
         let mut entry = entry.map_err(|e| bad(file, format!("damaged archive: {e}")))?;
         let name = entry.path().map_err(|e| bad(file, e.to_string()))?.to_string_lossy().into_owned();
         let target = match name.as_str() {
-            "snapshot.json" => {
+            HEADER => {
                 let mut text = String::new();
                 entry.read_to_string(&mut text).map_err(|e| bad(file, e.to_string()))?;
                 let h: Header = serde_json::from_str(&text).map_err(|e| bad(file, format!("snapshot.json: {e}")))?;
@@ -163,15 +152,15 @@ pub fn unpack(file: &Path, dir: &Path, hnsw: &crate::index::HnswParams) -> Resul
                 header = Some(h);
                 continue;
             }
-            "model.onnx" => model.clone(),
-            "items.jsonl" | "paths.jsonl" => scratch.path().join(&name),
+            MODEL => model.clone(),
+            ITEMS | PATHS => scratch.path().join(&name),
             other => return Err(bad(file, format!("unexpected entry `{other}`; this is not a snapshot"))),
         };
         let mut out = std::fs::File::create(&target).map_err(Error::io(&target))?;
         std::io::copy(&mut entry, &mut out).map_err(Error::io(&target))?;
     }
     let header = header.ok_or_else(|| bad(file, "no snapshot.json; this is not a snapshot"))?;
-    for needed in [&model, &scratch.path().join("items.jsonl"), &scratch.path().join("paths.jsonl")] {
+    for needed in [&model, &scratch.path().join(ITEMS), &scratch.path().join(PATHS)] {
         if !needed.is_file() {
             return Err(bad(file, format!("it lacks {}", needed.file_name().unwrap_or_default().to_string_lossy())));
         }
@@ -180,8 +169,7 @@ pub fn unpack(file: &Path, dir: &Path, hnsw: &crate::index::HnswParams) -> Resul
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut change = GalleryChange::default();
     let mut restored = 0usize;
-    let lines =
-        BufReader::new(std::fs::File::open(scratch.path().join("items.jsonl")).map_err(Error::io(file))?).lines();
+    let lines = BufReader::new(std::fs::File::open(scratch.path().join(ITEMS)).map_err(Error::io(file))?).lines();
     for (i, line) in lines.enumerate() {
         let line = line.map_err(|e| bad(file, e.to_string()))?;
         let item: Item =
@@ -203,8 +191,7 @@ pub fn unpack(file: &Path, dir: &Path, hnsw: &crate::index::HnswParams) -> Resul
             gallery.apply(std::mem::take(&mut change))?;
         }
     }
-    let lines =
-        BufReader::new(std::fs::File::open(scratch.path().join("paths.jsonl")).map_err(Error::io(file))?).lines();
+    let lines = BufReader::new(std::fs::File::open(scratch.path().join(PATHS)).map_err(Error::io(file))?).lines();
     for (i, line) in lines.enumerate() {
         let line = line.map_err(|e| bad(file, e.to_string()))?;
         let p: PathLine =

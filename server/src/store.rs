@@ -1,49 +1,23 @@
 //! The durable side of an index: ids, metadata, vectors, content hashes and thumbnails in
 //! an embedded redb database, plus the indexing job's per-path records (source file ->
 //! item, size, mtime, content hash). Every write is one transaction committed (fsync)
-//! before it returns, so an acknowledged insert survives kill -9.
+//! before it returns, so an acknowledged insert survives kill -9. The tables themselves
+//! are defined in [`contract::stored`], where the trainer reads them too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::index::GraphFiles;
 use crate::{Error, Result};
 
-/// File name of the database inside the index directory.
-pub const DB_FILE: &str = "images.redb";
-
-/// slot -> JSON [`Record`].
-const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
-/// slot -> little-endian f32 vector.
-const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("vectors");
-/// slot -> JPEG thumbnail.
-const THUMBNAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("thumbnails");
-/// slot -> the uploaded file as sent, for collections that keep originals.
-const ORIGINALS: TableDefinition<u64, &[u8]> = TableDefinition::new("originals");
-/// id -> slot.
-const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
-/// content hash -> slot.
-const HASHES: TableDefinition<&str, u64> = TableDefinition::new("hashes");
-/// Source file path (see [`path_key`]) -> JSON [`PathRecord`], written by `server index`.
-const PATHS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("paths");
-/// Small JSON values: the index spec, the slot counter, the graph dump.
-const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
-
-const META_FORMAT: &str = "format";
-const META_SPEC: &str = "spec";
-const META_NEXT_SLOT: &str = "next_slot";
-const META_GRAPH: &str = "graph";
-
-/// The database layout this server writes. 1: ids, records, vectors, thumbnails, hashes
-/// (before `server index` kept per-path records; such an index has no `format` key);
-/// 2: plus the `paths` table; 3: plus the `originals` table. Opening an older index
-/// migrates it (the new tables start empty, and `server index` replaces the old
-/// content-id items when it meets their files); a newer format is refused, never misread
-/// (a format-2 server would not delete the originals of deleted items).
-pub const FORMAT: u32 = 3;
+use contract::stored::tables::{
+    HASHES, IDS, META, META_FORMAT, META_GRAPH, META_NEXT_SLOT, META_SPEC, ORIGINALS, PATHS, RECORDS, THUMBNAILS,
+    VECTORS,
+};
+pub use contract::stored::{Record, DB_FILE, FORMAT};
 
 /// What every vector in an index must agree on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,14 +45,6 @@ impl IndexSpec {
     pub fn legacy_model(m: &contract::Manifest) -> String {
         format!("{} run={} created={}", m.arch, m.provenance.run_id, m.provenance.created)
     }
-}
-
-/// What is stored about one image besides its vector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub id: String,
-    pub metadata: serde_json::Value,
-    pub content_hash: Option<String>,
 }
 
 /// One image to store.
@@ -208,7 +174,10 @@ fn decode_vector(b: &[u8]) -> Vec<f32> {
 }
 
 impl Store {
-    /// Opens (creating when absent) the database in `dir`.
+    /// Opens (creating when absent) the database in `dir`. An index of an older
+    /// [`FORMAT`] is migrated (the new tables start empty, and `server index` replaces the
+    /// old content-id items when it meets their files); a newer one is refused, never
+    /// misread (a format-2 server would not delete the originals of deleted items).
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let path = dir.join(DB_FILE);

@@ -21,30 +21,19 @@ use crate::serve;
 use crate::settings::Settings;
 use crate::store::{PathRecord, Record, DB_FILE};
 use crate::{Error, Result};
+use contract::stored::Source;
 
-/// The file in a collection's home that names its live version folder.
-pub const ACTIVE: &str = "ACTIVE";
-/// The model copy inside a version folder.
-pub const VERSION_MODEL: &str = "model.onnx";
+pub use contract::stored::{ACTIVE, VERSION_MODEL};
+
 /// Items re-embedded per inference call and per transaction.
 const BATCH: usize = 32;
 
 /// Where a collection's live index is, and which model it needs when an upgrade chose it
 /// (`None`: the configured one).
 pub fn resolve(home: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
-    let pointer = home.join(ACTIVE);
-    match std::fs::read_to_string(&pointer) {
-        Ok(text) => {
-            let name = text.trim();
-            if name.is_empty() || name.contains('/') || name.starts_with('.') {
-                return Err(Error::Store { path: pointer, reason: format!("`{name}` is not a version folder name") });
-            }
-            let dir = home.join(name);
-            Ok((dir.clone(), Some(dir.join(VERSION_MODEL))))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((home.to_path_buf(), None)),
-        Err(e) => Err(Error::Io { path: pointer, source: e }),
-    }
+    let dir = contract::stored::live_index_dir(home)?;
+    let model = (dir != home).then(|| dir.join(VERSION_MODEL));
+    Ok((dir, model))
 }
 
 /// The comparison files written into a built version folder.
@@ -128,15 +117,6 @@ pub struct Built {
     pub skipped: usize,
 }
 
-/// Where an item's image is to be read again from.
-enum Source {
-    /// The original the collection kept.
-    Kept,
-    /// The file `server index` read it from.
-    File(PathBuf),
-    None,
-}
-
 /// One item to re-embed.
 struct Item {
     record: Record,
@@ -177,11 +157,7 @@ fn build_in(
     let mut paths: Vec<(PathBuf, PathRecord)> = Vec::new();
     old.visit_all(
         &mut |stored| {
-            let source = match (&stored.original, stored.record.metadata["source"]["path"].as_str()) {
-                (Some(_), _) => Source::Kept,
-                (None, Some(p)) => Source::File(PathBuf::from(p)),
-                (None, None) => Source::None,
-            };
+            let source = Source::of(stored.original.is_some(), &stored.record.metadata);
             items.push(Item { record: stored.record, source });
             Ok(())
         },

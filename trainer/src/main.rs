@@ -54,8 +54,15 @@ struct WriteImagesArgs {
 struct FitArgs {
     /// Training images: a folder (searched recursively; subfolder names, if any, are not used
     /// for training) or a dataset layout (see --format).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_index")]
     data: Option<PathBuf>,
+    /// Train on the images a server's collection holds: its index folder (`server index
+    /// --index`), its collection folder, or a snapshot file of it (`POST
+    /// /collections/NAME/snapshots`; take one while a server is serving the folder). Kept
+    /// originals are read from the index, other items from the files they were indexed
+    /// from. The same as `--data PATH --format index`.
+    #[arg(long)]
+    from_index: Option<PathBuf>,
     /// Run directory to create (or continue with --resume).
     #[arg(long)]
     out: PathBuf,
@@ -260,7 +267,9 @@ fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainCo
         (Some(b), _) => b,
         (None, Some(p)) => TrainConfig::from_file(p)?,
         (None, None) => {
-            let data = a.data.clone().context("--data is required (a folder of images or a dataset layout)")?;
+            let data = a.data.clone().or_else(|| a.from_index.clone()).context(
+                "--data is required (a folder of images or a dataset layout), or --from-index (a server's collection)",
+            )?;
             TrainConfig::preset(a.preset, data)
         }
     };
@@ -269,6 +278,14 @@ fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainCo
     }
     if let Some(v) = &a.format {
         c.data.format = *v;
+    }
+    if let Some(d) = &a.from_index {
+        anyhow::ensure!(
+            a.format.is_none_or(|f| f == trainer::data::Format::Index),
+            "--from-index reads a server's collection; leave out --format"
+        );
+        c.data.path = d.clone();
+        c.data.format = trainer::data::Format::Index;
     }
     if a.split.is_some() {
         c.data.split = a.split;

@@ -40,6 +40,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
             "input_size": m.preprocess.crop,
             "provider": col.embedder.model().provider(),
             "provenance": m.provenance,
+            "weights_sha256": m.weights_sha256,
         },
         "hnsw": s.hnsw,
         "batch": s.batch,

@@ -24,6 +24,10 @@ pub fn decode(sample: &Sample) -> Result<RgbImage> {
             RgbImage::from_raw(images.cols, images.rows, rgb)
                 .ok_or_else(|| fail("inconsistent IDX image size".into()))?
         }
+        ImageSource::Stored { images, index } => {
+            let bytes = images.original(*index)?;
+            contract::decode_bytes(&bytes, &sample.name, DecodeLimits::default())?.to_rgb8()
+        }
     };
     if img.width() == 0 || img.height() == 0 {
         return Err(fail("the image has no pixels".into()));
@@ -36,6 +40,7 @@ fn describe(sample: &Sample) -> String {
     match &sample.source {
         ImageSource::File(p) => p.display().to_string(),
         ImageSource::Idx { .. } => sample.name.clone(),
+        ImageSource::Stored { images, .. } => format!("{} in {}", sample.name, images.path().display()),
     }
 }
 

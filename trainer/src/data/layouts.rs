@@ -60,6 +60,47 @@ pub(crate) fn labeled(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<Str
     Ok((samples, classes))
 }
 
+/// A server's stored collection ([`contract::stored::StoredImages`]: an index folder, a
+/// collection folder, or a snapshot file): each item's kept original, read on demand, or
+/// else the file it was indexed from. Items with neither are left out, and counted in the
+/// returned number. A `label` in an item's metadata (as `server index --label-from-folder`
+/// records) is its class: sorted names, split like a labelled folder.
+pub(crate) fn index(root: &Path, split: Split) -> Result<(Vec<Sample>, Vec<String>, usize)> {
+    use contract::stored::{Source, StoredImages};
+    let stored = std::sync::Arc::new(StoredImages::open(root)?);
+    let label_of = |m: &serde_json::Value| match &m["label"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let labels: Vec<Option<String>> = stored.images().iter().map(|i| label_of(&i.metadata)).collect();
+    // Labels count only when every item has one; otherwise the collection is unlabelled.
+    let labelled = labels.iter().all(Option::is_some);
+    let mut classes: Vec<String> = if labelled { labels.iter().flatten().cloned().collect() } else { Vec::new() };
+    classes.sort();
+    classes.dedup();
+    let class_of: HashMap<&str, u32> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let train = classes.len().div_ceil(2);
+    let (mut samples, mut sourceless) = (Vec::new(), 0usize);
+    for (i, (item, label)) in stored.images().iter().zip(&labels).enumerate() {
+        let label = label.as_deref().and_then(|l| class_of.get(l).copied());
+        if label.is_some_and(|c| !split.keeps(c as usize, train)) {
+            continue;
+        }
+        let name = item.metadata["path"].as_str().map_or_else(|| item.id.clone(), str::to_string);
+        let source = match &item.source {
+            Source::Kept => ImageSource::Stored { images: stored.clone(), index: i },
+            Source::File(path) => ImageSource::File(path.clone()),
+            Source::None => {
+                sourceless += 1;
+                continue;
+            }
+        };
+        samples.push(Sample { source, label, name });
+    }
+    Ok((samples, classes, sourceless))
+}
+
 /// Lines of a whitespace-separated index file: (1-based line number, fields), skipping
 /// blank lines.
 fn index_lines(path: &Path, format: Format) -> Result<Vec<(usize, Vec<String>)>> {

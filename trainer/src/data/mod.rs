@@ -58,6 +58,7 @@ impl From<contract::ContractError> for DataError {
             C::NotAnImage { name, reason } => DataError::Decode { name, reason },
             C::ImageTooLarge { ref name, .. } => DataError::Decode { name: name.clone(), reason: e.to_string() },
             C::Manifest { reason } => DataError::BadFile { path: PathBuf::new(), reason },
+            C::Stored { path, reason } => DataError::BadFile { path, reason },
         }
     }
 }
@@ -67,7 +68,8 @@ impl From<contract::ContractError> for DataError {
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Detect: images.txt + image_class_labels.txt -> cub; cars_annos.mat -> cars;
-    /// Ebay_train.txt -> sop; *idx3-ubyte[.gz] -> idx; no images at the top level but
+    /// Ebay_train.txt -> sop; *idx3-ubyte[.gz] -> idx; images.redb or ACTIVE, or a .tar
+    /// file -> index; no images at the top level but
     /// at least two subfolders with images -> labeled; otherwise folder.
     #[default]
     Auto,
@@ -83,6 +85,10 @@ pub enum Format {
     Sop,
     /// MNIST / Fashion-MNIST IDX files.
     Idx,
+    /// A server's stored collection: an index folder (`images.redb`), a collection folder
+    /// (its live version), or a snapshot file (`.tar`). Its kept originals, or the files it
+    /// was indexed from; a `label` in the metadata is the class.
+    Index,
 }
 
 /// What a split is read for: training, or evaluation.
@@ -120,6 +126,7 @@ impl fmt::Display for Format {
             Format::Cars => "cars",
             Format::Sop => "sop",
             Format::Idx => "idx",
+            Format::Index => "index",
         };
         f.write_str(s)
     }
@@ -167,6 +174,8 @@ pub enum ImageSource {
     File(PathBuf),
     /// Image `index` of an in-memory set of grey IDX images.
     Idx { images: Arc<IdxImages>, index: usize },
+    /// The kept original of image `index` of a stored collection, read on demand.
+    Stored { images: Arc<contract::stored::StoredImages>, index: usize },
 }
 
 /// One image of a dataset.
@@ -293,11 +302,24 @@ pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
         Format::Cars => layouts::cars(path, split)?,
         Format::Sop => layouts::sop(path, split)?,
         Format::Idx => layouts::idx(path, split)?,
+        Format::Index => {
+            let (samples, classes, sourceless) = layouts::index(path, split)?;
+            if sourceless > 0 {
+                tracing::warn!(
+                    "{sourceless} items of {} have neither a kept original nor a source file (added as vectors, \
+                     or uploaded to a collection without `keep_originals`): left out",
+                    path.display()
+                );
+            }
+            (samples, classes)
+        }
     };
     if samples.is_empty() {
         return Err(DataError::Empty { path: path.to_path_buf(), format, split });
     }
-    if let Some(ImageSource::File(first)) = samples.first().map(|s| &s.source) {
+    // (A stored collection's source files may be gone since it was indexed: those are
+    // skipped like any unreadable image.)
+    if let (Some(ImageSource::File(first)), false) = (samples.first().map(|s| &s.source), format == Format::Index) {
         if !first.is_file() {
             return Err(DataError::Layout {
                 path: path.to_path_buf(),
@@ -315,6 +337,10 @@ pub fn load(path: &Path, format: Format, split: Split) -> Result<Dataset> {
 /// The layout `path` is read as: `format`, or the detected one when `Auto`. Fails when
 /// `path` is not a folder.
 pub fn resolve_format(path: &Path, format: Format) -> Result<Format> {
+    // A stored collection may be a file (a snapshot); its reader names what is wrong.
+    if format == Format::Index || (path.is_file() && contract::stored::is_stored_collection(path)) {
+        return Ok(Format::Index);
+    }
     if !path.is_dir() {
         if path.exists() {
             return Err(DataError::Layout {
@@ -343,6 +369,9 @@ pub fn detect(path: &Path) -> Result<Format> {
     }
     if has("Ebay_train.txt") {
         return Ok(Format::Sop);
+    }
+    if contract::stored::is_stored_collection(path) {
+        return Ok(Format::Index);
     }
     let mut top_images = false;
     let mut dirs = Vec::new();
