@@ -7,6 +7,8 @@
 //! - [`distance`]: how two embeddings are compared;
 //! - [`images`]: which files in a folder are images (one extension list, one walk);
 //! - [`decode`]: decoding bytes or a file into pixels, with decompression-bomb limits;
+//! - [`contextual`]: STML's contextual similarity on a few vectors (the server re-ranks
+//!   with it);
 //! - [`stored`]: the files a server stores a collection in (index folder, version folder,
 //!   snapshot), and [`stored::StoredImages`], the images they hold;
 //! - [`hash`] and [`progress`]: content hashes and progress bars, written one way.
@@ -14,6 +16,7 @@
 //! The crate is plain Rust: the server depends on it and not on `models` (graphs, export,
 //! libtorch).
 
+pub mod contextual;
 pub mod decode;
 pub mod distance;
 pub mod error;

@@ -26,6 +26,8 @@ pub struct Request {
     pub k: usize,
     pub filter: Option<String>,
     pub max_distance: Option<f32>,
+    /// Re-rank by contextual similarity (`rerank=true`).
+    pub rerank: bool,
     pub timeout: Duration,
 }
 
@@ -68,6 +70,9 @@ impl Request {
         }
         if let Some(d) = self.max_distance {
             url.push_str(&format!("&max_distance={d}"));
+        }
+        if self.rerank {
+            url.push_str("&rerank=true");
         }
         url
     }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::filter::Filter;
 use crate::index::{ExactIndex, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
+use crate::rerank::{self, Rerank};
 use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store, StoredItem};
 use crate::{Error, Result};
 
@@ -89,12 +90,14 @@ pub struct Query {
     pub filter: Option<Filter>,
     /// Only hits at most this far from the query.
     pub max_distance: Option<f32>,
+    /// Re-order the nearest candidates by contextual similarity ([`crate::rerank`]).
+    pub rerank: Option<Rerank>,
 }
 
 impl Query {
     /// The `k` nearest to `vector`, unfiltered.
     pub fn nearest(vector: Vec<f32>, k: usize) -> Self {
-        Self { vector, k, offset: 0, ef: None, filter: None, max_distance: None }
+        Self { vector, k, offset: 0, ef: None, filter: None, max_distance: None, rerank: None }
     }
 }
 
@@ -140,6 +143,9 @@ pub struct Hit {
     pub id: String,
     pub distance: f32,
     pub metadata: serde_json::Value,
+    /// With `rerank`: the contextual score the hits are ordered by (higher first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
 }
 
 /// Sizes for `/stats` and `/metrics`.
@@ -538,7 +544,9 @@ impl Gallery {
         if query.vector.iter().any(|x| !x.is_finite()) {
             return Err(Error::BadRequest("the query vector contains NaN or infinite values".into()));
         }
-        let want = query.offset.saturating_add(query.k);
+        let paged = query.offset.saturating_add(query.k);
+        // Re-ranking orders a deeper list of candidates, then pages through it.
+        let want = query.rerank.map_or(paged, |r| r.depth.max(paged));
         let live = self.live();
         let index = live.backend.read();
         let filter = query.filter.as_ref().filter(|f| !f.is_empty());
@@ -566,15 +574,29 @@ impl Gallery {
                 }
             }
         };
-        let hits = found
+        let found: Vec<Neighbor> = match query.max_distance {
+            Some(m) => found.into_iter().filter(|n| n.distance <= m).collect(),
+            None => found,
+        };
+        let scored: Vec<(Neighbor, Option<f32>)> = match query.rerank {
+            Some(r) if found.len() > 1 => {
+                let slots: Vec<u64> = found.iter().map(|n| n.key).collect();
+                let vectors = self.store.vectors_of(&slots)?;
+                let candidates = found.into_iter().zip(vectors).filter_map(|(n, v)| Some((n, v?))).collect();
+                rerank::rerank(&query.vector, candidates, r.k).into_iter().map(|(n, s)| (n, Some(s))).collect()
+            }
+            _ => found.into_iter().map(|n| (n, None)).collect(),
+        };
+        let hits = scored
             .into_iter()
             .skip(query.offset)
-            .take_while(|n| query.max_distance.is_none_or(|m| n.distance <= m))
-            .filter_map(|n| {
+            .take(query.k)
+            .filter_map(|(n, score)| {
                 live.records.get(&n.key).map(|r| Hit {
                     id: r.id.clone(),
                     distance: n.distance,
                     metadata: r.metadata.clone(),
+                    score,
                 })
             })
             .collect();

@@ -13,6 +13,7 @@ pub mod http;
 pub mod index;
 pub mod indexer;
 pub mod metrics;
+pub mod rerank;
 pub mod runtime;
 pub mod serve;
 pub mod settings;

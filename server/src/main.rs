@@ -97,6 +97,9 @@ struct SearchArgs {
     /// Only hits at most this far away.
     #[arg(long)]
     max_distance: Option<f32>,
+    /// Re-rank the nearest 50 by STML's contextual similarity (k-reciprocal neighbourhoods).
+    #[arg(long)]
+    rerank: bool,
     /// Print the server's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -219,6 +222,7 @@ fn search_command(args: SearchArgs) -> anyhow::Result<()> {
         k: args.k,
         filter: args.filter,
         max_distance: args.max_distance,
+        rerank: args.rerank,
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
     };
     let results = request.send()?;

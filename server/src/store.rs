@@ -477,6 +477,14 @@ impl Store {
         Ok(v)
     }
 
+    /// The stored vectors of `slots` (`None` for slots deleted meanwhile), in one snapshot.
+    pub fn vectors_of(&self, slots: &[u64]) -> Result<Vec<Option<Vec<f32>>>> {
+        let p = self.path.as_path();
+        let tx = self.db.begin_read().db(p)?;
+        let t = tx.open_table(VECTORS).db(p)?;
+        slots.iter().map(|s| Ok(t.get(*s).db(p)?.map(|g| decode_vector(g.value())))).collect()
+    }
+
     /// The stored thumbnail of a slot.
     pub fn thumbnail(&self, slot: u64) -> Result<Option<Vec<u8>>> {
         let p = self.path.as_path();

@@ -79,6 +79,30 @@ fn pairwise_contextual_and_final_similarity_match_reference() {
     }
 }
 
+/// The server's plain-Rust contextual similarity (`contract::contextual`, for re-ranking)
+/// gives the reference's numbers too.
+#[test]
+fn the_servers_contextual_similarity_matches_reference() {
+    let g = Golden::load("similarity.safetensors");
+    let rows = |t: &Tensor| -> Vec<Vec<f64>> { Vec::<Vec<f64>>::try_from(t.to_kind(Kind::Double)).unwrap() };
+    let flat = |t: &Tensor| -> Vec<f64> { Vec::<f64>::try_from(t.to_kind(Kind::Double).reshape([-1])).unwrap() };
+    for case in g.cases(".w_c") {
+        let n = |s: &str| format!("{case}.{s}");
+        let (sigma, k) = (g.f64(&n("sigma")), g.i64(&n("k")) as usize);
+        let group: Vec<usize> =
+            Vec::<i64>::try_from(g.get(&n("idx")).reshape([-1])).unwrap().into_iter().map(|i| i as usize).collect();
+        let close = |what: &str, a: &[f64], b: &[f64]| {
+            assert_eq!(a.len(), b.len(), "{case}.{what}: size");
+            let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(diff <= TOL, "{case}.{what}: max |contract - reference| = {diff:e}");
+        };
+        let w_p = contract::contextual::pairwise_similarity(&rows(g.get(&n("t"))), sigma);
+        close("w_p", &w_p, &flat(g.get(&n("w_p"))));
+        let w_c = contract::contextual::contextual_similarity(&flat(g.get(&n("w_p"))), &group, k);
+        close("w_c", &w_c, &flat(g.get(&n("w_c"))));
+    }
+}
+
 #[test]
 fn losses_and_gradients_match_reference() {
     let g = Golden::load("loss.safetensors");

@@ -40,6 +40,21 @@ fn search_params() -> Vec<Value> {
         ),
         query("max_distance", "Only hits at most this far from the query", json!({ "type": "number", "minimum": 0 })),
         query("filter", "A filter: query-string form `label:shoe,year>2020` or JSON text", json!({ "type": "string" })),
+        query(
+            "rerank",
+            "Re-rank the nearest candidates by STML's contextual similarity (k-reciprocal neighbourhoods); hits then carry `score`",
+            json!({ "type": "boolean", "default": false }),
+        ),
+        query(
+            "rerank_depth",
+            "Candidates re-ranked (default 50, or offset + k if more)",
+            json!({ "type": "integer", "minimum": 2, "maximum": crate::rerank::MAX_DEPTH, "default": crate::rerank::DEFAULT_DEPTH }),
+        ),
+        query(
+            "rerank_k",
+            "Neighbourhood size of the contextual similarity (at most rerank_depth)",
+            json!({ "type": "integer", "minimum": 1, "default": crate::rerank::DEFAULT_K }),
+        ),
     ]
 }
 
@@ -92,7 +107,8 @@ fn base_document() -> Value {
                 "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
                     "code": { "type": "string" }, "message": { "type": "string", "description": "What was wrong and how to fix it" } } } } },
                 "Hit": { "type": "object", "properties": {
-                    "id": { "type": "string" }, "distance": { "type": "number" }, "metadata": { "type": "object" } } },
+                    "id": { "type": "string" }, "distance": { "type": "number" }, "metadata": { "type": "object" },
+                    "score": { "type": "number", "description": "With rerank: the contextual score the hits are ordered by" } } },
                 "Filter": {
                     "description": "Conditions on metadata keys (dotted paths), as in Qdrant. A condition is {key, match: value | {value} | {any: [...]}}, {key, range: {gt, gte, lt, lte}}, {key, exists: bool}, or a nested filter. Arrays match when any element does; text equals the number it spells. A string is read in the query-string form: terms `key:v`, `key:a|b`, `key>n`, `key>=n`, `key<n`, `key<=n`, `key?`, each negated by a leading `!`, joined by commas (and).",
                     "oneOf": [ { "type": "string" }, { "type": "object", "properties": {
@@ -105,7 +121,8 @@ fn base_document() -> Value {
                         "id": { "type": "string" },
                         "k": { "type": "integer", "minimum": 1 }, "offset": { "type": "integer", "minimum": 0 },
                         "ef": { "type": "integer", "minimum": 1 }, "max_distance": { "type": "number", "minimum": 0 },
-                        "filter": schema("Filter") } },
+                        "filter": schema("Filter"), "rerank": { "type": "boolean" },
+                        "rerank_depth": { "type": "integer", "minimum": 2 }, "rerank_k": { "type": "integer", "minimum": 1 } } },
                 "Results": { "type": "object", "properties": {
                     "hits": { "type": "array", "items": schema("Hit") },
                     "k": { "type": "integer" }, "offset": { "type": "integer" }, "ef": { "type": "integer", "nullable": true },

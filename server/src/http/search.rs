@@ -14,6 +14,7 @@ use super::{AppState, ItemId};
 use crate::collections::Collection;
 use crate::filter::Filter;
 use crate::gallery::{Found, Hit, Query, Strategy};
+use crate::rerank::Rerank;
 use crate::{Error, Result};
 
 /// Largest accepted `ef`.
@@ -38,6 +39,12 @@ pub struct SearchParams {
     pub max_distance: Option<f32>,
     /// A filter, in the query-string form (`label:shoe,year>2020`) or as JSON text.
     pub filter: Option<String>,
+    /// Re-rank the nearest candidates by contextual similarity (default false).
+    pub rerank: Option<bool>,
+    /// Candidates re-ranked (default 50, or offset + k if more).
+    pub rerank_depth: Option<usize>,
+    /// Neighbourhood size of the contextual similarity (default 10).
+    pub rerank_k: Option<usize>,
 }
 
 /// One query as JSON: what to search near (a `vector` or a stored item's `id`, unless an
@@ -54,6 +61,9 @@ pub struct QueryBody {
     pub max_distance: Option<f32>,
     /// A filter: an object in the JSON form, or a string in the query-string form.
     pub filter: Option<serde_json::Value>,
+    pub rerank: Option<bool>,
+    pub rerank_depth: Option<usize>,
+    pub rerank_k: Option<usize>,
 }
 
 /// JSON body of `/search/batch`.
@@ -128,7 +138,16 @@ fn options(params: &SearchParams, body: Option<&QueryBody>, max_k: usize) -> Res
         (None, Some(text)) => Some(Filter::parse(text)?),
         (None, None) => None,
     };
-    Ok(Query { vector: Vec::new(), k, offset, ef, filter, max_distance })
+    let rerank_depth = body.and_then(|b| b.rerank_depth).or(params.rerank_depth);
+    let rerank_k = body.and_then(|b| b.rerank_k).or(params.rerank_k);
+    let rerank = match body.and_then(|b| b.rerank).or(params.rerank) {
+        Some(true) => Some(Rerank::new(rerank_depth, rerank_k)?),
+        _ if rerank_depth.is_some() || rerank_k.is_some() => {
+            return Err(Error::BadRequest("rerank_depth and rerank_k need rerank=true".into()))
+        }
+        _ => None,
+    };
+    Ok(Query { vector: Vec::new(), k, offset, ef, filter, max_distance, rerank })
 }
 
 /// What a query searches near.

@@ -1,0 +1,100 @@
+//! Query-time re-ranking with the contextual similarity STML trains with
+//! ([`contract::contextual`]): the query and its nearest candidates form a small set; each
+//! candidate is scored by STML's pseudo label `W = (W_P + W_C) / 2` with the query, where
+//! `W_C` measures how much their k-reciprocal neighbourhoods within the set overlap. A
+//! candidate that is near the query *and* shares its neighbours rises; one that is near
+//! only by chance (a hub, an outlier of another class) falls.
+
+use serde::Serialize;
+
+use crate::index::Neighbor;
+use crate::{Error, Result};
+
+/// Candidates re-ranked when a query does not say (or `offset + k`, if more).
+pub const DEFAULT_DEPTH: usize = 50;
+/// Neighbourhood size `k` of the contextual similarity when a query does not say: STML's
+/// `num_neighbors * view` (5 x 2).
+pub const DEFAULT_K: usize = 10;
+/// Most candidates one query may re-rank (the work grows with its square).
+pub const MAX_DEPTH: usize = 1000;
+
+/// How to re-rank a query's hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rerank {
+    /// Candidates taken from the index and re-ordered.
+    pub depth: usize,
+    /// Neighbourhood size of the contextual similarity.
+    pub k: usize,
+}
+
+impl Default for Rerank {
+    fn default() -> Self {
+        Self { depth: DEFAULT_DEPTH, k: DEFAULT_K }
+    }
+}
+
+impl Rerank {
+    /// Checked options: `depth` in `2..=MAX_DEPTH`, `k` in `1..=depth`.
+    pub fn new(depth: Option<usize>, k: Option<usize>) -> Result<Self> {
+        let depth = depth.unwrap_or(DEFAULT_DEPTH);
+        if !(2..=MAX_DEPTH).contains(&depth) {
+            return Err(Error::BadRequest(format!(
+                "rerank_depth = {depth} is out of range; expected 2 ..= {MAX_DEPTH}"
+            )));
+        }
+        let k = k.unwrap_or(DEFAULT_K);
+        if k == 0 || k > depth {
+            return Err(Error::BadRequest(format!(
+                "rerank_k = {k} is out of range; expected 1 ..= rerank_depth ({depth})"
+            )));
+        }
+        Ok(Self { depth, k })
+    }
+}
+
+/// `candidates` (nearest first, each with its vector) re-ordered by their pseudo label
+/// with `query`, highest first (ties keep the index's order), each with that score.
+pub fn rerank(query: &[f32], candidates: Vec<(Neighbor, Vec<f32>)>, k: usize) -> Vec<(Neighbor, f32)> {
+    let mut set: Vec<&[f32]> = Vec::with_capacity(candidates.len() + 1);
+    set.push(query);
+    set.extend(candidates.iter().map(|(_, v)| v.as_slice()));
+    // The query takes part in the neighbourhoods: k counts it, as a sample counts itself.
+    let w = contract::contextual::pseudo_labels(&set, k + 1);
+    let mut scored: Vec<(Neighbor, f32)> =
+        candidates.into_iter().enumerate().map(|(i, (n, _))| (n, w[i + 1] as f32)).collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_near_candidate_falls_below_members_of_the_querys_neighbourhood() {
+        // Points on the unit circle by angle. The query (0) has its own tight group A just
+        // below it; key 0 is the single nearest point, but it belongs to group B above it.
+        let at = |a: f32| vec![a.cos(), a.sin()];
+        let q = at(0.0);
+        let mut cands = vec![(Neighbor { key: 0, distance: 0.05 }, at(0.05))];
+        for (i, a) in [0.06f32, 0.065, 0.07, 0.075].iter().enumerate() {
+            cands.push((Neighbor { key: 1 + i as u64, distance: *a }, at(-a)));
+        }
+        for (i, a) in [0.072f32, 0.077, 0.082, 0.087].iter().enumerate() {
+            cands.push((Neighbor { key: 5 + i as u64, distance: *a }, at(*a)));
+        }
+        let out = rerank(&q, cands, 4);
+        let order: Vec<u64> = out.iter().map(|(n, _)| n.key).collect();
+        assert!(out.windows(2).all(|w| w[0].1 >= w[1].1), "sorted by score: {out:?}");
+        // Key 0 was first by distance; the query's k-reciprocal neighbours (1-3) pass it.
+        assert_eq!(&order[..3], &[1, 2, 3], "the query's own group first: {out:?}");
+        assert!(order.iter().position(|&k| k == 0).unwrap() >= 3, "{order:?}");
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert_eq!(Rerank::new(None, None).unwrap(), Rerank::default());
+        assert!(Rerank::new(Some(1), None).is_err());
+        assert!(Rerank::new(Some(20), Some(21)).unwrap_err().to_string().contains("rerank_k"));
+    }
+}
