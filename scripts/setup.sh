@@ -57,7 +57,7 @@ case "$TORCH_MODE" in
     fi
     ln -sfn "$TORCH_DIR" "$DEPS/libtorch" ;;
   cpu)
-    if ! have_pkg torch-2.11.0. || ! have_pkg nvidia_cuda_runtime- || ! have_pkg nvidia_cuda_cupti-; then
+    if ! have_pkg torch-2.11.0 || ! have_pkg nvidia_cuda_runtime- || ! have_pkg nvidia_cuda_cupti-; then
       say "installing torch==2.11.0 without the CUDA libraries (no GPU here; about 1 GB, once)"
       "$PY" -m pip install -q --no-deps torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 >&2
     fi

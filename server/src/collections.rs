@@ -226,6 +226,7 @@ impl Collections {
     ) -> Result<Collection> {
         let s = &self.settings;
         let (live, upgraded) = upgrade::resolve(dir)?;
+        upgrade::remove_leftovers(dir, &live);
         if let Some(m) = &upgraded {
             if origin != Origin::Api {
                 tracing::warn!(collection = name, configured = %model.display(), live = %m.display(), "the collection was upgraded; serving the model of its live version, not the configured one (point `model` at the new model to silence this)");

@@ -257,6 +257,27 @@ fn build_in(
     Ok(Built { dir, model, gallery, items, skipped })
 }
 
+/// Removes what upgrades interrupted by a restart left in `home`: staging folders
+/// (`.upgrading-*`) and version folders (`v-*`) other than the live one `live` (an upgrade
+/// built but never swapped in). Each is logged; such an upgrade must be started again.
+pub fn remove_leftovers(home: &Path, live: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(home) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let (path, name) = (entry.path(), entry.file_name().to_string_lossy().into_owned());
+        let leftover = path.is_dir() && (name.starts_with(".upgrading-") || (name.starts_with("v-") && path != live));
+        if leftover {
+            tracing::warn!(folder = %path.display(), "removing the index of an upgrade that was not swapped in before the server stopped; start that upgrade again");
+            if std::fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    removed
+}
+
 /// Makes `built` the live version of the collection at `home` (replacing `ACTIVE`
 /// atomically) and removes the version it replaces, whose folder was `previous`.
 pub fn activate(home: &Path, built: &Built, previous: &Path) -> Result<()> {

@@ -295,4 +295,30 @@ fn judge_before_the_swap_then_discard_or_swap() {
     assert_eq!((stats["index"]["dim"].as_u64(), stats["index"]["images"].as_u64()), (Some(16), Some(24)));
     let done: Value = http.get(srv.url("/collections/pets/upgrade")).send().unwrap().json().unwrap();
     assert_eq!(done["upgrade"]["state"], "done");
+
+    // An upgrade built but not swapped when the server stops is gone after the restart,
+    // its folder too; the collection serves its live version.
+    let old_again = tiny_model_with(dir.path(), "old-again.onnx", 8, 33, "again");
+    let res = http
+        .post(srv.url("/collections/pets/upgrade"))
+        .bearer_auth(KEY)
+        .json(&json!({ "model": old_again, "swap": false }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(wait_done(&http, &srv, "pets")["upgrade"]["state"], "ready");
+    let home = dir.path().join("index").join("collections").join("pets");
+    let versions = || {
+        std::fs::read_dir(&home)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("v-"))
+            .count()
+    };
+    assert_eq!(versions(), 2, "the live version and the one ready");
+    srv.stop();
+    let srv = ServerProc::start(&old_model, &dir.path().join("index"), &[("STML_SERVER_API_KEY", KEY)]);
+    assert_eq!(versions(), 1, "the unswapped version was removed");
+    let stats: Value = http.get(srv.url("/collections/pets/stats")).send().unwrap().json().unwrap();
+    assert_eq!((stats["index"]["dim"].as_u64(), stats["index"]["images"].as_u64()), (Some(16), Some(24)));
 }
