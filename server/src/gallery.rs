@@ -583,7 +583,7 @@ impl Gallery {
                 let slots: Vec<u64> = found.iter().map(|n| n.key).collect();
                 let vectors = self.store.vectors_of(&slots)?;
                 let candidates = found.into_iter().zip(vectors).filter_map(|(n, v)| Some((n, v?))).collect();
-                rerank::rerank(&query.vector, candidates, r.k).into_iter().map(|(n, s)| (n, Some(s))).collect()
+                rerank::rerank(&query.vector, candidates, r).into_iter().map(|(n, s)| (n, Some(s))).collect()
             }
             _ => found.into_iter().map(|n| (n, None)).collect(),
         };

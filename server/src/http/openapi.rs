@@ -55,6 +55,11 @@ fn search_params() -> Vec<Value> {
             "Neighbourhood size of the contextual similarity (at most rerank_depth)",
             json!({ "type": "integer", "minimum": 1, "default": crate::rerank::DEFAULT_K }),
         ),
+        query(
+            "rerank_weight",
+            "Weight w of the contextual term: score (W_P + w W_C) / (1 + w); 1 is STML's pseudo label",
+            json!({ "type": "number", "minimum": 0, "default": crate::rerank::DEFAULT_WEIGHT }),
+        ),
     ]
 }
 
@@ -122,7 +127,8 @@ fn base_document() -> Value {
                         "k": { "type": "integer", "minimum": 1 }, "offset": { "type": "integer", "minimum": 0 },
                         "ef": { "type": "integer", "minimum": 1 }, "max_distance": { "type": "number", "minimum": 0 },
                         "filter": schema("Filter"), "rerank": { "type": "boolean" },
-                        "rerank_depth": { "type": "integer", "minimum": 2 }, "rerank_k": { "type": "integer", "minimum": 1 } } },
+                        "rerank_depth": { "type": "integer", "minimum": 2 }, "rerank_k": { "type": "integer", "minimum": 1 },
+                        "rerank_weight": { "type": "number", "minimum": 0 } } },
                 "Results": { "type": "object", "properties": {
                     "hits": { "type": "array", "items": schema("Hit") },
                     "k": { "type": "integer" }, "offset": { "type": "integer" }, "ef": { "type": "integer", "nullable": true },

@@ -45,6 +45,8 @@ pub struct SearchParams {
     pub rerank_depth: Option<usize>,
     /// Neighbourhood size of the contextual similarity (default 10).
     pub rerank_k: Option<usize>,
+    /// Weight of the contextual term against the pairwise one (default 1).
+    pub rerank_weight: Option<f32>,
 }
 
 /// One query as JSON: what to search near (a `vector` or a stored item's `id`, unless an
@@ -64,6 +66,7 @@ pub struct QueryBody {
     pub rerank: Option<bool>,
     pub rerank_depth: Option<usize>,
     pub rerank_k: Option<usize>,
+    pub rerank_weight: Option<f32>,
 }
 
 /// JSON body of `/search/batch`.
@@ -140,10 +143,11 @@ fn options(params: &SearchParams, body: Option<&QueryBody>, max_k: usize) -> Res
     };
     let rerank_depth = body.and_then(|b| b.rerank_depth).or(params.rerank_depth);
     let rerank_k = body.and_then(|b| b.rerank_k).or(params.rerank_k);
+    let rerank_weight = body.and_then(|b| b.rerank_weight).or(params.rerank_weight);
     let rerank = match body.and_then(|b| b.rerank).or(params.rerank) {
-        Some(true) => Some(Rerank::new(rerank_depth, rerank_k)?),
-        _ if rerank_depth.is_some() || rerank_k.is_some() => {
-            return Err(Error::BadRequest("rerank_depth and rerank_k need rerank=true".into()))
+        Some(true) => Some(Rerank::new(rerank_depth, rerank_k, rerank_weight)?),
+        _ if rerank_depth.is_some() || rerank_k.is_some() || rerank_weight.is_some() => {
+            return Err(Error::BadRequest("rerank_depth, rerank_k and rerank_weight need rerank=true".into()))
         }
         _ => None,
     };
