@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DOMAINS="${DOMAINS:-fmnist fonts}"
 GRID="${GRID:-20:3:1,20:5:1,20:10:1,50:5:1,50:10:1,50:20:1,100:10:1,50:5:0.1,50:10:0.1,50:5:0.03,50:10:0.03}"
-CONFIGS="${CONFIGS:-50:10:1}"
+CONFIGS="${CONFIGS:-50:5:0.03,50:10:1}"
 QUERIES="${QUERIES:-2000}"
 OUT="${OUT:-runs/rerank}"
 bash scripts/setup.sh

@@ -97,7 +97,8 @@ struct SearchArgs {
     /// Only hits at most this far away.
     #[arg(long)]
     max_distance: Option<f32>,
-    /// Re-rank the nearest 50 by STML's contextual similarity (k-reciprocal neighbourhoods).
+    /// Re-rank the nearest 50 by STML's contextual similarity (k-reciprocal neighbourhoods),
+    /// with the server's defaults.
     #[arg(long)]
     rerank: bool,
     /// Print the server's JSON instead of a table.

@@ -39,7 +39,10 @@ fn rerank_reorders_the_nearest_candidates_by_contextual_score() {
     let mut reordered = 0;
     for q in &queries {
         let plain = post("/search?k=30", json!({ "vector": q }));
-        let deep = post("/search?k=30", json!({ "vector": q, "rerank": true, "rerank_depth": 30 }));
+        let deep = post(
+            "/search?k=30",
+            json!({ "vector": q, "rerank": true, "rerank_depth": 30, "rerank_k": 10, "rerank_weight": 1.0 }),
+        );
         assert!(plain["hits"][0].get("score").is_none(), "no score without rerank");
         // The same 30 candidates, re-ordered by a score that falls down the list.
         let (a, b) = (ids(&plain), ids(&deep));

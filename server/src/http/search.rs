@@ -43,9 +43,9 @@ pub struct SearchParams {
     pub rerank: Option<bool>,
     /// Candidates re-ranked (default 50, or offset + k if more).
     pub rerank_depth: Option<usize>,
-    /// Neighbourhood size of the contextual similarity (default 10).
+    /// Neighbourhood size of the contextual similarity (default 5).
     pub rerank_k: Option<usize>,
-    /// Weight of the contextual term against the pairwise one (default 1).
+    /// Weight of the contextual term against the pairwise one (default 0.03).
     pub rerank_weight: Option<f32>,
 }
 
