@@ -1,4 +1,5 @@
-//! Helpers for the end-to-end tests: small labelled image fixtures.
+//! Helpers for the end-to-end tests: small labelled image fixtures and a tiny, fast
+//! training configuration.
 
 use std::path::Path;
 
@@ -42,4 +43,21 @@ pub fn write_shapes(root: &Path, classes: usize, per_class: usize, size: u32) {
             img.save(dir.join(format!("{i:03}.png"))).unwrap();
         }
     }
+}
+
+/// A configuration small enough to fit in seconds on a CPU: 16-d, 32 px, batches of 10
+/// (2 queries with 5 neighbours), `epochs` epochs of at most 2 steps.
+pub fn tiny_config(data: &Path, epochs: usize) -> trainer::config::TrainConfig {
+    let mut cfg = trainer::config::TrainConfig::defaults(data.to_path_buf());
+    cfg.model.dim = 16;
+    cfg.model.g_dim = 32;
+    cfg.model.image_size = 32;
+    cfg.sampling_size = 36;
+    cfg.optim.batch_size = 10;
+    cfg.stml.num_neighbors = 5;
+    cfg.optim.epochs = epochs;
+    cfg.optim.max_steps_per_epoch = 2;
+    cfg.threads = 2;
+    cfg.device = trainer::config::DeviceKind::Cpu;
+    cfg
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use models::net::Network;
 use tch::{nn::VarStore, Device};
-use trainer::config::{DeviceKind, TrainConfig};
+use trainer::config::DeviceKind;
 use trainer::data::{self, Split, Transform};
 use trainer::embed::{embed, EmbedOptions};
 
@@ -25,18 +25,8 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
         std::fs::rename(train_dir.join(&name), data_dir.join(&name)).unwrap();
     }
 
-    let mut cfg = TrainConfig::defaults(train_dir.clone());
+    let mut cfg = e2e::tiny_config(&train_dir, 2);
     cfg.data.eval_data = Some(data_dir.clone());
-    cfg.model.dim = 16;
-    cfg.model.g_dim = 32;
-    cfg.model.image_size = 32;
-    cfg.sampling_size = 36;
-    cfg.optim.batch_size = 10;
-    cfg.stml.num_neighbors = 5;
-    cfg.optim.epochs = 2;
-    cfg.optim.max_steps_per_epoch = 2;
-    cfg.threads = 2;
-    cfg.device = DeviceKind::Cpu;
     let run_dir = dir.path().join("run");
     let summary = trainer::commands::fit::fit(cfg.clone(), &run_dir).expect("fit");
     assert_eq!(summary.epochs, 2);

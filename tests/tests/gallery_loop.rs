@@ -11,25 +11,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use server::gallery::IndexKind;
 use server::settings::Settings;
-use trainer::config::{DeviceKind, TrainConfig};
 use trainer::data::{self, ImageSource, Split};
 
 const KEY: &str = "loop-key";
 
 /// A small, fast schedule on `data` (the format detected).
 fn tiny_fit(data: &Path, run: &Path) -> trainer::commands::fit::FitSummary {
-    let mut cfg = TrainConfig::defaults(data.to_path_buf());
-    cfg.model.dim = 16;
-    cfg.model.g_dim = 32;
-    cfg.model.image_size = 32;
-    cfg.sampling_size = 36;
-    cfg.optim.batch_size = 10;
-    cfg.stml.num_neighbors = 5;
-    cfg.optim.epochs = 1;
-    cfg.optim.max_steps_per_epoch = 2;
-    cfg.threads = 2;
-    cfg.device = DeviceKind::Cpu;
-    trainer::commands::fit::fit(cfg, run).expect("fit")
+    trainer::commands::fit::fit(e2e::tiny_config(data, 1), run).expect("fit")
 }
 
 fn export(run: &Path, out: &Path) -> PathBuf {
