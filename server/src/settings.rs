@@ -69,8 +69,11 @@ pub struct CollectionSettings {
 pub struct BatchSettings {
     /// Most images in one inference call.
     pub max_batch: usize,
-    /// Longest a request waits for others to join its batch, in milliseconds. Under load
-    /// the queue fills batches anyway; a short wait keeps single-request latency low.
+    /// Longest a request waits for others to join its batch, in milliseconds. 0 (the
+    /// default): never wait, take what is queued. Requests that arrive during an inference
+    /// call queue up and form the next batch, so batches fill under load anyway; a wait only
+    /// adds its length to every lone request (1 ms cost 1.1 ms of p50 at one client and
+    /// about 10 % of throughput at eight, BENCHMARKS.md).
     pub max_wait_ms: u64,
     /// Requests waiting beyond this are refused with 503.
     pub queue_capacity: usize,
@@ -102,7 +105,7 @@ impl Default for Settings {
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self { max_batch: 16, max_wait_ms: 1, queue_capacity: 1024 }
+        Self { max_batch: 16, max_wait_ms: 0, queue_capacity: 1024 }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Dynamic batching: concurrent requests queue their preprocessed images; a dedicated
-//! thread takes up to `max_batch` of them (waiting at most `max_wait` after the first),
-//! runs one inference call, and routes each vector back to its caller.
+//! thread takes up to `max_batch` of them (those queued, waiting at most `max_wait` after
+//! the first for more), runs one inference call, and routes each vector back to its
+//! caller. Requests arriving during a call queue up for the next one.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
