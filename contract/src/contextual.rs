@@ -1,5 +1,5 @@
 //! STML's contextualized similarity on a small set of vectors, in plain Rust: what the
-//! trainer computes on a batch with libtorch (`trainer::stml::similarity`, steps 1-8 of
+//! trainer computes on a batch with libtorch (`trainer::stml::similarity`, steps 1-7 of
 //! docs/algorithm.md), for the server to re-rank a query's candidates with at query time.
 //! A trainer test checks that both give the same numbers.
 //!
@@ -102,16 +102,6 @@ pub fn contextual_similarity(w_p: &[f64], group: &[usize], k: usize) -> Vec<f64>
     w_c
 }
 
-/// Step 8: `W = (W_P + W_C) / 2` of `vectors` (each its own group), with the paper's
-/// `sigma`.
-pub fn pseudo_labels(vectors: &[&[f32]], k: usize) -> Vec<f64> {
-    let t = normalized(vectors);
-    let w_p = pairwise_similarity(&t, SIGMA);
-    let group: Vec<usize> = (0..vectors.len()).collect();
-    let w_c = contextual_similarity(&w_p, &group, k);
-    w_p.iter().zip(&w_c).map(|(p, c)| 0.5 * (p + c)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,8 +132,7 @@ mod tests {
                 assert_eq!(w_c[i * 6 + j], w_c[j * 6 + i], "symmetric");
             }
         }
-        let w = pseudo_labels(&refs, 3);
-        assert!(w[1] > w[3], "a neighbour scores above a stranger");
+        assert!(w_p[1] + w_c[1] > w_p[3] + w_c[3], "a neighbour scores above a stranger");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Query-time re-ranking with the contextual similarity STML trains with
 //! ([`contract::contextual`]): the query and its nearest candidates form a small set; each
-//! candidate is scored by STML's pseudo label `W = (W_P + W_C) / 2` with the query, where
-//! `W_C` measures how much their k-reciprocal neighbourhoods within the set overlap. A
-//! candidate that is near the query *and* shares its neighbours rises; one that is near
-//! only by chance (a hub, an outlier of another class) falls.
+//! candidate is scored `(W_P + w W_C) / (1 + w)` with the query (`w = 1`: STML's pseudo
+//! label `W`), where `W_P` is the pairwise similarity and `W_C` measures how much their
+//! k-reciprocal neighbourhoods within the set overlap. A candidate near the query *and*
+//! sharing its neighbours rises; one near only by chance falls. Measured on the
+//! development domains it does not reliably raise Recall@1 (BENCHMARKS.md), so it is off
+//! unless a query asks for it.
 
 use serde::Serialize;
 
