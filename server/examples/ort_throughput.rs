@@ -38,6 +38,10 @@ struct Args {
     /// Untimed batches run first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Also time decoding and preprocessing (the server's own code) of the image files
+    /// listed in this file, one path a line: prints `decode_ms=<median per image>`.
+    #[arg(long)]
+    decode: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -87,7 +91,28 @@ fn main() -> anyhow::Result<()> {
         settings.intra_threads
     );
     println!("images_per_second={:.1}", median(&mut rates));
+    if let Some(list) = &args.decode {
+        println!("decode_ms={:.3}", decode_ms(list, model.manifest(), settings.max_image_pixels)?);
+    }
     Ok(())
+}
+
+/// Median milliseconds to decode and preprocess one of the files listed in `list`, as the
+/// server does for an upload (each file read once, then decoded three times).
+fn decode_ms(list: &std::path::Path, manifest: &contract::Manifest, max_pixels: u64) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+    let mut times = Vec::new();
+    for path in text.lines().filter(|l| !l.trim().is_empty()) {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let img = server::embed::decode_image(&bytes, max_pixels)?;
+            std::hint::black_box(manifest.preprocess.apply(&img));
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    anyhow::ensure!(!times.is_empty(), "{} lists no files", list.display());
+    Ok(median(&mut times))
 }
 
 fn median(values: &mut [f64]) -> f64 {

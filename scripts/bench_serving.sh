@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Serving and ingestion against the raw inference limit and the Python stack (issue 11).
+#
+# For each gallery, in one run: `server index` (images/s) beside raw ONNX Runtime batch
+# throughput; then this server and scripts/baseline_server.py (aiohttp + onnxruntime +
+# hnswlib) serve the same model and gallery side by side, and repeat by repeat, interleaved,
+# the script measures raw ONNX Runtime (batches of 1, 8 and 32, and the decode +
+# preprocess time of the query files) and `wrk` POSTing gallery files to `/search?k=10`
+# at each concurrency, with keep-alive and with a new connection per request
+# (`Connection: close`), against each server in turn. The client's CPU use is reported.
+# A markdown summary (medians of the repeats) is printed and kept in WORK/summary.md.
+#
+#   bash scripts/bench_serving.sh                         # both galleries, ~25 minutes on 2 cores
+#   GALLERIES=png96 REPEATS=1 DURATION=4 bash scripts/bench_serving.sh   # a quick look
+#
+# Galleries: png96 (the fonts domain's 4,795 unseen-class 128-px PNGs, a 96-px model) and
+# jpg224 (JPEG_COUNT 1-megapixel JPEGs made from them by scripts/make_jpeg_gallery.py, a
+# 224-px model). Models: MobileNetV2, d = 128, exported after one training step (speed does
+# not depend on training). Needs root for `apt-get install wrk` if wrk is missing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+WORK="${WORK:-target/bench_serving}"
+GALLERIES="${GALLERIES:-png96 jpg224}"
+REPEATS="${REPEATS:-3}"
+DURATION="${DURATION:-8}"
+CONCURRENCY="${CONCURRENCY:-1 8 32}"
+JPEG_COUNT="${JPEG_COUNT:-1000}"
+ORT_SECONDS="${ORT_SECONDS:-2}"
+VENV="$ROOT/deps/baseline-venv"
+
+if [ -z "${SKIP_SETUP:-}" ]; then
+  bash scripts/setup.sh
+  bash scripts/make_fonts_dataset.sh
+fi
+cargo build --release -q -p trainer -p server --bin trainer --bin server --example ort_throughput
+if ! command -v wrk >/dev/null; then
+  [ "$(id -u)" = 0 ] || { echo "wrk is missing: apt-get install -y wrk (as root)" >&2; exit 1; }
+  apt-get update -qq && apt-get install -y -qq wrk >&2
+fi
+if [ ! -f "$VENV/.ready" ]; then
+  echo "installing the Python baseline's packages into $VENV" >&2
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q aiohttp==3.14.5 onnxruntime==1.31.1 hnswlib==0.8.0 pillow==11.3.0 numpy==2.2.6 >&2
+  touch "$VENV/.ready"
+fi
+
+S=target/release/server
+ORT=target/release/examples/ort_throughput
+mkdir -p "$WORK"
+LOG="$WORK/logs"
+rm -rf "$LOG"
+mkdir -p "$LOG"
+
+model() { # model SIZE: a MobileNetV2 exported at SIZE px after one step
+  local m="$WORK/model-$1.onnx"
+  if [ ! -f "$m" ]; then
+    echo "exporting a MobileNetV2 model at $1 px (one training step)" >&2
+    rm -rf "$WORK/fit-$1"
+    target/release/trainer fit --data deps/fashion-mnist --out "$WORK/fit-$1" --image-size "$1" --limit 600 \
+      --eval-limit 200 --epochs 1 --batch-size 60 --max-steps-per-epoch 1 --dim 128 > "$LOG/fit-$1.json" 2> "$LOG/fit-$1.log"
+    target/release/trainer export --run "$WORK/fit-$1" --out "$m.tmp" >&2
+    mv "$m.tmp" "$m"
+  fi
+  echo "$m"
+}
+gallery() { # gallery NAME: the folder of images
+  case "$1" in
+    png96) echo "deps/fonts-dataset/test" ;;
+    jpg224)
+      local g="$WORK/jpeg-$JPEG_COUNT"
+      [ -d "$g" ] || "$VENV/bin/python" scripts/make_jpeg_gallery.py --src deps/fonts-dataset/test --out "$g" \
+        --count "$JPEG_COUNT" >&2
+      echo "$g" ;;
+    *) echo "unknown gallery $1 (png96, jpg224)" >&2; exit 2 ;;
+  esac
+}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_listening() { # wait_listening PID LOGFILE: the base URL once the log says it listens
+  for _ in $(seq 1 1500); do
+    local url
+    url="$(grep -o 'listening on http://[0-9.:]*' "$2" | head -n1 | cut -d' ' -f3 || true)"
+    [ -n "$url" ] && { echo "$url"; return; }
+    kill -0 "$1" 2>/dev/null || { cat "$2" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "$2: the server did not start" >&2; exit 1
+}
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+cat > "$WORK/search.lua" <<'LUA'
+-- POST a rotating set of image files (paths in BENCH_QUERIES) to /search?k=10; with
+-- BENCH_CLOSE=1 every request asks for its connection to be closed, so wrk opens a new
+-- one per request.
+local requests = {}
+local next_request = 0
+function init(_)
+  for path in io.lines(os.getenv("BENCH_QUERIES")) do
+    local f = assert(io.open(path, "rb"))
+    local body = f:read("*a")
+    f:close()
+    local kind = path:match("%.[Jj][Pp][Ee]?[Gg]$") and "image/jpeg" or "image/png"
+    local headers = { ["Content-Type"] = kind }
+    if os.getenv("BENCH_CLOSE") == "1" then headers["Connection"] = "close" end
+    requests[#requests + 1] = wrk.format("POST", "/search?k=10", headers, body)
+  end
+end
+function request()
+  next_request = next_request % #requests + 1
+  return requests[next_request]
+end
+function done(summary, latency, _)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+LUA
+
+load() { # load URL CONCURRENCY CLOSE OUTFILE
+  local threads=$(( $2 < 2 ? $2 : 2 ))
+  BENCH_QUERIES="$QUERIES" BENCH_CLOSE="$3" /usr/bin/time -f "CLIENT user_s=%U sys_s=%S wall_s=%e" -o "$4.time" \
+    wrk -t "$threads" -c "$2" -d "${DURATION}s" --timeout 10s -s "$WORK/search.lua" "$1" | grep '^RESULT' > "$4"
+  cat "$4.time" >> "$4"
+}
+
+for g in $GALLERIES; do
+  case "$g" in png96) size=96 ;; jpg224) size=224 ;; *) echo "unknown gallery $g" >&2; exit 2 ;; esac
+  MODEL="$(model "$size")"
+  IMAGES="$(gallery "$g")"
+  QUERIES="$WORK/queries-$g.txt"
+  find "$IMAGES" -type f | sort | awk 'NR % 37 == 1 && n++ < 64' > "$QUERIES"
+
+  # --- ingestion: `server index` beside raw batch throughput ----------------------------
+  echo "[$g] server index $IMAGES" >&2
+  "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 > "$LOG/$g-index-ort-before"
+  rm -rf "$WORK/index-$g"
+  RUST_LOG=info "$S" index --model "$MODEL" --images "$IMAGES" --index "$WORK/index-$g" 2> "$LOG/$g-index.log"
+  grep -o 'images_per_second=[0-9.]*' "$LOG/$g-index.log" | tail -n1 > "$LOG/$g-index-rate"
+  "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 > "$LOG/$g-index-ort-after"
+
+  # --- serving ---------------------------------------------------------------------------
+  RUST_LOG=info "$S" serve --model "$MODEL" --index "$WORK/index-$g" --host 127.0.0.1 --port 0 2> "$LOG/$g-rust.log" &
+  RUST_PID=$!
+  PY_PORT="$(free_port)"
+  "$VENV/bin/python" scripts/baseline_server.py --model "$MODEL" --gallery "$IMAGES" --port "$PY_PORT" \
+    2> "$LOG/$g-python.log" &
+  PY_PID=$!
+  trap 'kill "$RUST_PID" "$PY_PID" 2>/dev/null || true' EXIT
+  RUST_URL="$(wait_listening "$RUST_PID" "$LOG/$g-rust.log")"
+  echo "[$g] the Python baseline indexes the gallery at start" >&2
+  PY_URL="$(wait_listening "$PY_PID" "$LOG/$g-python.log")"
+  for url in "$RUST_URL" "$PY_URL"; do
+    DURATION=3 load "$url" 8 0 "$LOG/$g-warmup"
+  done
+  for r in $(seq 1 "$REPEATS"); do
+    echo "[$g] repeat $r/$REPEATS" >&2
+    for b in 1 8 32; do
+      "$ORT" --model "$MODEL" --batch "$b" --seconds "$ORT_SECONDS" --repeats 1 --decode "$QUERIES" > "$LOG/$g-ort-$r-b$b"
+    done
+    for c in $CONCURRENCY; do
+      for close in 0 1; do
+        load "$RUST_URL" "$c" "$close" "$LOG/$g-rust-$r-c$c-close$close"
+        load "$PY_URL" "$c" "$close" "$LOG/$g-python-$r-c$c-close$close"
+      done
+    done
+  done
+  echo "rust_rss_kb=$(rss_kb "$RUST_PID") python_rss_kb=$(rss_kb "$PY_PID")" > "$LOG/$g-rss"
+  kill "$RUST_PID" "$PY_PID"
+  wait "$RUST_PID" "$PY_PID" 2>/dev/null || true
+  trap - EXIT
+done
+
+LOG="$LOG" REPEATS="$REPEATS" CONCURRENCY="$CONCURRENCY" GALLERIES="$GALLERIES" DURATION="$DURATION" \
+  python3 scripts/bench_serving_table.py | tee "$WORK/summary.md"
