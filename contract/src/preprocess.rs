@@ -2,7 +2,10 @@
 //! The trainer (evaluation, export) and the server both use it, so both embed a file
 //! identically.
 
-use image::{imageops::FilterType, DynamicImage, RgbImage};
+use std::borrow::Cow;
+
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// Channel order of the network input.
@@ -58,8 +61,13 @@ impl Preprocess {
     }
 
     /// Resize (shorter side) and centre-crop an image, giving `crop` x `crop` RGB pixels.
+    /// One pass: only the source region under the crop is resampled, at the scale of the
+    /// full resize, so the pixels are those of resizing the whole image and then cropping.
     pub fn resize_crop(&self, img: &DynamicImage) -> RgbImage {
-        let rgb = img.to_rgb8();
+        let rgb = match img {
+            DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb),
+            other => Cow::Owned(other.to_rgb8()),
+        };
         let (w, h) = rgb.dimensions();
         let s = self.resize.max(self.crop) as f64;
         let (nw, nh) = if w <= h {
@@ -67,10 +75,11 @@ impl Preprocess {
         } else {
             (((w as f64) * s / (h as f64)).round().max(1.0) as u32, s as u32)
         };
-        let resized = image::imageops::resize(&rgb, nw, nh, FilterType::Triangle);
-        let x0 = (nw - self.crop) / 2;
-        let y0 = (nh - self.crop) / 2;
-        image::imageops::crop_imm(&resized, x0, y0, self.crop, self.crop).to_image()
+        let (sx, sy) = (w as f64 / nw as f64, h as f64 / nh as f64);
+        let x0 = ((nw - self.crop) / 2) as f64;
+        let y0 = ((nh - self.crop) / 2) as f64;
+        let crop = self.crop as f64;
+        resize_region(&rgb, [x0 * sx, y0 * sy, crop * sx, crop * sy], self.crop, self.crop)
     }
 
     /// Normalise RGB pixels into a CHW float buffer in the network's channel order.
@@ -99,6 +108,27 @@ impl Preprocess {
     }
 }
 
+/// Resizes `img` to `width` x `height` with a triangle (bilinear) filter whose support
+/// widens with the shrink factor, as PIL's and torchvision's antialiased resize do.
+/// The one resize of the project: training views, evaluation and serving all use it.
+pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    resize_region(img, [0.0, 0.0, w as f64, h as f64], width, height)
+}
+
+/// Resizes the region `[left, top, width, height]` (source pixels, fractional allowed) of
+/// `img` to `width` x `height`, as [`resize`] does (SIMD where the CPU has it).
+pub fn resize_region(img: &RgbImage, region: [f64; 4], width: u32, height: u32) -> RgbImage {
+    let mut out = RgbImage::new(width.max(1), height.max(1));
+    if img.width() == 0 || img.height() == 0 {
+        return out;
+    }
+    let [left, top, w, h] = region;
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, w, h);
+    Resizer::new().resize(img, &mut out, &options).expect("an RGB8 to RGB8 resize of a non-empty image cannot fail");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +141,26 @@ mod tests {
         assert_eq!(out.dimensions(), (56, 56));
         let v = p.apply(&img);
         assert_eq!(v.len(), 3 * 56 * 56);
+    }
+
+    #[test]
+    fn resize_matches_a_triangle_filter_and_crops_like_a_full_resize() {
+        let img = RgbImage::from_fn(97, 61, |x, y| {
+            image::Rgb([(x * 5 % 256) as u8, (y * 7 % 256) as u8, ((x ^ y) % 256) as u8])
+        });
+        for (w, h) in [(40, 30), (150, 90), (97, 61)] {
+            let ours = resize(&img, w, h);
+            let theirs = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+            let worst = ours.as_raw().iter().zip(theirs.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(worst <= 2, "{w}x{h}: off by {worst}");
+        }
+        let p = Preprocess::imagenet(50, 40);
+        let (nw, nh) = (80, 50);
+        let full = resize(&img, nw, nh);
+        let expected = image::imageops::crop_imm(&full, (nw - 40) / 2, (nh - 40) / 2, 40, 40).to_image();
+        let got = p.resize_crop(&DynamicImage::ImageRgb8(img.clone()));
+        let worst = got.as_raw().iter().zip(expected.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(worst <= 1, "the one-pass crop is off by {worst}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flate2::{write::GzEncoder, Compression};
-use image::{imageops, imageops::FilterType, DynamicImage, ImageFormat, Rgb, RgbImage};
+use image::{imageops, DynamicImage, ImageFormat, Rgb, RgbImage};
 use models::preprocess::Preprocess;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -482,7 +482,7 @@ fn transforms_match_their_definitions() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
 
     let sampling = Transform::sampling(&pre, 12);
-    let expected = pre.normalize(&imageops::resize(&img, 12, 12, FilterType::Triangle));
+    let expected = pre.normalize(&contract::resize(&img, 12, 12));
     assert_eq!(sampling.apply(&img, &mut rng), expected);
     assert_eq!(sampling.output_size(), 12);
 
@@ -496,7 +496,7 @@ fn transforms_match_their_definitions() {
         flip_p: 1.0,
         preprocess: pre.clone(),
     };
-    let mut resized = imageops::resize(&img, 10, 10, FilterType::Triangle);
+    let mut resized = contract::resize(&img, 10, 10);
     imageops::flip_horizontal_in_place(&mut resized);
     assert_eq!(flip.apply(&img, &mut rng), pre.normalize(&resized));
 

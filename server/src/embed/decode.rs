@@ -2,6 +2,7 @@
 //! count checked from the header, allocation limits), and the thumbnails kept for result
 //! pages.
 
+use std::borrow::Cow;
 #[cfg(test)]
 use std::io::Cursor;
 
@@ -24,13 +25,29 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage> {
     })
 }
 
-/// A small JPEG of the image for result pages.
+/// A small JPEG of the image for result pages: at most [`THUMBNAIL_SIDE`] on its longer
+/// side, the aspect ratio kept, never enlarged.
 pub fn thumbnail_jpeg(img: &DynamicImage) -> Result<Vec<u8>> {
-    let small = img.thumbnail(THUMBNAIL_SIDE, THUMBNAIL_SIDE).to_rgb8();
+    let (w, h) = (img.width(), img.height());
+    let rgb = match img {
+        DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb),
+        other => Cow::Owned(other.to_rgb8()),
+    };
+    let small = if w.max(h) > THUMBNAIL_SIDE {
+        let scale = THUMBNAIL_SIDE as f64 / w.max(h) as f64;
+        let side = |n: u32| ((n as f64 * scale).round() as u32).clamp(1, THUMBNAIL_SIDE);
+        Cow::Owned(contract::resize(&rgb, side(w), side(h)))
+    } else {
+        rgb
+    };
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
-        .encode_image(&small)
-        .map_err(|e| Error::Inference(format!("cannot encode a thumbnail: {e}")))?;
+    let (tw, th) = small.dimensions();
+    let encode_error = |e: jpeg_encoder::EncodingError| Error::Inference(format!("cannot encode a thumbnail: {e}"));
+    // THUMBNAIL_SIDE keeps both sides far under the format's 65,535.
+    let side = |n: u32| u16::try_from(n).expect("a thumbnail side fits in u16");
+    jpeg_encoder::Encoder::new(&mut out, 85)
+        .encode(small.as_raw(), side(tw), side(th), jpeg_encoder::ColorType::Rgb)
+        .map_err(encode_error)?;
     Ok(out)
 }
 

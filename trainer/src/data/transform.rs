@@ -3,7 +3,7 @@
 //! each ending in a normalised CHW float buffer. Randomness comes from a per-sample
 //! ChaCha8 stream, so a run is reproducible whatever the thread count.
 
-use image::{imageops, imageops::FilterType, DynamicImage, RgbImage};
+use image::{imageops, DynamicImage, RgbImage};
 use models::preprocess::Preprocess;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -83,8 +83,8 @@ impl RandomResizedCrop {
     /// Crop and resize an image.
     pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
         let b = self.params(img.width(), img.height(), rng);
-        let crop = imageops::crop_imm(img, b.x, b.y, b.w, b.h).to_image();
-        imageops::resize(&crop, self.size, self.size, FilterType::Triangle)
+        let region = [b.x as f64, b.y as f64, b.w as f64, b.h as f64];
+        contract::resize_region(img, region, self.size, self.size)
     }
 }
 
@@ -158,9 +158,7 @@ impl Transform {
                 }
                 preprocess.normalize(&out)
             }
-            Transform::Sampling { size, preprocess } => {
-                preprocess.normalize(&imageops::resize(img, *size, *size, FilterType::Triangle))
-            }
+            Transform::Sampling { size, preprocess } => preprocess.normalize(&contract::resize(img, *size, *size)),
             Transform::Eval(preprocess) => preprocess.apply(&DynamicImage::ImageRgb8(img.clone())),
         }
     }
