@@ -80,6 +80,13 @@ pub fn decode_bytes(bytes: &[u8], name: &str, limits: DecodeLimits) -> Result<Dy
     Ok(img)
 }
 
+/// The pixel count (width x height) the header of `bytes` declares, read without decoding;
+/// `None` when the format or the header is not recognised.
+pub fn header_pixels(bytes: &[u8]) -> Option<u64> {
+    let (w, h) = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()?;
+    Some(w as u64 * h as u64)
+}
+
 /// Reads and decodes the file at `path`.
 pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(|source| ContractError::Io { path: path.to_path_buf(), source })?;
@@ -95,6 +102,13 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn header_pixels_reads_the_size_without_decoding() {
+        let bytes = png(30, 7);
+        assert_eq!(header_pixels(&bytes), Some(210));
+        assert_eq!(header_pixels(b"not an image"), None);
     }
 
     #[test]

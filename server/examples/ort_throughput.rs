@@ -7,7 +7,10 @@
 //! cargo run --release -p server --example ort_throughput -- --model model.onnx [--batch 16] [--seconds 3] [--repeats 3]
 //! ```
 //!
-//! Prints one line per repeat and a final `images_per_second=<median>` line for scripts.
+//! Prints one line per repeat and a final `images_per_second=<median>` line for scripts;
+//! with `--decode LIST`, also `decode_ms=<median>`: the server's decoding and preprocessing
+//! of the image files listed in LIST, per image. `STML_SERVER_INTRA_SPINNING=off` (or any
+//! other setting) measures the model as a server with that setting would run it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -85,10 +88,11 @@ fn main() -> anyhow::Result<()> {
     }
     let crop = model.manifest().preprocess.crop;
     println!(
-        "model={} arch={} input={crop}x{crop} batch={batch} intra_threads={}",
+        "model={} arch={} input={crop}x{crop} batch={batch} intra_threads={} intra_spinning={:?}",
         args.model.display(),
         model.manifest().arch,
-        settings.intra_threads
+        settings.intra_threads,
+        settings.intra_spinning
     );
     println!("images_per_second={:.1}", median(&mut rates));
     if let Some(list) = &args.decode {

@@ -207,6 +207,14 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
         images_per_second = (p.indexed + p.updated) as f64 / report.seconds.max(1e-9),
         "indexing done"
     );
+    let st = &report.stages;
+    tracing::info!(
+        read_s = st.read,
+        decode_s = st.decode,
+        embed_s = st.embed,
+        commit_s = st.commit,
+        "busy seconds per stage (the largest sets the pace)"
+    );
     gallery.snapshot()?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::Tensor;
 
+use crate::settings::Spinning;
 use crate::{Error, Result};
 
 /// Where scripts/setup.sh installs the library, relative to the repository root.
@@ -77,16 +78,16 @@ pub struct OnnxModel {
 impl OnnxModel {
     /// Opens `path` (an ONNX file written by `trainer export`) and reads its manifest.
     /// `intra_threads` 0 keeps ONNX Runtime's default.
-    pub fn open(env: &Environment, path: &Path, intra_threads: usize) -> Result<Self> {
+    pub fn open(env: &Environment, path: &Path, intra_threads: usize, spinning: Spinning) -> Result<Self> {
         let fail = |reason: String| Error::Model { path: path.to_path_buf(), reason };
         if !path.is_file() {
             return Err(fail("no such file".into()));
         }
-        // Intra-op threads that spin between operators burn the cores that image decoding
-        // and the HTTP workers share with inference (and any other process's): on 2 busy
-        // cores, spinning cost a quarter to a third of batch throughput.
         let mut builder = Session::builder(env).map_err(|e| fail(e.to_string()))?;
-        builder = builder.with_intra_op_spinning(false).map_err(|e| fail(e.to_string()))?;
+        builder = builder.with_intra_op_spinning(spinning != Spinning::Off).map_err(|e| fail(e.to_string()))?;
+        if spinning == Spinning::DuringRun {
+            builder = builder.with_config_entry("session.force_spinning_stop", "1").map_err(|e| fail(e.to_string()))?;
+        }
         if intra_threads > 0 {
             builder = builder.with_intra_threads(intra_threads).map_err(|e| fail(e.to_string()))?;
         }

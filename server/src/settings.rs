@@ -37,6 +37,8 @@ pub struct Settings {
     pub http_workers: usize,
     /// ONNX Runtime intra-op threads (0: ONNX Runtime's default).
     pub intra_threads: usize,
+    /// Whether those threads spin waiting for work (see [`Spinning`]).
+    pub intra_spinning: Spinning,
     pub batch: BatchSettings,
     pub hnsw: HnswParams,
     /// Where collections created through the API live (default: `index_dir/collections`).
@@ -61,6 +63,23 @@ pub struct CollectionSettings {
     pub index_dir: Option<PathBuf>,
     /// Keep uploaded files (default: the server's `keep_originals`).
     pub keep_originals: Option<bool>,
+}
+
+/// Whether ONNX Runtime's intra-op threads spin (busy-wait) for their next piece of work
+/// instead of sleeping. Waking a sleeping thread costs tens of microseconds per operator,
+/// which adds up over a network's many operators; a spinning thread burns a core that
+/// image decoding and the HTTP workers could use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spinning {
+    /// Never spin.
+    Off,
+    /// Spin between the operators of an inference call, stop when it returns: a lone
+    /// request is not slowed by thread wake-ups, and no core is burnt between requests.
+    #[default]
+    DuringRun,
+    /// Spin between calls too (ONNX Runtime's own default).
+    On,
 }
 
 /// Dynamic batching of concurrent embedding requests.
@@ -93,6 +112,7 @@ impl Default for Settings {
             max_k: 1000,
             http_workers: 0,
             intra_threads: 0,
+            intra_spinning: Spinning::default(),
             batch: BatchSettings::default(),
             hnsw: HnswParams::default(),
             collections_dir: None,

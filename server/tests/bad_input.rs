@@ -59,6 +59,15 @@ fn bad_inputs_get_json_4xx_and_the_server_keeps_serving() {
         expect_error(res, 415, "unsupported_content_type");
         let res = http.post(srv.url(path)).body(good.clone()).send().unwrap();
         expect_error(res, 415, "unsupported_content_type");
+        // application/octet-stream is a raw image whose format is read from the bytes.
+        let octet = |body: Vec<u8>| {
+            http.post(srv.url(path)).header("Content-Type", "application/octet-stream").body(body).send().unwrap()
+        };
+        if path == "/search" {
+            let res = octet(good.clone());
+            assert!(res.status().is_success(), "{path}: octet-stream image answered {}", res.status());
+        }
+        expect_error(octet(b"definitely not an image".to_vec()), 400, "not_an_image");
         // Malformed JSON, and JSON of the wrong shape.
         let res = http
             .post(srv.url(path))

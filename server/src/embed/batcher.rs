@@ -74,12 +74,18 @@ fn run(model: &OnnxModel, rx: &Receiver<Job>, max_batch: usize, max_wait: Durati
             }
         }
         let n = jobs.len();
-        let mut input = Vec::with_capacity(n * model.input_len());
-        let mut replies = Vec::with_capacity(n);
-        for job in jobs {
-            input.extend_from_slice(&job.input);
-            replies.push(job.reply);
-        }
+        let (input, replies) = if n == 1 {
+            let job = jobs.remove(0);
+            (job.input, vec![job.reply])
+        } else {
+            let mut input = Vec::with_capacity(n * model.input_len());
+            let mut replies = Vec::with_capacity(n);
+            for job in jobs {
+                input.extend_from_slice(&job.input);
+                replies.push(job.reply);
+            }
+            (input, replies)
+        };
         let started = Instant::now();
         let result = model.embed(input, n);
         metrics.observe_batch(n, started.elapsed().as_secs_f64());

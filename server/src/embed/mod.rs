@@ -1,7 +1,8 @@
 //! Images to vectors: decode (with the bomb guard), preprocess exactly as the model's
 //! manifest says (the shared [`models::Preprocess`]), then embed through the dynamic
-//! batcher. Decoding and preprocessing run on the blocking pool, inference on its own
-//! thread, so the async workers only shuttle bytes.
+//! batcher. Decoding and preprocessing of a large image run on the blocking pool; a small
+//! one ([`INLINE_DECODE_PIXELS`]) is decoded on the HTTP worker that received it, since the
+//! hand-off would cost more than the work. Inference runs on its own thread.
 
 mod batcher;
 mod decode;
@@ -19,6 +20,11 @@ use crate::metrics::Metrics;
 use crate::runtime::OnnxModel;
 use crate::settings::BatchSettings;
 use crate::{Error, Result};
+
+/// Images of at most this many pixels (by their header) are decoded and preprocessed on the
+/// HTTP worker itself: about half a millisecond of work, while the round trip through the
+/// blocking pool cost 0.1-0.2 ms of thread wake-ups on a 2-core VM (BENCHMARKS.md).
+pub const INLINE_DECODE_PIXELS: u64 = 320 * 320;
 
 /// Where the time of one embedding went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -68,13 +74,17 @@ impl Embedder {
         let started = Instant::now();
         let preprocess = self.model.manifest().preprocess.clone();
         let max_pixels = self.max_pixels;
-        let (input, thumbnail) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let small = contract::header_pixels(&bytes).is_some_and(|p| p <= INLINE_DECODE_PIXELS);
+        let prepare = move || -> Result<_> {
             let img = decode_image(&bytes, max_pixels)?;
             let thumb = if with_thumbnail { Some(thumbnail_jpeg(&img)?) } else { None };
             Ok((preprocess.apply(&img), thumb))
-        })
-        .await
-        .map_err(|_| Error::Unavailable)??;
+        };
+        let (input, thumbnail) = if small {
+            prepare()?
+        } else {
+            tokio::task::spawn_blocking(prepare).await.map_err(|_| Error::Unavailable)??
+        };
         let decoded = Instant::now();
         let vector = self.batcher.embed(input).await?;
         let timings = EmbedTimings {

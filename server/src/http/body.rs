@@ -1,5 +1,6 @@
 //! Reading a request body under the upload limit and sorting it by content type: a raw
-//! image (`image/*`), a multipart form, or JSON.
+//! image (`image/*`, or `application/octet-stream`: the format is read from the bytes
+//! either way), a multipart form, or JSON.
 
 use actix_web::http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::web::{Bytes, BytesMut, Payload};
@@ -8,7 +9,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use crate::{Error, Result};
 
 /// What we accept, for error messages.
-pub const ACCEPTED: &str = "an image/* body, multipart/form-data, or application/json";
+pub const ACCEPTED: &str = "an image/* (or application/octet-stream) body, multipart/form-data, or application/json";
 /// After the limit is hit, this much more is read and dropped so the client still gets
 /// the 413 answer instead of a reset connection.
 const DRAIN_BYTES: usize = 64 * 1024 * 1024;
@@ -53,7 +54,7 @@ fn essence(headers: &HeaderMap) -> Option<String> {
 pub async fn read(headers: &HeaderMap, mut payload: Payload, limit: usize) -> Result<Upload> {
     let kind = essence(headers);
     let kind = match kind.as_deref() {
-        Some(k) if k.starts_with("image/") => "image",
+        Some(k) if k.starts_with("image/") || k == "application/octet-stream" => "image",
         Some("multipart/form-data") => "multipart",
         Some("application/json") => "json",
         other => {

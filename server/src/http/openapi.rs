@@ -170,6 +170,7 @@ fn base_document() -> Value {
                 "parameters": search_params(),
                 "requestBody": { "required": true, "content": {
                     "image/*": image.clone(),
+                    "application/octet-stream": image.clone(),
                     "multipart/form-data": { "schema": { "type": "object", "properties": { "image": { "type": "string", "format": "binary" } } } },
                     "application/json": { "schema": schema("Query") } } },
                 "responses": searched.clone() } },
@@ -194,7 +195,8 @@ fn base_document() -> Value {
                         query("id", "Id of a raw-body image (default: a fresh random id)", json!({ "type": "string" })),
                         query("metadata", "Metadata of a raw-body image, as JSON text", json!({ "type": "string" })) ],
                     "requestBody": { "required": true, "content": {
-                        "image/*": image,
+                        "image/*": image.clone(),
+                        "application/octet-stream": image,
                         "multipart/form-data": { "schema": { "type": "object", "properties": {
                             "image": { "type": "string", "format": "binary" }, "id": { "type": "string" },
                             "metadata": { "type": "string", "description": "JSON text, paired with the image of the same position" } } } },

@@ -212,11 +212,26 @@ async fn embed(col: &Collection, targets: Vec<Target>, timings: &mut SearchTimin
     Ok(out)
 }
 
-/// Runs the queries on a blocking thread.
+/// Largest `ef` and `offset + k` of a search run on the HTTP worker itself.
+const INLINE_MAX_DEPTH: usize = 512;
+
+/// A query whose cost is a bounded walk of the in-memory graph: near a vector, without a
+/// filter (which may scan) or re-ranking (which reads stored vectors), and not deep.
+fn is_light(target: &Target, query: &Query) -> bool {
+    matches!(target, Target::Vector(_))
+        && query.filter.is_none()
+        && query.rerank.is_none()
+        && query.offset + query.k <= INLINE_MAX_DEPTH
+        && query.ef.is_none_or(|ef| ef <= INLINE_MAX_DEPTH)
+}
+
+/// Runs the queries: on the HTTP worker when each is a light walk of the graph (a hand-off
+/// to the blocking pool costs more than such a search), else on a blocking thread.
 async fn run(col: &Collection, queries: Vec<(Target, Query)>, timings: &mut SearchTimings) -> Result<Vec<Results>> {
     let searched = Instant::now();
     let gallery = col.gallery.clone();
-    let out = web::block(move || -> Result<Vec<Results>> {
+    let light = queries.len() <= 8 && queries.iter().all(|(t, q)| is_light(t, q));
+    let search = move || -> Result<Vec<Results>> {
         queries
             .into_iter()
             .map(|(target, mut opts)| {
@@ -233,9 +248,8 @@ async fn run(col: &Collection, queries: Vec<(Target, Query)>, timings: &mut Sear
                 Ok(results(found, &opts))
             })
             .collect()
-    })
-    .await
-    .map_err(|_| Error::Unavailable)??;
+    };
+    let out = if light { search()? } else { web::block(search).await.map_err(|_| Error::Unavailable)?? };
     timings.search_ms = searched.elapsed().as_secs_f64() * 1e3;
     Ok(out)
 }

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use contract::Distance;
-use hnsw_rs::prelude::{AnnT, DistCosine, DistL2, Hnsw, HnswIo};
+use hnsw_rs::prelude::{AnnT, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 
 use super::{distance, nearest, Accept, Neighbor, VectorRead, VectorWrite};
@@ -71,6 +71,30 @@ impl GraphFiles {
         for p in Self::paths(dir, &self.basename) {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+/// The graph's distances: [`super::distance`], the one the exact index ranks by, through
+/// hnsw_rs's trait. hnsw_rs's own cosine adds in f64 one term after the other (about five
+/// times slower on 128-d vectors) and answers 0, not 1, for a zero vector. The types are
+/// named as hnsw_rs's are because a dump records its distance's type name and is loaded
+/// only by a distance of that name: graphs dumped before these existed still load (the
+/// distances are the same function).
+#[derive(Debug, Default, Clone, Copy)]
+struct DistL2;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct DistCosine;
+
+impl hnsw_rs::prelude::Distance<f32> for DistL2 {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        distance(Distance::Euclidean, a, b)
+    }
+}
+
+impl hnsw_rs::prelude::Distance<f32> for DistCosine {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        distance(Distance::Cosine, a, b)
     }
 }
 

@@ -78,6 +78,22 @@ pub struct Report {
     /// Rows of the metadata file that name no listed image, as `(line, path)`.
     pub unmatched_metadata: Vec<(usize, String)>,
     pub seconds: f64,
+    /// Seconds each stage of the pipeline worked (not waiting for its neighbours): the
+    /// largest is the one that set the pace.
+    pub stages: StageSeconds,
+}
+
+/// Busy seconds of each stage of the indexing pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageSeconds {
+    /// Looking files up in the index, reading and hashing them.
+    pub read: f64,
+    /// Decoding, preprocessing and thumbnailing (wall time, on every core).
+    pub decode: f64,
+    /// Inference.
+    pub embed: f64,
+    /// Writing the items, path records and the vector index.
+    pub commit: f64,
 }
 
 /// The id the job gives the file at `abs` (an absolute path): the first 128 bits of the
@@ -171,8 +187,17 @@ fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
+/// Images in flight between two stages of the pipeline, in batches: enough to keep every
+/// stage busy while its neighbour finishes a batch, few enough to bound memory.
+const QUEUE_BATCHES: usize = 2;
+
 /// Indexes the images under `dir` into `gallery` (see the module docs); `on_progress` is
-/// called after each batch. Unreadable files are reported, not fatal.
+/// called after each committed batch. Unreadable files are reported, not fatal.
+///
+/// The work is pipelined over bounded queues, one thread per stage, so that reading and
+/// hashing, decoding (on every core), inference and committing overlap: a batch is read
+/// while the one before it is decoded, the one before that embedded, and the one before
+/// that committed. Batches are committed in walk order.
 pub fn index_folder(
     model: &OnnxModel,
     gallery: &Gallery,
@@ -191,56 +216,74 @@ pub fn index_folder(
     }
     on_progress(&report.progress);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut listed = HashSet::new();
-    let mut files = files.into_iter().peekable();
-    while files.peek().is_some() {
-        let chunk: Vec<Source> = files.by_ref().take(opts.batch.max(1)).collect();
-        let n = chunk.len();
-        listed.extend(chunk.iter().map(|s| s.abs.clone()));
-        let mut change = GalleryChange::default();
-        let todo = triage(gallery, &describe, chunk, &mut change, &mut report)?;
-        let prepared = prepare(model, &todo, opts.max_pixels, threads);
-        let mut inputs = Vec::new();
-        let mut ok = Vec::new();
-        for (item, result) in todo.into_iter().zip(prepared) {
-            match result {
-                Ok((input, thumb)) => {
-                    inputs.extend_from_slice(&input);
-                    ok.push((item, thumb));
+    let batch = opts.batch.max(1);
+    let (read_tx, read_rx) = crossbeam_channel::bounded::<Triaged>(QUEUE_BATCHES);
+    let (prepared_tx, prepared_rx) = crossbeam_channel::bounded::<Prepared>(QUEUE_BATCHES);
+    let (embedded_tx, embedded_rx) = crossbeam_channel::bounded::<Embedded>(QUEUE_BATCHES);
+    let describe = &describe;
+    let ((read, prepare, embed), commit_s, committed) = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<(HashSet<PathBuf>, f64)> {
+            let mut listed = HashSet::new();
+            let mut busy = 0.0;
+            let mut files = files.into_iter().peekable();
+            while files.peek().is_some() {
+                let chunk: Vec<Source> = files.by_ref().take(batch).collect();
+                let t = Instant::now();
+                listed.extend(chunk.iter().map(|s| s.abs.clone()));
+                let triaged = triage(gallery, describe, chunk)?;
+                busy += t.elapsed().as_secs_f64();
+                if read_tx.send(triaged).is_err() {
+                    break; // a later stage stopped; its error is the one reported
                 }
-                Err(e) => report.failures.push((item.source.file, file_failure(&e))),
             }
-        }
-        if !ok.is_empty() {
-            let vectors = model.embed(inputs, ok.len())?;
-            for ((item, thumb), vector) in ok.into_iter().zip(vectors) {
-                if item.update || item.legacy.is_some() {
-                    report.progress.updated += 1;
-                } else {
-                    report.progress.indexed += 1;
+            Ok((listed, busy))
+        });
+        let preparer = s.spawn(move || -> Result<f64> {
+            let mut busy = 0.0;
+            for triaged in read_rx {
+                let t = Instant::now();
+                let prepared = prepare(model, triaged, opts.max_pixels, threads);
+                busy += t.elapsed().as_secs_f64();
+                if prepared_tx.send(prepared).is_err() {
+                    break;
                 }
-                let old = gallery.get(&item.record.id)?.map(|r| r.metadata);
-                let metadata = describe.metadata(old.as_ref(), &item.source, item.bytes.len() as u64);
-                change.delete.extend(item.legacy);
-                change.insert.push(NewImage {
-                    id: Some(item.record.id.clone()),
-                    metadata,
-                    content_hash: Some(item.record.content_hash.clone()),
-                    vector,
-                    thumbnail: Some(thumb),
-                    // The file itself stays where it is, recorded in `source.path`.
-                    original: None,
-                });
-                change.set_paths.push((item.source.abs, item.record));
             }
-        }
-        if !change.is_empty() {
-            gallery.apply(change)?;
-        }
-        report.progress.failed = report.failures.len();
-        report.progress.done += n;
-        on_progress(&report.progress);
-    }
+            Ok(busy)
+        });
+        let embedder = s.spawn(move || -> Result<f64> {
+            let mut busy = 0.0;
+            for prepared in prepared_rx {
+                let t = Instant::now();
+                let embedded = embed(model, prepared)?;
+                busy += t.elapsed().as_secs_f64();
+                if embedded_tx.send(embedded).is_err() {
+                    break;
+                }
+            }
+            Ok(busy)
+        });
+        let mut commit_busy = 0.0;
+        let committed = (|| -> Result<()> {
+            for embedded in embedded_rx {
+                let t = Instant::now();
+                commit(gallery, describe, embedded, &mut report)?;
+                commit_busy += t.elapsed().as_secs_f64();
+                on_progress(&report.progress);
+            }
+            Ok(())
+        })();
+        let crashed = |stage: &str| Error::Inference(format!("the indexing job's {stage} stage crashed"));
+        let read = reader.join().unwrap_or_else(|_| Err(crashed("read")));
+        let prepare = preparer.join().unwrap_or_else(|_| Err(crashed("decode")));
+        let embed = embedder.join().unwrap_or_else(|_| Err(crashed("inference")));
+        ((read, prepare, embed), commit_busy, committed)
+    });
+    // The first stage that failed is the cause; the stages after it only ran dry.
+    let (listed, read_s) = read?;
+    let prepare_s = prepare?;
+    let embed_s = embed?;
+    committed?;
+    report.stages = StageSeconds { read: read_s, decode: prepare_s, embed: embed_s, commit: commit_s };
     if opts.sync {
         report.progress.removed = remove_gone(gallery, &root, &listed)?;
         on_progress(&report.progress);
@@ -249,39 +292,128 @@ pub fn index_folder(
     Ok(report)
 }
 
+/// A batch, read and sorted: the files to embed, and what the skipped ones changed.
+struct Triaged {
+    /// Files in the batch, whatever became of them.
+    n: usize,
+    todo: Vec<Todo>,
+    change: GalleryChange,
+    skipped: usize,
+    failures: Vec<(PathBuf, String)>,
+}
+
+/// A batch, decoded and preprocessed: the inputs of the files that decoded, in order.
+struct Prepared {
+    triaged: Triaged,
+    /// `[ok.len(), 3, crop, crop]` flattened
+    inputs: Vec<f32>,
+    /// The files that decoded, with their thumbnails.
+    ok: Vec<(Todo, Vec<u8>)>,
+}
+
+/// A batch, embedded.
+struct Embedded {
+    prepared: Prepared,
+    /// One per `prepared.ok`.
+    vectors: Vec<Vec<f32>>,
+}
+
+/// Decodes and preprocesses a batch on `threads` threads; files that do not decode become
+/// failures.
+fn prepare(model: &OnnxModel, mut triaged: Triaged, max_pixels: u64, threads: usize) -> Prepared {
+    let files: Vec<&[u8]> = triaged.todo.iter().map(|t| t.bytes.as_slice()).collect();
+    let results = prepare_all(model, &files, max_pixels, threads);
+    let mut inputs = Vec::with_capacity(results.len() * model.input_len());
+    let mut ok = Vec::with_capacity(results.len());
+    for (mut item, result) in std::mem::take(&mut triaged.todo).into_iter().zip(results) {
+        match result {
+            Ok((input, thumb)) => {
+                inputs.extend_from_slice(&input);
+                item.bytes = Vec::new(); // the file's bytes are no longer needed
+                ok.push((item, thumb));
+            }
+            Err(e) => triaged.failures.push((item.source.file, file_failure(&e))),
+        }
+    }
+    Prepared { triaged, inputs, ok }
+}
+
+/// Runs a batch through the model.
+fn embed(model: &OnnxModel, mut prepared: Prepared) -> Result<Embedded> {
+    let inputs = std::mem::take(&mut prepared.inputs);
+    let vectors = model.embed(inputs, prepared.ok.len())?;
+    Ok(Embedded { prepared, vectors })
+}
+
+/// Writes a batch's items, path records and metadata in one transaction and counts it.
+fn commit(gallery: &Gallery, describe: &Describe, embedded: Embedded, report: &mut Report) -> Result<()> {
+    let Embedded { prepared, vectors } = embedded;
+    let Prepared { triaged, ok, .. } = prepared;
+    let Triaged { n, mut change, skipped, failures, .. } = triaged;
+    for ((item, thumb), vector) in ok.into_iter().zip(vectors) {
+        if item.update || item.legacy.is_some() {
+            report.progress.updated += 1;
+        } else {
+            report.progress.indexed += 1;
+        }
+        let old = gallery.get(&item.record.id)?.map(|r| r.metadata);
+        let metadata = describe.metadata(old.as_ref(), &item.source, item.record.size);
+        change.delete.extend(item.legacy);
+        change.insert.push(NewImage {
+            id: Some(item.record.id.clone()),
+            metadata,
+            content_hash: Some(item.record.content_hash.clone()),
+            vector,
+            thumbnail: Some(thumb),
+            // The file itself stays where it is, recorded in `source.path`.
+            original: None,
+        });
+        change.set_paths.push((item.source.abs, item.record));
+    }
+    if !change.is_empty() {
+        gallery.apply(change)?;
+    }
+    report.progress.skipped += skipped;
+    report.failures.extend(failures);
+    report.progress.failed = report.failures.len();
+    report.progress.done += n;
+    Ok(())
+}
+
 /// Sorts a batch: files already indexed at their path are counted as skipped (with their
-/// record refreshed into `change` when only the mtime moved, and their metadata when the
-/// job's keys changed), unreadable ones as failures; the rest, read and hashed, are
-/// returned to be embedded.
-fn triage(
-    gallery: &Gallery,
-    describe: &Describe,
-    chunk: Vec<Source>,
-    change: &mut GalleryChange,
-    report: &mut Report,
-) -> Result<Vec<Todo>> {
+/// record refreshed into the batch's change when only the mtime moved, and their metadata
+/// when the job's keys changed), unreadable ones as failures; the rest, read and hashed,
+/// are to be embedded.
+fn triage(gallery: &Gallery, describe: &Describe, chunk: Vec<Source>) -> Result<Triaged> {
     let abs: Vec<PathBuf> = chunk.iter().map(|s| s.abs.clone()).collect();
     let states = gallery.path_states(&abs)?;
-    let mut todo = Vec::new();
+    let mut out = Triaged {
+        n: chunk.len(),
+        todo: Vec::new(),
+        change: GalleryChange::default(),
+        skipped: 0,
+        failures: Vec::new(),
+    };
+    let change = &mut out.change;
     for (source, state) in chunk.into_iter().zip(states) {
         let meta = match std::fs::metadata(&source.file) {
             Ok(m) => m,
             Err(e) => {
-                report.failures.push((source.file, e.to_string()));
+                out.failures.push((source.file, e.to_string()));
                 continue;
             }
         };
         let mtime = mtime_ns(&meta);
         let current = state.as_ref().filter(|s| s.item_current).map(|s: &PathState| &s.record);
         if current.is_some_and(|r| r.size == meta.len() && r.mtime_ns.is_some() && r.mtime_ns == mtime) {
-            report.progress.skipped += 1;
+            out.skipped += 1;
             refresh_metadata(gallery, describe, &source, meta.len(), change)?;
             continue;
         }
         let bytes = match std::fs::read(&source.file) {
             Ok(b) => b,
             Err(e) => {
-                report.failures.push((source.file, e.to_string()));
+                out.failures.push((source.file, e.to_string()));
                 continue;
             }
         };
@@ -290,7 +422,7 @@ fn triage(
         let record =
             PathRecord { id: path_id(&source.abs), size: bytes.len() as u64, mtime_ns: trusted, content_hash: hash };
         if let Some(old) = current.filter(|r| r.content_hash == record.content_hash) {
-            report.progress.skipped += 1;
+            out.skipped += 1;
             refresh_metadata(gallery, describe, &source, meta.len(), change)?;
             if *old != record {
                 change.set_paths.push((source.abs, record));
@@ -298,9 +430,9 @@ fn triage(
             continue;
         }
         let legacy = if state.is_none() { legacy_item(gallery, &record, &source.rel)? } else { None };
-        todo.push(Todo { source, bytes, update: current.is_some(), record, legacy });
+        out.todo.push(Todo { source, bytes, update: current.is_some(), record, legacy });
     }
-    Ok(todo)
+    Ok(out)
 }
 
 /// Queues new metadata for the item of a skipped file when the job's keys changed (a new
@@ -365,15 +497,6 @@ fn file_failure(e: &Error) -> String {
         Error::NotAnImage { reason } => format!("not a readable image: {reason}"),
         other => other.to_string(),
     }
-}
-
-/// Decodes and preprocesses files on `threads` threads.
-///
-/// # Shapes
-/// - each `Ok` holds `[3, crop, crop]` and a JPEG thumbnail
-fn prepare(model: &OnnxModel, todo: &[Todo], max_pixels: u64, threads: usize) -> Vec<Result<(Vec<f32>, Vec<u8>)>> {
-    let files: Vec<&[u8]> = todo.iter().map(|t| t.bytes.as_slice()).collect();
-    prepare_all(model, &files, max_pixels, threads)
 }
 
 /// Decodes and preprocesses encoded images on `threads` threads, for `model`.
