@@ -53,19 +53,9 @@ mkdir -p "$WORK"
 LOG="$WORK/logs"
 rm -rf "$LOG"
 mkdir -p "$LOG"
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
 
-model() { # model SIZE: a MobileNetV2 exported at SIZE px after one step
-  local m="$WORK/model-$1.onnx"
-  if [ ! -f "$m" ]; then
-    echo "exporting a MobileNetV2 model at $1 px (one training step)" >&2
-    rm -rf "$WORK/fit-$1"
-    target/release/trainer fit --data deps/fashion-mnist --out "$WORK/fit-$1" --image-size "$1" --limit 600 \
-      --eval-limit 200 --epochs 1 --batch-size 60 --max-steps-per-epoch 1 --dim 128 > "$LOG/fit-$1.json" 2> "$LOG/fit-$1.log"
-    target/release/trainer export --run "$WORK/fit-$1" --out "$m.tmp" >&2
-    mv "$m.tmp" "$m"
-  fi
-  echo "$m"
-}
 gallery() { # gallery NAME: the folder of images
   case "$1" in
     png96) echo "deps/fonts-dataset/test" ;;
@@ -77,19 +67,6 @@ gallery() { # gallery NAME: the folder of images
     *) echo "unknown gallery $1 (png96, jpg224)" >&2; exit 2 ;;
   esac
 }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_listening() { # wait_listening PID LOGFILE: the base URL once the log says it listens
-  for _ in $(seq 1 1500); do
-    local url
-    url="$(grep -o 'listening on http://[0-9.:]*' "$2" | head -n1 | cut -d' ' -f3 || true)"
-    [ -n "$url" ] && { echo "$url"; return; }
-    kill -0 "$1" 2>/dev/null || { cat "$2" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "$2: the server did not start" >&2; exit 1
-}
-rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-
 cat > "$WORK/search.lua" <<'LUA'
 -- POST a rotating set of image files (paths in BENCH_QUERIES) to /search?k=10; with
 -- BENCH_CLOSE=1 every request asks for its connection to be closed, so wrk opens a new

@@ -61,7 +61,9 @@ pub mod tables {
     pub const META_FORMAT: &str = "format";
     pub const META_SPEC: &str = "spec";
     pub const META_NEXT_SLOT: &str = "next_slot";
-    pub const META_GRAPH: &str = "graph";
+    /// The saved HNSW graph file. Earlier versions recorded their hnsw_rs dumps under
+    /// `graph`, which is ignored now: such an index rebuilds its graph once.
+    pub const META_GRAPH: &str = "graph_file";
 }
 
 /// What is stored about one image besides its vector.

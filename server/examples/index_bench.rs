@@ -121,10 +121,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(hnsw.len() == args.n, "the graph holds {} of {} vectors", hnsw.len(), args.n);
 
     let (exact_qps, truth) = timed_search(&exact, &queries, args.k, None);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "{} clustered vectors of dimension {} ({} clusters, latent dimension {}, spread {}), {} distance, {} queries, k = {}; \
-         HNSW M = {}, ef_construction = {}; HNSW build on {threads} threads, queries on one thread.",
+         HNSW M = {}, ef_construction = {}; HNSW build and queries on one thread.",
         args.n,
         args.dim,
         args.clusters,

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::filter::Filter;
-use crate::index::{ExactIndex, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
+use crate::index::{ExactIndex, GraphFiles, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
 use crate::rerank::{self, Rerank};
 use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store, StoredItem};
 use crate::{Error, Result};
@@ -257,16 +257,13 @@ impl Gallery {
         let store = Store::open(dir)?;
         store.check_spec(&spec, also)?;
         let params = *hnsw;
-        let stored = store.vectors()?;
-        let mut items: Vec<(u64, Vec<f32>)> = stored.into_iter().collect();
-        items.sort_by_key(|(k, _)| *k);
         let backend = match kind {
             IndexKind::Exact => {
                 let mut idx = ExactIndex::new(spec.dim, spec.distance);
-                idx.insert(&items);
+                idx.insert(&store.vectors()?);
                 Backend::Exact(idx)
             }
-            IndexKind::Hnsw => Backend::Hnsw(Self::restore_graph(&store, dir, &spec, params, &items)),
+            IndexKind::Hnsw => Backend::Hnsw(Self::restore_graph(&store, dir, &spec, params)?),
         };
         let records = store.records_by_slot()?;
         let slots = records.iter().map(|(slot, r)| (r.id.clone(), *slot)).collect();
@@ -283,21 +280,20 @@ impl Gallery {
         Ok(gallery)
     }
 
-    fn restore_graph(
-        store: &Store,
-        dir: &Path,
-        spec: &IndexSpec,
-        params: HnswParams,
-        items: &[(u64, Vec<f32>)],
-    ) -> HnswIndex {
+    /// The saved graph caught up with the store (only the vectors it lacks are read), or
+    /// a graph built from every stored vector when there is no usable saved one.
+    fn restore_graph(store: &Store, dir: &Path, spec: &IndexSpec, params: HnswParams) -> Result<HnswIndex> {
+        let slots = store.vector_slots()?;
         let loaded = match store.graph() {
-            Ok(Some(state)) => match HnswIndex::load(dir, &state.files, spec.dim, spec.distance, params) {
-                Ok(g) => Some(g),
-                Err(reason) => {
-                    tracing::warn!("rebuilding the HNSW graph from the stored vectors: {reason}");
-                    None
+            Ok(Some(state)) => {
+                match HnswIndex::load(dir, &state.files, spec.dim, spec.distance, params, slots.iter().copied()) {
+                    Ok(g) => Some(g),
+                    Err(reason) => {
+                        tracing::warn!("rebuilding the HNSW graph from the stored vectors: {reason}");
+                        None
+                    }
                 }
-            },
+            }
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!("rebuilding the HNSW graph: {e}");
@@ -305,25 +301,19 @@ impl Gallery {
             }
         };
         let Some(mut graph) = loaded else {
+            let items = store.vectors()?;
             let mut g = HnswIndex::new(spec.dim, spec.distance, params, items.len());
-            g.insert(items);
+            g.insert(&items);
             tracing::info!(points = items.len(), "built the HNSW graph from the stored vectors");
-            return g;
+            return Ok(g);
         };
-        let live: std::collections::HashSet<u64> = items.iter().map(|(k, _)| *k).collect();
-        let gone: Vec<u64> = graph.keys().filter(|k| !live.contains(k)).collect();
-        for k in &gone {
-            graph.remove(*k);
-        }
-        let before = graph.graph_len();
-        graph.insert(items);
-        tracing::info!(
-            points = graph.graph_len(),
-            caught_up = graph.graph_len() - before,
-            deleted = gone.len(),
-            "reloaded the HNSW graph dump"
-        );
-        graph
+        let missing: Vec<u64> = slots.into_iter().filter(|&s| !graph.contains(s)).collect();
+        let vectors = store.vectors_of(&missing)?;
+        let items: Vec<(u64, Vec<f32>)> =
+            missing.iter().zip(vectors).filter_map(|(&slot, v)| Some((slot, v?))).collect();
+        graph.insert(&items);
+        tracing::info!(points = graph.len(), caught_up = items.len(), "reloaded the HNSW graph");
+        Ok(graph)
     }
 
     /// Every stored item and path record, from one consistent read (see
@@ -662,21 +652,25 @@ impl Gallery {
         let Backend::Hnsw(graph) = &live.backend else {
             return Ok(());
         };
-        if graph.graph_len() == 0 {
-            // Nothing to dump (and hnsw_rs refuses an empty graph); the next start builds
-            // the graph from the stored vectors or catches a stale dump up with them.
+        if graph.is_empty() {
+            // Nothing to save; the next start builds the graph from the stored vectors
+            // (none) or catches a stale file up with them.
             return Ok(());
         }
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let files = graph
-            .dump(&self.dir, &format!("graph-{nanos}"))
+            .dump(&self.dir, &format!("{}{nanos}", GraphFiles::PREFIX))
             .map_err(|reason| Error::Store { path: self.dir.clone(), reason })?;
-        let previous = self.store.graph()?;
         self.store.set_graph(&GraphState { files: files.clone() })?;
-        if let Some(old) = previous.filter(|p| p.files.basename != files.basename) {
-            old.files.remove(&self.dir);
+        // Every other graph file is stale now: earlier saves, and files of a save that
+        // crashed before it was recorded.
+        for entry in std::fs::read_dir(&self.dir).map_err(Error::io(&self.dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if GraphFiles::is_graph_file(&name) && name != files.file {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
-        tracing::info!(basename = %files.basename, points = graph.graph_len(), "dumped the HNSW graph");
+        tracing::info!(file = %files.file, points = graph.len(), "saved the HNSW graph");
         Ok(())
     }
 
@@ -788,6 +782,19 @@ mod tests {
         assert!(g.has_hash("h-d").unwrap());
         assert!(!g.has_hash("h-b").unwrap());
         assert_eq!(g.stats().images, 3);
+        // Saving leaves one graph file: earlier saves, an interrupted save's temporary
+        // file and the hnsw_rs dumps of earlier versions go.
+        for stale in ["graph-1.hnsw.graph", "graph-1.hnsw.data", ".graph-2.usearch.tmp"] {
+            std::fs::write(dir.path().join(stale), b"stale").unwrap();
+        }
+        g.snapshot().unwrap();
+        g.snapshot().unwrap();
+        let graphs: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| GraphFiles::is_graph_file(n))
+            .collect();
+        assert!(graphs.len() == 1 && graphs[0].ends_with(".usearch"), "{graphs:?}");
         // A different model cannot open the same index.
         drop(g);
         let other = IndexSpec { dim: 3, ..spec() };

@@ -148,6 +148,11 @@ pub struct GraphState {
     pub files: GraphFiles,
 }
 
+/// redb's own page cache (its default is 1 GiB). The operating system caches the file as
+/// well; redb's copy matters for the B-tree's inner pages, a few MiB for a 100k-item
+/// index, so a large one only doubles the memory of a start that reads every vector.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// The redb database of an index directory.
 pub struct Store {
     db: Database,
@@ -181,7 +186,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).db(&path)?;
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(&path).db(&path)?;
         let store = Self { db, path };
         let tx = store.db.begin_write().db(&store.path)?;
         {
@@ -526,15 +531,27 @@ impl Store {
         Ok(self.len()? == 0)
     }
 
-    /// Every stored vector by slot.
-    pub fn vectors(&self) -> Result<HashMap<u64, Vec<f32>>> {
+    /// Every stored vector, in slot order.
+    pub fn vectors(&self) -> Result<Vec<(u64, Vec<f32>)>> {
         let p = self.path.as_path();
         let tx = self.db.begin_read().db(p)?;
         let t = tx.open_table(VECTORS).db(p)?;
-        let mut out = HashMap::new();
+        let mut out = Vec::with_capacity(t.len().db(p)? as usize);
         for row in t.iter().db(p)? {
             let (k, v) = row.db(p)?;
-            out.insert(k.value(), decode_vector(v.value()));
+            out.push((k.value(), decode_vector(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// The slot of every stored vector, in order (the vectors themselves are not decoded).
+    pub fn vector_slots(&self) -> Result<Vec<u64>> {
+        let p = self.path.as_path();
+        let tx = self.db.begin_read().db(p)?;
+        let t = tx.open_table(VECTORS).db(p)?;
+        let mut out = Vec::with_capacity(t.len().db(p)? as usize);
+        for row in t.iter().db(p)? {
+            out.push(row.db(p)?.0.value());
         }
         Ok(out)
     }

@@ -291,7 +291,7 @@ pub fn activate(home: &Path, built: &Built, previous: &Path) -> Result<()> {
         // collections' folders and snapshots, so only its own files go.
         for entry in std::fs::read_dir(home).map_err(Error::io(home))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == DB_FILE || (name.starts_with("graph-") && name.contains(".hnsw.")) {
+            if name == DB_FILE || crate::index::GraphFiles::is_graph_file(&name) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

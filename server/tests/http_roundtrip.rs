@@ -136,10 +136,10 @@ fn index_search_delete_restart_search() {
     let docs = http.get(srv.url("/docs")).send().unwrap().text().unwrap();
     assert!(docs.contains("/openapi.json") && !docs.contains("https://"), "docs are served from the binary");
 
-    // Graceful restart: the graph dump is reloaded, answers are unchanged.
+    // Graceful restart: the saved graph is reloaded, answers are unchanged.
     let before = search_image(&http, &srv, png(7, 47, 30), 5);
     let log = srv.stop();
-    assert!(log.iter().any(|l| l.contains("dumped the HNSW graph")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("saved the HNSW graph")), "{log:?}");
     let srv = ServerProc::start(&model, &index, &[]);
     let after = search_image(&http, &srv, png(7, 47, 30), 5);
     assert_eq!(before["hits"], after["hits"]);
