@@ -27,7 +27,7 @@ pub mod preprocess;
 pub mod progress;
 pub mod stored;
 
-pub use decode::{decode_bytes, decode_file, header_pixels, DecodeLimits};
+pub use decode::{decode_bytes, decode_bytes_scaled, decode_file, header_pixels, DecodeLimits};
 pub use distance::Distance;
 pub use error::{ContractError, Result};
 pub use hash::sha256_hex;

@@ -110,7 +110,7 @@ fn decode_ms(list: &std::path::Path, manifest: &contract::Manifest, max_pixels: 
         let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
         for _ in 0..3 {
             let started = Instant::now();
-            let img = server::embed::decode_image(&bytes, max_pixels)?;
+            let img = server::embed::decode_image(&bytes, max_pixels, server::embed::min_side(&manifest.preprocess))?;
             std::hint::black_box(manifest.preprocess.apply(&img));
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }

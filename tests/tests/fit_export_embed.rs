@@ -94,7 +94,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
     for (row, &i) in ours.kept.iter().enumerate() {
         let data::ImageSource::File(path) = &test.samples[i].source else { panic!("files expected") };
         let bytes = std::fs::read(path).unwrap();
-        let img = server::embed::decode_image(&bytes, 1 << 24).unwrap();
+        let img = server::embed::decode_image(&bytes, 1 << 24, server::embed::min_side(&manifest.preprocess)).unwrap();
         let x = model.manifest().preprocess.apply(&img);
         let y = model.embed(x, 1).unwrap().remove(0);
         let expect = &ours.vectors[row * 16..(row + 1) * 16];

@@ -14,9 +14,17 @@ use crate::{Error, Result};
 /// Longest side of stored thumbnails.
 pub const THUMBNAIL_SIDE: u32 = 160;
 
-/// Decodes an uploaded image, refusing more than `max_pixels` pixels before decoding them.
-pub fn decode_image(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage> {
-    contract::decode_bytes(bytes, "the body", DecodeLimits::new(max_pixels)).map_err(|e| match e {
+/// The fewest pixels the shorter side of a decoded image must keep for `preprocess` (its
+/// resize) and for a thumbnail: what [`decode_image`] may reduce a large JPEG to.
+pub fn min_side(preprocess: &contract::Preprocess) -> u32 {
+    preprocess.resize.max(preprocess.crop).max(THUMBNAIL_SIDE)
+}
+
+/// Decodes an uploaded image, refusing more than `max_pixels` pixels before decoding them;
+/// a JPEG of more than twice `min_side` on its shorter side is decoded at a reduced scale
+/// (see [`contract::decode_bytes_scaled`]).
+pub fn decode_image(bytes: &[u8], max_pixels: u64, min_side: u32) -> Result<DynamicImage> {
+    contract::decode_bytes_scaled(bytes, "the body", DecodeLimits::new(max_pixels), min_side).map_err(|e| match e {
         ContractError::ImageTooLarge { width, height, pixels, limit, .. } => {
             Error::ImageTooLarge { width, height, pixels, limit }
         }
@@ -65,12 +73,12 @@ mod tests {
     #[test]
     fn decodes_and_refuses_bad_input() {
         let ok = png(20, 10);
-        assert_eq!(decode_image(&ok, 1000).unwrap().width(), 20);
-        assert!(matches!(decode_image(&ok, 199), Err(Error::ImageTooLarge { pixels: 200, .. })));
-        assert!(matches!(decode_image(b"", 1000), Err(Error::NotAnImage { .. })));
-        assert!(matches!(decode_image(b"hello, not an image", 1000), Err(Error::NotAnImage { .. })));
-        assert!(matches!(decode_image(&ok[..ok.len() / 2], 1000), Err(Error::NotAnImage { .. })));
-        let thumb = thumbnail_jpeg(&decode_image(&ok, 1000).unwrap()).unwrap();
+        assert_eq!(decode_image(&ok, 1000, 0).unwrap().width(), 20);
+        assert!(matches!(decode_image(&ok, 199, 0), Err(Error::ImageTooLarge { pixels: 200, .. })));
+        assert!(matches!(decode_image(b"", 1000, 0), Err(Error::NotAnImage { .. })));
+        assert!(matches!(decode_image(b"hello, not an image", 1000, 0), Err(Error::NotAnImage { .. })));
+        assert!(matches!(decode_image(&ok[..ok.len() / 2], 1000, 0), Err(Error::NotAnImage { .. })));
+        let thumb = thumbnail_jpeg(&decode_image(&ok, 1000, 0).unwrap()).unwrap();
         assert_eq!(&thumb[..2], &[0xFF, 0xD8]);
     }
 }

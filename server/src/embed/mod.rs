@@ -8,7 +8,7 @@ mod batcher;
 mod decode;
 
 pub use batcher::Batcher;
-pub use decode::{decode_image, thumbnail_jpeg, THUMBNAIL_SIDE};
+pub use decode::{decode_image, min_side, thumbnail_jpeg, THUMBNAIL_SIDE};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,10 +73,10 @@ impl Embedder {
     pub async fn embed_bytes(&self, bytes: actix_web::web::Bytes, with_thumbnail: bool) -> Result<Embedded> {
         let started = Instant::now();
         let preprocess = self.model.manifest().preprocess.clone();
-        let max_pixels = self.max_pixels;
+        let (max_pixels, min_side) = (self.max_pixels, min_side(&preprocess));
         let small = contract::header_pixels(&bytes).is_some_and(|p| p <= INLINE_DECODE_PIXELS);
         let prepare = move || -> Result<_> {
-            let img = decode_image(&bytes, max_pixels)?;
+            let img = decode_image(&bytes, max_pixels, min_side)?;
             let thumb = if with_thumbnail { Some(thumbnail_jpeg(&img)?) } else { None };
             Ok((preprocess.apply(&img), thumb))
         };

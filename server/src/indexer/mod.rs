@@ -510,6 +510,7 @@ pub(crate) fn prepare_all(
     threads: usize,
 ) -> Vec<Result<(Vec<f32>, Vec<u8>)>> {
     let preprocess = &model.manifest().preprocess;
+    let min_side = crate::embed::min_side(preprocess);
     let per = images.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = images
@@ -519,7 +520,7 @@ pub(crate) fn prepare_all(
                 let handle = s.spawn(move || {
                     part.iter()
                         .map(|bytes| {
-                            let img = decode_image(bytes, max_pixels)?;
+                            let img = decode_image(bytes, max_pixels, min_side)?;
                             Ok((preprocess.apply(&img), thumbnail_jpeg(&img)?))
                         })
                         .collect::<Vec<_>>()
