@@ -33,4 +33,4 @@ pub use error::{ContractError, Result};
 pub use hash::sha256_hex;
 pub use images::{find_images, is_image_name, IMAGE_EXTENSIONS};
 pub use manifest::{Manifest, Output, Provenance, INPUT_NAME, MANIFEST_FORMAT, MANIFEST_KEY};
-pub use preprocess::{resize, resize_region, ChannelOrder, Preprocess};
+pub use preprocess::{into_rgb8, resize, resize_region, rgb8, ChannelOrder, Preprocess};

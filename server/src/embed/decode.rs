@@ -37,10 +37,7 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, min_side: u32) -> Result<Dyna
 /// side, the aspect ratio kept, never enlarged.
 pub fn thumbnail_jpeg(img: &DynamicImage) -> Result<Vec<u8>> {
     let (w, h) = (img.width(), img.height());
-    let rgb = match img {
-        DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb),
-        other => Cow::Owned(other.to_rgb8()),
-    };
+    let rgb = contract::rgb8(img);
     let small = if w.max(h) > THUMBNAIL_SIDE {
         let scale = THUMBNAIL_SIDE as f64 / w.max(h) as f64;
         let side = |n: u32| ((n as f64 * scale).round() as u32).clamp(1, THUMBNAIL_SIDE);

@@ -17,7 +17,7 @@ use super::{DataError, Dataset, ImageSource, Result, Sample};
 pub fn decode(sample: &Sample) -> Result<RgbImage> {
     let fail = |reason: String| DataError::Decode { name: describe(sample), reason };
     let img = match &sample.source {
-        ImageSource::File(path) => contract::decode_file(path, DecodeLimits::default())?.to_rgb8(),
+        ImageSource::File(path) => contract::into_rgb8(contract::decode_file(path, DecodeLimits::default())?),
         ImageSource::Idx { images, index } => {
             let plane = images.image(*index).ok_or_else(|| fail(format!("no image {index} in the IDX file")))?;
             let rgb: Vec<u8> = plane.iter().flat_map(|&v| [v, v, v]).collect();
@@ -26,7 +26,7 @@ pub fn decode(sample: &Sample) -> Result<RgbImage> {
         }
         ImageSource::Stored { images, index } => {
             let bytes = images.original(*index)?;
-            contract::decode_bytes(&bytes, &sample.name, DecodeLimits::default())?.to_rgb8()
+            contract::into_rgb8(contract::decode_bytes(&bytes, &sample.name, DecodeLimits::default())?)
         }
     };
     if img.width() == 0 || img.height() == 0 {
