@@ -84,14 +84,15 @@ pub fn decode_bytes_scaled(bytes: &[u8], name: &str, limits: DecodeLimits, min_s
     l.max_image_width = Some(width);
     l.max_image_height = Some(height);
     l.max_alloc = Some(limits.max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).max(1 << 20));
+    let max_alloc = l.max_alloc;
     r.limits(l);
     let jpeg = r.format() == Some(ImageFormat::Jpeg);
     let corrupt = |e: image::ImageError| fail(format!("corrupt or truncated: {e}"));
     let mut decoder = r.into_decoder().map_err(corrupt)?;
     // An unreadable EXIF block is not worth refusing the pixels for.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let reduced = if jpeg && min_side > 0 && width.min(height) >= 4 * min_side {
-        jpeg_reduced(bytes, width, height, min_side)
+    let reduced = if jpeg && min_side > 0 && width.min(height) >= min_side.saturating_mul(4) {
+        jpeg_reduced(bytes, width, height, min_side, max_alloc)
     } else {
         None
     };
@@ -106,18 +107,26 @@ pub fn decode_bytes_scaled(bytes: &[u8], name: &str, limits: DecodeLimits, min_s
 /// A JPEG decoded at the smallest scale that keeps its shorter side at `min_side` or
 /// more; `None` when the scaled decoder cannot read it or its colour model is not grey or
 /// RGB (the full decoder then decides).
-fn jpeg_reduced(bytes: &[u8], width: u32, height: u32, min_side: u32) -> Option<DynamicImage> {
+fn jpeg_reduced(bytes: &[u8], width: u32, height: u32, min_side: u32, max_alloc: Option<u64>) -> Option<DynamicImage> {
     let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    if let Some(max) = max_alloc {
+        d.set_max_decoding_buffer_size(usize::try_from(max).unwrap_or(usize::MAX));
+    }
     // The decoder picks the smallest scale at which either requested side is reached:
     // ask for the shorter side only.
     let side = u16::try_from(min_side).ok()?;
     let (w, h) = if width <= height { d.scale(side, u16::MAX) } else { d.scale(u16::MAX, side) }.ok()?;
+    let grey = match d.info()?.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => true,
+        jpeg_decoder::PixelFormat::RGB24 => false,
+        _ => return None,
+    };
     let pixels = d.decode().ok()?;
     let (w, h) = (u32::from(w), u32::from(h));
-    match d.info()?.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
-        jpeg_decoder::PixelFormat::RGB24 => image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
-        _ => None,
+    if grey {
+        image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+    } else {
+        image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
     }
 }
 

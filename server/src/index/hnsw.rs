@@ -1,7 +1,7 @@
 //! The HNSW graph index (USearch; the only file that uses that crate). Removed vectors
-//! leave the graph at once (USearch unlinks them and may reuse their slots);
-//! [`HnswIndex::rebuilt`] builds a fresh graph once removals pile up, since a graph that
-//! lost many nodes connects the rest less well.
+//! leave search results at once: USearch marks their nodes free, still linked, and gives
+//! a later insert the free node; [`HnswIndex::rebuilt`] builds a fresh graph once free
+//! nodes pile up, since the graph walks through them for nothing.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -53,9 +53,22 @@ impl GraphFiles {
         format!("{basename}.usearch")
     }
 
-    /// True for the name of a graph file this or an earlier version wrote.
+    /// True for the name of a graph file this or an earlier version wrote, current or
+    /// stale: `graph-<digits>.usearch`, its temporary `.graph-<digits>.usearch.tmp`, and
+    /// the `graph-<digits>.hnsw.graph` / `.hnsw.data` dumps of hnsw_rs. Nothing else
+    /// (another collection's snapshot, a user's file) matches.
     pub fn is_graph_file(name: &str) -> bool {
-        name.starts_with(Self::PREFIX) || name.starts_with(&format!(".{}", Self::PREFIX))
+        let stamped = |rest: &str, suffixes: &[&str]| {
+            rest.strip_prefix(Self::PREFIX).is_some_and(|rest| {
+                suffixes.iter().any(|suffix| {
+                    rest.strip_suffix(suffix).is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+        };
+        match name.strip_prefix('.') {
+            Some(hidden) => stamped(hidden, &[".usearch.tmp"]),
+            None => stamped(name, &[".usearch", ".hnsw.graph", ".hnsw.data"]),
+        }
     }
 }
 
@@ -84,10 +97,18 @@ impl Contexts {
             }
             *busy += 1;
         }
-        let out = f();
-        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        self.freed.notify_one();
-        out
+        let _release = Release(self);
+        f()
+    }
+}
+
+/// Gives a context back when the call that took it ends, however it ends.
+struct Release<'a>(&'a Contexts);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -100,7 +121,7 @@ pub struct HnswIndex {
     metric: Distance,
     /// Every live key in the graph.
     keys: HashSet<u64>,
-    /// Keys removed since the graph was built.
+    /// Removed keys whose nodes no insert has taken over yet.
     removed: usize,
 }
 
@@ -146,17 +167,17 @@ impl HnswIndex {
         self.keys.contains(&key)
     }
 
-    /// Number of vectors removed since the graph was built.
+    /// Free nodes: vectors removed and not yet replaced by an insert.
     pub fn tombstones(&self) -> usize {
         self.removed
     }
 
-    /// Number of vectors in the graph plus those removed since it was built.
+    /// Nodes in the graph, free ones included.
     pub fn graph_len(&self) -> usize {
         self.keys.len() + self.removed
     }
 
-    /// True when removed vectors exceed `ratio` of the graph.
+    /// True when free nodes exceed `ratio` of the graph.
     pub fn needs_rebuild(&self, ratio: f64) -> bool {
         self.removed > 0 && self.removed as f64 > ratio * self.graph_len() as f64
     }
@@ -188,6 +209,9 @@ impl HnswIndex {
         self.contexts
             .with(|| self.graph.save(tmp_str))
             .map_err(|e| format!("saving the HNSW graph to {} failed: {e}", tmp.display()))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("syncing {} failed: {e}", tmp.display()))?;
         let (bytes, sha256) = Self::measure(&tmp).ok_or_else(|| format!("{} is unreadable", tmp.display()))?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {} failed: {e}", tmp.display()))?;
         Ok(GraphFiles { file, bytes, sha256 })
@@ -231,6 +255,7 @@ impl HnswIndex {
             ));
         }
         let mut idx = Self::new(dim, metric, params, 0);
+        idx.removed = usize::try_from(meta.count_deleted).unwrap_or(0);
         idx.graph.load(path_str).map_err(|e| format!("graph file {} cannot be read: {e}", files.file))?;
         if idx.graph.metric_kind() != Self::options(dim, metric, params).metric {
             return Err(format!("graph file {} was built for another distance than {metric:?}", files.file));
@@ -295,8 +320,12 @@ impl HnswIndex {
             None => self.graph.search(query, breadth),
             Some(accept) => self.graph.filtered_search(query, breadth, accept),
         });
-        let Ok(found) = found else {
-            return Vec::new();
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("an HNSW search failed: {e}");
+                return Vec::new();
+            }
         };
         let mut v = vec![0f32; self.dim];
         let scored: Vec<Neighbor> = found.keys.iter().filter_map(|&key| self.scored(query, key, &mut v)).collect();
@@ -328,6 +357,8 @@ impl VectorWrite for HnswIndex {
         // issue 735, open); with parallel inserts the exactness test below failed about
         // one run in three.
         let added: Vec<u64> = fresh.iter().filter(|(k, v)| self.add(*k, v)).map(|(k, _)| *k).collect();
+        // USearch gives new vectors the free nodes first.
+        self.removed = self.removed.saturating_sub(added.len());
         self.keys.extend(added);
     }
 
@@ -335,8 +366,12 @@ impl VectorWrite for HnswIndex {
         if !self.keys.remove(&key) {
             return false;
         }
-        let _ = self.contexts.with(|| self.graph.remove(key));
-        self.removed += 1;
+        match self.contexts.with(|| self.graph.remove(key)) {
+            Ok(_) => self.removed += 1,
+            // Still in the graph, so searches may find it: the gallery drops hits it no
+            // longer has a record for, and the next rebuild leaves it out.
+            Err(e) => tracing::warn!(key, "the HNSW graph could not remove a vector: {e}"),
+        }
         true
     }
 }
@@ -453,6 +488,41 @@ mod tests {
             std::fs::remove_file(&path).unwrap();
             assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), keys()).is_err());
         }
+    }
+
+    #[test]
+    fn only_graph_files_are_graph_files() {
+        for yes in ["graph-1796.usearch", ".graph-1796.usearch.tmp", "graph-17.hnsw.graph", "graph-17.hnsw.data"] {
+            assert!(GraphFiles::is_graph_file(yes), "{yes}");
+        }
+        for no in [
+            "graph-20261203T101500Z.snapshot.tar", // a collection named `graph`'s snapshot
+            "graph-notes.txt",
+            "graph-.usearch",
+            "graph-12.usearch.tmp",
+            ".graph-12.usearch",
+            "images.redb",
+        ] {
+            assert!(!GraphFiles::is_graph_file(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn inserts_take_over_free_nodes() {
+        let mut idx = HnswIndex::new(3, Distance::Euclidean, params(), 100);
+        let pts = points(100);
+        idx.insert(&pts[..90]);
+        for (k, _) in &pts[..10] {
+            assert!(idx.remove(*k));
+        }
+        assert_eq!((idx.len(), idx.tombstones(), idx.graph_len()), (80, 10, 90));
+        idx.insert(&pts[90..96]);
+        assert_eq!((idx.len(), idx.tombstones(), idx.graph_len()), (86, 4, 90));
+        let dir = tempfile::tempdir().unwrap();
+        let files = idx.dump(dir.path(), "graph-1").unwrap();
+        let live = pts[10..96].iter().map(|(k, _)| *k);
+        let back = HnswIndex::load(dir.path(), &files, 3, Distance::Euclidean, params(), live).unwrap();
+        assert_eq!((back.len(), back.tombstones()), (86, 4), "free nodes are counted after a reload too");
     }
 
     #[test]
