@@ -286,7 +286,7 @@ impl Gallery {
         let slots = store.vector_slots()?;
         let loaded = match store.graph() {
             Ok(Some(state)) => {
-                match HnswIndex::load(dir, &state.files, spec.dim, spec.distance, params, slots.iter().copied()) {
+                match HnswIndex::load(dir, &state.files, spec.dim, spec.distance, params, &slots, store.next_slot()?) {
                     Ok(g) => Some(g),
                     Err(reason) => {
                         tracing::warn!("rebuilding the HNSW graph from the stored vectors: {reason}");

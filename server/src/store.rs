@@ -544,6 +544,11 @@ impl Store {
         Ok(out)
     }
 
+    /// The slot the next insert gets: every slot ever given is below it.
+    pub fn next_slot(&self) -> Result<u64> {
+        Ok(self.meta::<u64>(META_NEXT_SLOT)?.unwrap_or(0))
+    }
+
     /// The slot of every stored vector, in order (the vectors themselves are not decoded).
     pub fn vector_slots(&self) -> Result<Vec<u64>> {
         let p = self.path.as_path();

@@ -224,16 +224,19 @@ impl HnswIndex {
     }
 
     /// Loads a graph saved by [`HnswIndex::dump`] and keeps the points among `live`: the
-    /// keys the database holds now. Fails (never crashes) when the file is missing or
-    /// changed, of another distance or dimension, or holds a key `live` lacks (one
-    /// removed after the dump; USearch cannot list its keys, so the caller rebuilds).
+    /// keys the database holds now. Points removed from the database after the save are
+    /// removed here: USearch cannot list its keys, so every key below `key_bound` (the
+    /// database's next slot: no key was ever given at or above it) is asked for. Fails
+    /// (never crashes) when the file is missing or changed, of another distance or
+    /// dimension, or holds keys at or above `key_bound`.
     pub fn load(
         dir: &Path,
         files: &GraphFiles,
         dim: usize,
         metric: Distance,
         params: HnswParams,
-        live: impl Iterator<Item = u64>,
+        live: &[u64],
+        key_bound: u64,
     ) -> Result<Self, String> {
         let path = dir.join(&files.file);
         match Self::measure(&path) {
@@ -266,12 +269,20 @@ impl HnswIndex {
         idx.graph
             .reserve_capacity_and_threads(room, CONTEXTS)
             .map_err(|e| format!("reserving room for graph file {} failed: {e}", files.file))?;
-        idx.keys = live.filter(|&k| idx.graph.contains(k)).collect();
+        idx.keys = live.iter().copied().filter(|&k| idx.graph.contains(k)).collect();
+        if idx.keys.len() != idx.graph.size() {
+            let live: HashSet<u64> = live.iter().copied().collect();
+            let gone: Vec<u64> = (0..key_bound).filter(|k| !live.contains(k) && idx.graph.contains(*k)).collect();
+            for key in gone {
+                idx.keys.insert(key);
+                idx.remove(key);
+            }
+        }
         if idx.keys.len() != idx.graph.size() {
             return Err(format!(
-                "graph file {} holds {} points the database no longer has",
+                "graph file {} holds {} points under keys the database never gave",
                 files.file,
-                idx.graph.size() - idx.keys.len()
+                idx.graph.size().abs_diff(idx.keys.len())
             ));
         }
         Ok(idx)
@@ -457,8 +468,9 @@ mod tests {
             let pts: Vec<_> = points(201).into_iter().skip(1).collect();
             idx.insert(&pts);
             let files = idx.dump(dir.path(), &format!("graph-{metric:?}")).unwrap();
-            let keys = || pts.iter().map(|(k, _)| *k);
-            let back = HnswIndex::load(dir.path(), &files, 3, metric, params(), keys()).unwrap();
+            let keys: Vec<u64> = pts.iter().map(|(k, _)| *k).collect();
+            let bound = keys.iter().max().unwrap() + 1;
+            let back = HnswIndex::load(dir.path(), &files, 3, metric, params(), &keys, bound).unwrap();
             assert_eq!(back.len(), pts.len());
             for (_, q) in pts.iter().step_by(37) {
                 assert_eq!(back.search(q, 3, None), idx.search(q, 3, None));
@@ -470,23 +482,30 @@ mod tests {
             assert!(back.remove(9_999));
 
             let other = if metric == Distance::Euclidean { Distance::Cosine } else { Distance::Euclidean };
-            assert!(HnswIndex::load(dir.path(), &files, 3, other, params(), keys()).is_err(), "another distance");
-            assert!(HnswIndex::load(dir.path(), &files, 4, metric, params(), keys()).is_err(), "another dimension");
-            // A point removed from the database after the save: refused, the caller rebuilds.
-            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), keys().skip(1)).is_err());
+            assert!(HnswIndex::load(dir.path(), &files, 3, other, params(), &keys, bound).is_err(), "another distance");
+            assert!(
+                HnswIndex::load(dir.path(), &files, 4, metric, params(), &keys, bound).is_err(),
+                "another dimension"
+            );
+            // A point removed from the database after the save leaves the reloaded graph;
+            // keys the database never gave make the file unusable.
+            let gone = HnswIndex::load(dir.path(), &files, 3, metric, params(), &keys[1..], bound).unwrap();
+            assert_eq!((gone.len(), gone.tombstones()), (keys.len() - 1, 1));
+            assert!(gone.search(&pts[0].1, 3, None).iter().all(|n| n.key != keys[0]));
+            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), &keys[1..], 0).is_err());
 
             // Truncated, or same size with different bytes: refused before USearch reads it.
             let path = dir.path().join(&files.file);
             let bytes = std::fs::read(&path).unwrap();
             std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), keys()).is_err());
+            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), &keys, bound).is_err());
             let mut flipped = bytes.clone();
             let last = flipped.len() - 1;
             flipped[last] ^= 0xFF;
             std::fs::write(&path, &flipped).unwrap();
-            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), keys()).is_err());
+            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), &keys, bound).is_err());
             std::fs::remove_file(&path).unwrap();
-            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), keys()).is_err());
+            assert!(HnswIndex::load(dir.path(), &files, 3, metric, params(), &keys, bound).is_err());
         }
     }
 
@@ -520,8 +539,8 @@ mod tests {
         assert_eq!((idx.len(), idx.tombstones(), idx.graph_len()), (86, 4, 90));
         let dir = tempfile::tempdir().unwrap();
         let files = idx.dump(dir.path(), "graph-1").unwrap();
-        let live = pts[10..96].iter().map(|(k, _)| *k);
-        let back = HnswIndex::load(dir.path(), &files, 3, Distance::Euclidean, params(), live).unwrap();
+        let live: Vec<u64> = pts[10..96].iter().map(|(k, _)| *k).collect();
+        let back = HnswIndex::load(dir.path(), &files, 3, Distance::Euclidean, params(), &live, 1000).unwrap();
         assert_eq!((back.len(), back.tombstones()), (86, 4), "free nodes are counted after a reload too");
     }
 
