@@ -149,8 +149,9 @@ pub struct GraphState {
 }
 
 /// redb's own page cache (its default is 1 GiB). The operating system caches the file as
-/// well; redb's copy matters for the B-tree's inner pages, a few MiB for a 100k-item
-/// index, so a large one only doubles the memory of a start that reads every vector.
+/// well, so a large redb cache only doubles the memory of a start that reads every record:
+/// a 100k-item server took 430 MiB with the default and 322 MiB with this
+/// (`scripts/bench_cold_start.sh`, BENCHMARKS.md).
 const CACHE_BYTES: usize = 32 << 20;
 
 /// The redb database of an index directory.

@@ -4,7 +4,7 @@
 //! nodes pile up, since the graph walks through them for nothing.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Condvar, Mutex};
 
 use contract::Distance;
@@ -217,7 +217,7 @@ impl HnswIndex {
         Ok(GraphFiles { file, bytes, sha256 })
     }
 
-    fn measure(path: &PathBuf) -> Option<(u64, String)> {
+    fn measure(path: &Path) -> Option<(u64, String)> {
         let mut f = std::fs::File::open(path).ok()?;
         let bytes = f.metadata().ok()?.len();
         Some((bytes, contract::hash::sha256_hex_reader(&mut f).ok()?))
