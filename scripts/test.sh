@@ -10,3 +10,6 @@ bash scripts/install_browser.sh
 # `models`, so it never links libtorch (a test checks its binary); the trainer turns on
 # `models`' libtorch backend, which its architecture and ONNX-parity tests need.
 cargo test "$@"
+# The server's container image, built from a local Debian base and tested over 127.0.0.1
+# with its own dockerd (no bridge network); the release build it needs is its own.
+bash scripts/test_docker.sh

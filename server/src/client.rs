@@ -117,6 +117,30 @@ impl Request {
     }
 }
 
+/// Asks the server at `url` whether it is ready (`GET /readyz`): `Ok` once the model and
+/// the index are loaded, for container health checks and scripts.
+pub fn ready(url: &str, timeout: Duration) -> Result<(), ClientError> {
+    let unreachable = |e: reqwest::Error| ClientError::Unreachable { url: url.to_string(), reason: e.to_string() };
+    let http = Client::builder().timeout(timeout).build().map_err(unreachable)?;
+    let res = http.get(format!("{}/readyz", url.trim_end_matches('/'))).send().map_err(unreachable)?;
+    match res.status().as_u16() {
+        200 => Ok(()),
+        status => Err(ClientError::Refused { status, message: res.text().unwrap_or_default() }),
+    }
+}
+
+/// The address a client on this machine reaches a server listening on `host:port` at
+/// (a wildcard host is reached on loopback).
+pub fn local_url(host: &str, port: u16) -> String {
+    let host = match host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "::" | "[::]" => "[::1]",
+        h if h.contains(':') && !h.starts_with('[') => return format!("http://[{h}]:{port}"),
+        h => h,
+    };
+    format!("http://{host}:{port}")
+}
+
 /// Percent-encodes everything but unreserved characters.
 fn urlencode(s: &str) -> String {
     s.bytes()
@@ -162,5 +186,13 @@ mod tests {
         assert!(t[0].contains("0.50000") && t[0].ends_with("/d/x.png"), "{}", t[0]);
         assert!(t[1].contains(" b "), "{}", t[1]);
         assert_eq!(table(&serde_json::json!({ "hits": [] })), vec!["  (no hits)"]);
+    }
+
+    #[test]
+    fn wildcard_hosts_are_reached_on_loopback() {
+        assert_eq!(local_url("0.0.0.0", 8080), "http://127.0.0.1:8080");
+        assert_eq!(local_url("127.0.0.1", 9), "http://127.0.0.1:9");
+        assert_eq!(local_url("::", 80), "http://[::1]:80");
+        assert_eq!(local_url("::1", 80), "http://[::1]:80");
     }
 }

@@ -24,6 +24,9 @@ enum Command {
     Index(IndexArgs),
     /// Search a running server: images from this machine, or more like a stored item.
     Search(SearchArgs),
+    /// Exit 0 when the server of these settings (or --url) is ready to answer, else 1:
+    /// the container image's health check (no curl needed).
+    Health(HealthArgs),
 }
 
 /// Flags shared by both commands; each overrides the config file and `STML_SERVER_*`.
@@ -109,6 +112,20 @@ struct SearchArgs {
     timeout: u64,
 }
 
+#[derive(Args)]
+struct HealthArgs {
+    /// The server; default: the host and port of the settings (config file and
+    /// `STML_SERVER_*`), a wildcard host reached on 127.0.0.1.
+    #[arg(long)]
+    url: Option<String>,
+    /// TOML config file to take the host and port from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    timeout: u64,
+}
+
 fn settings(common: &Common) -> anyhow::Result<Settings> {
     let mut s = Settings::load(common.config.as_deref(), std::env::vars())?;
     if let Some(m) = &common.model {
@@ -133,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve_command(args),
         Command::Index(args) => index_command(args),
         Command::Search(args) => search_command(args),
+        Command::Health(args) => health_command(args),
     }
 }
 
@@ -216,6 +234,19 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
         "busy seconds per stage (the largest sets the pace)"
     );
     gallery.snapshot()?;
+    Ok(())
+}
+
+fn health_command(args: HealthArgs) -> anyhow::Result<()> {
+    let url = match args.url {
+        Some(u) => u,
+        None => {
+            let s = Settings::load(args.config.as_deref(), std::env::vars())?;
+            server::client::local_url(&s.host, s.port)
+        }
+    };
+    server::client::ready(&url, std::time::Duration::from_secs(args.timeout.max(1)))?;
+    println!("{url}: ready");
     Ok(())
 }
 
