@@ -17,8 +17,9 @@
 
 pub mod metadata;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -90,7 +91,7 @@ pub struct StageSeconds {
     pub read: f64,
     /// Decoding, preprocessing and thumbnailing (wall time, on every core).
     pub decode: f64,
-    /// Inference.
+    /// Inference, summed over the inference streams.
     pub embed: f64,
     /// Writing the items, path records and the vector index.
     pub commit: f64,
@@ -198,14 +199,20 @@ const QUEUE_BATCHES: usize = 2;
 /// hashing, decoding (on every core), inference and committing overlap: a batch is read
 /// while the one before it is decoded, the one before that embedded, and the one before
 /// that committed. Batches are committed in walk order.
+///
+/// Inference runs one stream per session of `models` (sessions of one model file, each
+/// with its own intra-op threads; see [`inference_streams`]), each taking the next decoded
+/// batch: independent streams do not wait for each other's threads, so a thread that the
+/// decoder or the commit pre-empts delays only its own batch.
 pub fn index_folder(
-    model: &OnnxModel,
+    models: &[Arc<OnnxModel>],
     gallery: &Gallery,
     dir: &Path,
     opts: &IndexOptions,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report> {
     let started = Instant::now();
+    let model: &OnnxModel = models.first().ok_or_else(|| Error::Inference("no inference session".into()))?;
     let root = dir.canonicalize().map_err(Error::io(dir))?;
     let side = opts.metadata_file.as_deref().map(|f| metadata::SideFile::read(f, &root)).transpose()?;
     let describe = Describe { root: &root, side: side.as_ref(), label_from_folder: opts.label_from_folder };
@@ -217,65 +224,84 @@ pub fn index_folder(
     on_progress(&report.progress);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let batch = opts.batch.max(1);
-    let (read_tx, read_rx) = crossbeam_channel::bounded::<Triaged>(QUEUE_BATCHES);
-    let (prepared_tx, prepared_rx) = crossbeam_channel::bounded::<Prepared>(QUEUE_BATCHES);
-    let (embedded_tx, embedded_rx) = crossbeam_channel::bounded::<Embedded>(QUEUE_BATCHES);
+    // Batches carry their walk-order number through the stages, so that the commit can
+    // put back in order what the inference streams finish out of order.
+    let (read_tx, read_rx) = crossbeam_channel::bounded::<(usize, Triaged)>(QUEUE_BATCHES);
+    let (prepared_tx, prepared_rx) = crossbeam_channel::bounded::<(usize, Prepared)>(QUEUE_BATCHES);
+    let (embedded_tx, embedded_rx) = crossbeam_channel::bounded::<(usize, Embedded)>(QUEUE_BATCHES);
     let describe = &describe;
     let ((read, prepare, embed), commit_s, committed) = std::thread::scope(|s| {
         let reader = s.spawn(move || -> Result<(HashSet<PathBuf>, f64)> {
             let mut listed = HashSet::new();
             let mut busy = 0.0;
             let mut files = files.into_iter().peekable();
+            let mut seq = 0;
             while files.peek().is_some() {
                 let chunk: Vec<Source> = files.by_ref().take(batch).collect();
                 let t = Instant::now();
                 listed.extend(chunk.iter().map(|s| s.abs.clone()));
                 let triaged = triage(gallery, describe, chunk)?;
                 busy += t.elapsed().as_secs_f64();
-                if read_tx.send(triaged).is_err() {
+                if read_tx.send((seq, triaged)).is_err() {
                     break; // a later stage stopped; its error is the one reported
                 }
+                seq += 1;
             }
             Ok((listed, busy))
         });
         let preparer = s.spawn(move || -> Result<f64> {
             let mut busy = 0.0;
-            for triaged in read_rx {
+            for (seq, triaged) in read_rx {
                 let t = Instant::now();
                 let prepared = prepare(model, triaged, opts.max_pixels, threads);
                 busy += t.elapsed().as_secs_f64();
-                if prepared_tx.send(prepared).is_err() {
+                if prepared_tx.send((seq, prepared)).is_err() {
                     break;
                 }
             }
             Ok(busy)
         });
-        let embedder = s.spawn(move || -> Result<f64> {
-            let mut busy = 0.0;
-            for prepared in prepared_rx {
-                let t = Instant::now();
-                let embedded = embed(model, prepared)?;
-                busy += t.elapsed().as_secs_f64();
-                if embedded_tx.send(embedded).is_err() {
-                    break;
-                }
-            }
-            Ok(busy)
-        });
+        let embedders: Vec<_> = models
+            .iter()
+            .map(|session| {
+                let (prepared_rx, embedded_tx) = (prepared_rx.clone(), embedded_tx.clone());
+                s.spawn(move || -> Result<f64> {
+                    let mut busy = 0.0;
+                    for (seq, prepared) in prepared_rx {
+                        let t = Instant::now();
+                        let embedded = embed(session, prepared)?;
+                        busy += t.elapsed().as_secs_f64();
+                        if embedded_tx.send((seq, embedded)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(busy)
+                })
+            })
+            .collect();
+        // The streams hold the only other ends: the commit loop ends when they all have.
+        drop((prepared_rx, embedded_tx));
         let mut commit_busy = 0.0;
         let committed = (|| -> Result<()> {
-            for embedded in embedded_rx {
-                let t = Instant::now();
-                commit(gallery, describe, embedded, &mut report)?;
-                commit_busy += t.elapsed().as_secs_f64();
-                on_progress(&report.progress);
+            let (mut next, mut waiting) = (0, BTreeMap::new());
+            for (seq, embedded) in embedded_rx {
+                waiting.insert(seq, embedded);
+                while let Some(embedded) = waiting.remove(&next) {
+                    let t = Instant::now();
+                    commit(gallery, describe, embedded, &mut report)?;
+                    commit_busy += t.elapsed().as_secs_f64();
+                    on_progress(&report.progress);
+                    next += 1;
+                }
             }
             Ok(())
         })();
         let crashed = |stage: &str| Error::Inference(format!("the indexing job's {stage} stage crashed"));
         let read = reader.join().unwrap_or_else(|_| Err(crashed("read")));
         let prepare = preparer.join().unwrap_or_else(|_| Err(crashed("decode")));
-        let embed = embedder.join().unwrap_or_else(|_| Err(crashed("inference")));
+        let embed = embedders.into_iter().try_fold(0.0, |sum, stream| {
+            stream.join().unwrap_or_else(|_| Err(crashed("inference"))).map(|busy| sum + busy)
+        });
         ((read, prepare, embed), commit_busy, committed)
     });
     // The first stage that failed is the cause; the stages after it only ran dry.
@@ -291,6 +317,21 @@ pub fn index_folder(
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+/// How many inference sessions the job runs on `cores` cores, and the intra-op threads of
+/// each: one single-threaded session per core, at most [`MAX_STREAMS`] (beyond that the
+/// cores are split between them). `intra_threads` other than 0 (the settings' choice)
+/// keeps one session with that many threads.
+pub fn inference_streams(cores: usize, intra_threads: usize) -> (usize, usize) {
+    if intra_threads > 0 {
+        return (1, intra_threads);
+    }
+    let streams = cores.clamp(1, MAX_STREAMS);
+    (streams, (cores / streams).max(1))
+}
+
+/// Inference sessions of the index job at most: each holds its own activations.
+pub const MAX_STREAMS: usize = 4;
 
 /// A batch, read and sorted: the files to embed, and what the skipped ones changed.
 struct Triaged {
@@ -542,4 +583,18 @@ pub(crate) fn prepare_all(
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_single_threaded_stream_per_core_up_to_the_cap() {
+        assert_eq!(inference_streams(1, 0), (1, 1));
+        assert_eq!(inference_streams(2, 0), (2, 1));
+        assert_eq!(inference_streams(16, 0), (MAX_STREAMS, 16 / MAX_STREAMS));
+        assert_eq!(inference_streams(6, 0), (4, 1));
+        assert_eq!(inference_streams(8, 3), (1, 3), "an explicit thread count keeps one session");
+    }
 }
