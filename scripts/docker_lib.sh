@@ -29,7 +29,8 @@ docker_install() {
 # docker_start DIR: a private daemon with its state under DIR (socket, pid, data), no
 # bridge network. Sets DOCKER_HOST and DOCKERD_PID; docker_stop ends it.
 docker_start() {
-  local dir="$1"
+  local dir
+  dir="$(realpath -m "$1")"
   mkdir -p "$dir"
   export DOCKER_HOST="unix://$dir/docker.sock"
   /usr/sbin/dockerd --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \

@@ -4,7 +4,7 @@
 //! run back to back on preprocessed inputs for a fixed time.
 //!
 //! ```text
-//! cargo run --release -p server --example ort_throughput -- --model model.onnx [--batch 16] [--seconds 3] [--repeats 3]
+//! cargo run --release -p server --example ort_throughput -- --model model.onnx [--batch 16] [--seconds 3] [--repeats 3] [--streams]
 //! ```
 //!
 //! Prints one line per repeat and a final `images_per_second=<median>` line for scripts;
@@ -41,6 +41,10 @@ struct Args {
     /// Untimed batches run first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Run the batches on every inference stream of the model at once (one thread each:
+    /// what the server and `server index` do under load) instead of on its wide session.
+    #[arg(long)]
+    streams: bool,
     /// Also time decoding and preprocessing (the server's own code) of the image files
     /// listed in this file, one path a line: prints `decode_ms=<median per image>`.
     #[arg(long)]
@@ -75,12 +79,24 @@ fn main() -> anyhow::Result<()> {
     for repeat in 1..=args.repeats {
         let budget = Duration::from_secs_f64(args.seconds);
         let started = Instant::now();
-        let mut batches = 0usize;
-        while started.elapsed() < budget {
-            let vectors = model.embed(input.clone(), batch)?;
-            anyhow::ensure!(vectors.len() == batch, "the model answered {} vectors for {batch}", vectors.len());
-            batches += 1;
-        }
+        let streams = if args.streams { model.streams().max(1) } else { 1 };
+        let run = |stream: usize| -> anyhow::Result<usize> {
+            let mut batches = 0usize;
+            while started.elapsed() < budget {
+                let vectors = if args.streams {
+                    model.embed_on(stream, input.clone(), batch)?
+                } else {
+                    model.embed(input.clone(), batch)?
+                };
+                anyhow::ensure!(vectors.len() == batch, "the model answered {} vectors for {batch}", vectors.len());
+                batches += 1;
+            }
+            Ok(batches)
+        };
+        let batches = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..streams).map(|i| s.spawn(move || run(i))).collect();
+            threads.into_iter().map(|t| t.join().expect("a stream thread panicked")).sum::<anyhow::Result<usize>>()
+        })?;
         let seconds = started.elapsed().as_secs_f64();
         let rate = (batches * batch) as f64 / seconds;
         println!("repeat {repeat}: {batches} batches of {batch} in {seconds:.2} s = {rate:.1} images/s");
@@ -88,11 +104,12 @@ fn main() -> anyhow::Result<()> {
     }
     let crop = model.manifest().preprocess.crop;
     println!(
-        "model={} arch={} input={crop}x{crop} batch={batch} intra_threads={} intra_spinning={:?}",
+        "model={} arch={} input={crop}x{crop} batch={batch} intra_threads={} intra_spinning={:?} streams={}",
         args.model.display(),
         model.manifest().arch,
         settings.intra_threads,
-        settings.intra_spinning
+        settings.intra_spinning,
+        if args.streams { model.streams() } else { 0 }
     );
     println!("images_per_second={:.1}", median(&mut rates));
     if let Some(list) = &args.decode {

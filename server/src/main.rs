@@ -181,13 +181,8 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
         args.images.display()
     );
     anyhow::ensure!(args.batch_size > 0, "--batch-size 0 is not a batch size; pass 1 or more (default 32)");
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (streams, threads) = indexer::inference_streams(cores, s.intra_threads);
-    let sessions = Settings { intra_threads: threads, ..s.clone() };
-    let models = (0..streams).map(|_| serve::open_model(&sessions)).collect::<Result<Vec<_>, _>>()?;
-    tracing::info!("inference: {streams} session(s) of {threads} thread(s)");
-    let model = &models[0];
-    let gallery = serve::open_gallery(&s, model, IndexKind::Hnsw)?;
+    let model = serve::open_model(&s)?;
+    let gallery = serve::open_gallery(&s, &model, IndexKind::Hnsw)?;
     let bar = contract::progress::bar(0, "index", "files");
     let opts = indexer::IndexOptions {
         batch: args.batch_size,
@@ -196,7 +191,7 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
         metadata_file: args.metadata,
         label_from_folder: args.label_from_folder,
     };
-    let report = indexer::index_folder(&models, &gallery, &args.images, &opts, &mut |p| {
+    let report = indexer::index_folder(&model, &gallery, &args.images, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(format!(

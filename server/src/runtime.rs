@@ -61,15 +61,37 @@ pub fn environment(dylib: &Path) -> Result<Environment> {
     }
     let broken = |reason: String| Error::OrtLibraryBroken { path: dylib.to_path_buf(), reason };
     let builder = ort::init_from(dylib).map_err(|e| broken(e.to_string()))?;
-    let env = builder.with_name("stml-server").build().map_err(|e| broken(e.to_string()))?;
+    // No telemetry: a search server over a team's own images reports nothing anywhere
+    // (and has no network to report to in most deployments).
+    let env = builder.with_name("stml-server").with_telemetry(false).build().map_err(|e| broken(e.to_string()))?;
     tracing::info!(path = %dylib.display(), "loaded ONNX Runtime");
     *slot = Some((env.clone(), dylib.to_path_buf()));
     Ok(env)
 }
 
-/// An exported embedding model open in ONNX Runtime.
+/// Inference sessions at most besides the wide one: each holds its own activations.
+pub const MAX_STREAMS: usize = 4;
+
+/// How many narrow sessions ("streams") to open on `cores` cores, and the intra-op
+/// threads of each: one single-threaded session per core, at most [`MAX_STREAMS`]
+/// (beyond that the cores are split between them); none on one core. `configured`
+/// other than 0 is the settings' `inference_streams`.
+pub fn stream_plan(cores: usize, configured: usize) -> (usize, usize) {
+    let streams = if configured > 0 { configured } else { cores.min(MAX_STREAMS) };
+    if streams <= 1 {
+        return (0, 0);
+    }
+    (streams, (cores / streams).max(1))
+}
+
+/// An exported embedding model open in ONNX Runtime: one wide session with all the
+/// intra-op threads, for a lone image, and (on a multi-core CPU) narrow sessions,
+/// "streams", that run independent batches side by side. Streams never wait for each
+/// other's threads, so under load a thread pre-empted by decoding or HTTP work delays one
+/// batch instead of every operator of every batch; they cost a little latency alone.
 pub struct OnnxModel {
-    session: Mutex<Session>,
+    wide: Mutex<Session>,
+    streams: Vec<Mutex<Session>>,
     manifest: Manifest,
     provider: Provider,
     path: PathBuf,
@@ -77,22 +99,25 @@ pub struct OnnxModel {
 
 impl OnnxModel {
     /// Opens `path` (an ONNX file written by `trainer export`) and reads its manifest.
-    /// `intra_threads` 0 keeps ONNX Runtime's default.
-    pub fn open(env: &Environment, path: &Path, intra_threads: usize, spinning: Spinning) -> Result<Self> {
+    /// `intra_threads` 0 keeps ONNX Runtime's default for the wide session; `streams`
+    /// narrow sessions of `stream_threads` threads each are opened too (CPU only).
+    pub fn open(
+        env: &Environment,
+        path: &Path,
+        intra_threads: usize,
+        (streams, stream_threads): (usize, usize),
+        spinning: Spinning,
+    ) -> Result<Self> {
         let fail = |reason: String| Error::Model { path: path.to_path_buf(), reason };
         if !path.is_file() {
             return Err(fail("no such file".into()));
         }
-        let mut builder = Session::builder(env).map_err(|e| fail(e.to_string()))?;
-        builder = builder.with_intra_op_spinning(spinning != Spinning::Off).map_err(|e| fail(e.to_string()))?;
-        if spinning == Spinning::DuringRun {
-            builder = builder.with_config_entry("session.force_spinning_stop", "1").map_err(|e| fail(e.to_string()))?;
-        }
-        if intra_threads > 0 {
-            builder = builder.with_intra_threads(intra_threads).map_err(|e| fail(e.to_string()))?;
-        }
-        let (mut builder, provider) = with_provider(builder);
-        let session = builder.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
+        let (wide, provider) = Self::session(env, path, intra_threads, spinning, false)?;
+        let streams = if provider == Provider::Cpu { streams } else { 0 };
+        let streams = (0..streams)
+            .map(|_| Self::session(env, path, stream_threads, spinning, true).map(|(s, _)| s))
+            .collect::<Result<Vec<_>>>()?;
+        let session = wide.lock().unwrap_or_else(|p| p.into_inner());
         let json = session
             .metadata()
             .map_err(|e| fail(e.to_string()))?
@@ -105,8 +130,37 @@ impl OnnxModel {
         if !session.outputs().iter().any(|o| o.name() == manifest.output_name) {
             return Err(fail(format!("the graph has no output named `{}`", manifest.output_name)));
         }
-        tracing::info!(model = %path.display(), arch = %manifest.arch, dim = manifest.embedding_dim, ?provider, "opened the model");
-        Ok(Self { session: Mutex::new(session), manifest, provider, path: path.to_path_buf() })
+        drop(session);
+        tracing::info!(model = %path.display(), arch = %manifest.arch, dim = manifest.embedding_dim, ?provider, streams = streams.len(), "opened the model");
+        Ok(Self { wide, streams, manifest, provider, path: path.to_path_buf() })
+    }
+
+    /// One session of `path` with `intra_threads` (0: ONNX Runtime's default), on the CPU
+    /// when `cpu`, else on the best provider at hand.
+    fn session(
+        env: &Environment,
+        path: &Path,
+        intra_threads: usize,
+        spinning: Spinning,
+        cpu: bool,
+    ) -> Result<(Mutex<Session>, Provider)> {
+        let fail = |reason: String| Error::Model { path: path.to_path_buf(), reason };
+        let mut builder = Session::builder(env).map_err(|e| fail(e.to_string()))?;
+        builder = builder.with_intra_op_spinning(spinning != Spinning::Off).map_err(|e| fail(e.to_string()))?;
+        if spinning == Spinning::DuringRun {
+            builder = builder.with_config_entry("session.force_spinning_stop", "1").map_err(|e| fail(e.to_string()))?;
+        }
+        if intra_threads > 0 {
+            builder = builder.with_intra_threads(intra_threads).map_err(|e| fail(e.to_string()))?;
+        }
+        let (mut builder, provider) = if cpu { (builder, Provider::Cpu) } else { with_provider(builder) };
+        let session = builder.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
+        Ok((Mutex::new(session), provider))
+    }
+
+    /// Narrow sessions (streams); 0 where there is only the wide session.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
     }
 
     /// The model's manifest (input size, preprocessing, distance, ...).
@@ -130,12 +184,25 @@ impl OnnxModel {
         3 * c * c
     }
 
-    /// Embeds a batch of preprocessed images in one inference call.
+    /// Embeds a batch of preprocessed images in one inference call on the wide session.
     ///
     /// # Shapes
     /// - `input`: `[n, 3, crop, crop]` flattened (`n * input_len()` values)
     /// - returns `n` vectors of `[embedding_dim]`
     pub fn embed(&self, input: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
+        self.run(&self.wide, input, n)
+    }
+
+    /// Like [`OnnxModel::embed`], on stream `stream` (below [`OnnxModel::streams`]; the
+    /// wide session where there is no such stream).
+    pub fn embed_on(&self, stream: usize, input: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
+        match self.streams.get(stream) {
+            Some(session) => self.run(session, input, n),
+            None => self.embed(input, n),
+        }
+    }
+
+    fn run(&self, session: &Mutex<Session>, input: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>> {
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -149,7 +216,7 @@ impl OnnxModel {
         let crop = self.manifest.preprocess.crop as i64;
         let tensor =
             Tensor::from_array((vec![n as i64, 3, crop, crop], input)).map_err(|e| Error::Inference(e.to_string()))?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session
             .run(ort::inputs![self.manifest.input_name.as_str() => tensor])
             .map_err(|e| Error::Inference(e.to_string()))?;
@@ -189,4 +256,19 @@ fn with_provider(builder: ort::session::builder::SessionBuilder) -> (ort::sessio
 fn with_provider(builder: ort::session::builder::SessionBuilder) -> (ort::session::builder::SessionBuilder, Provider) {
     tracing::info!("execution provider: CPU (built without the `cuda` feature)");
     (builder, Provider::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_single_threaded_stream_per_core_up_to_the_cap() {
+        assert_eq!(stream_plan(1, 0), (0, 0), "one core: the wide session only");
+        assert_eq!(stream_plan(2, 0), (2, 1));
+        assert_eq!(stream_plan(6, 0), (4, 1));
+        assert_eq!(stream_plan(16, 0), (MAX_STREAMS, 16 / MAX_STREAMS));
+        assert_eq!(stream_plan(8, 1), (0, 0), "1: the wide session only");
+        assert_eq!(stream_plan(8, 2), (2, 4));
+    }
 }

@@ -31,7 +31,9 @@ pub fn open_model(settings: &Settings) -> Result<Arc<OnnxModel>> {
 pub fn open_model_file(settings: &Settings, path: &Path) -> Result<Arc<OnnxModel>> {
     let dylib = runtime::resolve_dylib(settings.ort_dylib_path.as_deref());
     let env = runtime::environment(&dylib)?;
-    let model = OnnxModel::open(&env, path, settings.intra_threads, settings.intra_spinning)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let streams = runtime::stream_plan(cores, settings.inference_streams);
+    let model = OnnxModel::open(&env, path, settings.intra_threads, streams, settings.intra_spinning)?;
     model
         .embed(vec![0.0; model.input_len()], 1)
         .map_err(|e| Error::Model { path: path.to_path_buf(), reason: format!("a test inference failed: {e}") })?;

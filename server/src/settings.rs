@@ -37,6 +37,10 @@ pub struct Settings {
     pub http_workers: usize,
     /// ONNX Runtime intra-op threads (0: ONNX Runtime's default).
     pub intra_threads: usize,
+    /// Narrow inference sessions that run batches side by side under load, beside the
+    /// wide one that runs a lone image on all `intra_threads` (0: one single-threaded
+    /// session per core, at most 4; 1: the wide session only). CPU only.
+    pub inference_streams: usize,
     /// Whether those threads spin waiting for work (see [`Spinning`]).
     pub intra_spinning: Spinning,
     pub batch: BatchSettings,
@@ -112,6 +116,7 @@ impl Default for Settings {
             max_k: 1000,
             http_workers: 0,
             intra_threads: 0,
+            inference_streams: 0,
             intra_spinning: Spinning::default(),
             batch: BatchSettings::default(),
             hnsw: HnswParams::default(),

@@ -188,3 +188,38 @@ fn api_key_guards_mutations_only() {
     assert_eq!(http.delete(srv.url("/images/a")).send().unwrap().status(), 401);
     assert_eq!(http.delete(srv.url("/images/a")).bearer_auth("s3cret").send().unwrap().status(), 200);
 }
+
+/// Under concurrent load batches run on several inference streams at once (and a lone
+/// image on the wide session): every answer must still reach its own request. Sixteen
+/// clients each search their own images over and over; each must find its own file first.
+#[test]
+fn concurrent_searches_on_several_streams_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let images = dir.path().join("photos");
+    std::fs::create_dir_all(&images).unwrap();
+    let n = 32u64;
+    for i in 0..n {
+        std::fs::write(images.join(format!("img{i:02}.png")), png(i, 48, 36)).unwrap();
+    }
+    let index = dir.path().join("index");
+    let log = common::run_index(&model, &images, &index, &["--batch-size", "4"]);
+    assert!(log.contains("indexed=32"), "{log}");
+    let srv = ServerProc::start(&model, &index, &[("STML_SERVER_INFERENCE_STREAMS", "3")]);
+    std::thread::scope(|s| {
+        for client_no in 0..16u64 {
+            let url = srv.url("/search?k=1");
+            s.spawn(move || {
+                let http = client();
+                for round in 0..12u64 {
+                    let i = (client_no * 2 + round % 2) % n;
+                    let res = http.post(&url).header("Content-Type", "image/png").body(png(i, 48, 36)).send().unwrap();
+                    assert_eq!(res.status(), 200);
+                    let v: Value = res.json().unwrap();
+                    assert_eq!(v["hits"][0]["metadata"]["path"], format!("img{i:02}.png"), "client {client_no}: {v}");
+                    assert!(v["hits"][0]["distance"].as_f64().unwrap() < 1e-3, "{v}");
+                }
+            });
+        }
+    });
+}

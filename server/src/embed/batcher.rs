@@ -1,8 +1,16 @@
-//! Dynamic batching: concurrent requests queue their preprocessed images; a dedicated
+//! Dynamic batching: concurrent requests queue their preprocessed images; a dispatcher
 //! thread takes up to `max_batch` of them (those queued, waiting at most `max_wait` after
-//! the first for more), runs one inference call, and routes each vector back to its
-//! caller. Requests arriving during a call queue up for the next one.
+//! the first for more) and has them embedded in one inference call, routing each vector
+//! back to its caller. Requests arriving during a call queue up for the next one.
+//!
+//! Where the model has streams (narrow sessions, see [`OnnxModel`]), a lone image with
+//! nothing else running is embedded by the dispatcher itself on the wide session (all
+//! threads: the lowest latency, no hand-off), and anything else goes to the next free
+//! stream's thread, topped up with what queued while it waited: under load, batches run
+//! side by side, and none waits for another's threads. Without streams the dispatcher
+//! runs every batch on the wide session.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,23 +29,48 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<f32>>>,
 }
 
-/// Queue in front of the inference thread.
+/// Queue in front of the inference threads.
 pub struct Batcher {
     tx: Option<Sender<Job>>,
-    worker: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Batcher {
-    /// Starts the inference thread for `model`.
+    /// Starts the dispatcher for `model`, and a thread per stream of it.
     pub fn start(model: Arc<OnnxModel>, settings: &BatchSettings, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(settings.queue_capacity);
-        let max_batch = settings.max_batch;
-        let max_wait = Duration::from_millis(settings.max_wait_ms);
-        let worker = std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || run(&model, &rx, max_batch, max_wait, &metrics))
-            .expect("the OS can start a thread");
-        Self { tx: Some(tx), worker: Some(worker) }
+        let running = Arc::new(AtomicUsize::new(0));
+        let (free_tx, free_rx) = crossbeam_channel::unbounded();
+        let mut threads = Vec::new();
+        let mut streams = Vec::new();
+        for stream in 0..model.streams() {
+            let (batch_tx, batch_rx) = crossbeam_channel::bounded::<Vec<Job>>(1);
+            let (model, metrics, running, free_tx) = (model.clone(), metrics.clone(), running.clone(), free_tx.clone());
+            free_tx.send(stream).expect("the free list is open");
+            let worker = move || {
+                for jobs in batch_rx {
+                    run(&model, Some(stream), jobs, &metrics);
+                    running.fetch_sub(1, Ordering::AcqRel);
+                    if free_tx.send(stream).is_err() {
+                        break;
+                    }
+                }
+            };
+            threads.push(spawn(&format!("inference-{stream}"), worker));
+            streams.push(batch_tx);
+        }
+        let dispatcher = Dispatcher {
+            model,
+            rx,
+            streams,
+            free: free_rx,
+            running,
+            metrics,
+            max_batch: settings.max_batch,
+            max_wait: Duration::from_millis(settings.max_wait_ms),
+        };
+        threads.push(spawn("inference", move || dispatcher.run()));
+        Self { tx: Some(tx), threads }
     }
 
     /// Embeds one preprocessed image, batched with whatever else is queued.
@@ -56,51 +89,97 @@ impl Batcher {
 
 impl Drop for Batcher {
     fn drop(&mut self) {
+        // The dispatcher ends when the queue closes, and the streams when it has gone.
         self.tx.take();
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
 
-fn run(model: &OnnxModel, rx: &Receiver<Job>, max_batch: usize, max_wait: Duration, metrics: &Metrics) {
-    while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + max_wait;
-        let mut jobs = vec![first];
-        while jobs.len() < max_batch {
-            match rx.recv_deadline(deadline) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new().name(name.into()).spawn(f).expect("the OS can start a thread")
+}
+
+/// Forms batches and decides where each runs.
+struct Dispatcher {
+    model: Arc<OnnxModel>,
+    rx: Receiver<Job>,
+    /// One queue per stream thread (each holds at most the batch it is given).
+    streams: Vec<Sender<Vec<Job>>>,
+    /// Streams with nothing to do.
+    free: Receiver<usize>,
+    /// Batches running on the streams now.
+    running: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    max_batch: usize,
+    max_wait: Duration,
+}
+
+impl Dispatcher {
+    fn run(self) {
+        while let Ok(first) = self.rx.recv() {
+            let deadline = Instant::now() + self.max_wait;
+            let mut jobs = vec![first];
+            while jobs.len() < self.max_batch {
+                match self.rx.recv_deadline(deadline) {
+                    Ok(job) => jobs.push(job),
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            let lone = jobs.len() == 1 && self.running.load(Ordering::Acquire) == 0;
+            if self.streams.is_empty() || lone {
+                run(&self.model, None, jobs, &self.metrics);
+                continue;
+            }
+            let Ok(stream) = self.free.recv() else { break };
+            // What queued while every stream was busy joins this batch.
+            while jobs.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.running.fetch_add(1, Ordering::AcqRel);
+            if self.streams[stream].send(jobs).is_err() {
+                break;
             }
         }
-        let n = jobs.len();
-        let (input, replies) = if n == 1 {
-            let job = jobs.remove(0);
-            (job.input, vec![job.reply])
-        } else {
-            let mut input = Vec::with_capacity(n * model.input_len());
-            let mut replies = Vec::with_capacity(n);
-            for job in jobs {
-                input.extend_from_slice(&job.input);
-                replies.push(job.reply);
+    }
+}
+
+/// Embeds `jobs` in one call (on `stream`, or the wide session) and answers each.
+fn run(model: &OnnxModel, stream: Option<usize>, mut jobs: Vec<Job>, metrics: &Metrics) {
+    let n = jobs.len();
+    let (input, replies) = if n == 1 {
+        let job = jobs.remove(0);
+        (job.input, vec![job.reply])
+    } else {
+        let mut input = Vec::with_capacity(n * model.input_len());
+        let mut replies = Vec::with_capacity(n);
+        for job in jobs {
+            input.extend_from_slice(&job.input);
+            replies.push(job.reply);
+        }
+        (input, replies)
+    };
+    let started = Instant::now();
+    let result = match stream {
+        Some(s) => model.embed_on(s, input, n),
+        None => model.embed(input, n),
+    };
+    metrics.observe_batch(n, started.elapsed().as_secs_f64());
+    match result {
+        Ok(vectors) => {
+            for (reply, v) in replies.into_iter().zip(vectors) {
+                let _ = reply.send(Ok(v));
             }
-            (input, replies)
-        };
-        let started = Instant::now();
-        let result = model.embed(input, n);
-        metrics.observe_batch(n, started.elapsed().as_secs_f64());
-        match result {
-            Ok(vectors) => {
-                for (reply, v) in replies.into_iter().zip(vectors) {
-                    let _ = reply.send(Ok(v));
-                }
-            }
-            Err(e) => {
-                tracing::error!("batch of {n} failed: {e}");
-                let msg = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Inference(msg.clone())));
-                }
+        }
+        Err(e) => {
+            tracing::error!("batch of {n} failed: {e}");
+            let msg = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(Error::Inference(msg.clone())));
             }
         }
     }

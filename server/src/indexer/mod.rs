@@ -19,7 +19,6 @@ pub mod metadata;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -200,19 +199,17 @@ const QUEUE_BATCHES: usize = 2;
 /// while the one before it is decoded, the one before that embedded, and the one before
 /// that committed. Batches are committed in walk order.
 ///
-/// Inference runs one stream per session of `models` (sessions of one model file, each
-/// with its own intra-op threads; see [`inference_streams`]), each taking the next decoded
-/// batch: independent streams do not wait for each other's threads, so a thread that the
-/// decoder or the commit pre-empts delays only its own batch.
+/// Inference runs on each of the model's streams (see [`OnnxModel`]), each taking the
+/// next decoded batch: independent streams do not wait for each other's threads, so a
+/// thread that the decoder or the commit pre-empts delays only its own batch.
 pub fn index_folder(
-    models: &[Arc<OnnxModel>],
+    model: &OnnxModel,
     gallery: &Gallery,
     dir: &Path,
     opts: &IndexOptions,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Report> {
     let started = Instant::now();
-    let model: &OnnxModel = models.first().ok_or_else(|| Error::Inference("no inference session".into()))?;
     let root = dir.canonicalize().map_err(Error::io(dir))?;
     let side = opts.metadata_file.as_deref().map(|f| metadata::SideFile::read(f, &root)).transpose()?;
     let describe = Describe { root: &root, side: side.as_ref(), label_from_folder: opts.label_from_folder };
@@ -261,15 +258,14 @@ pub fn index_folder(
             }
             Ok(busy)
         });
-        let embedders: Vec<_> = models
-            .iter()
-            .map(|session| {
+        let embedders: Vec<_> = (0..model.streams().max(1))
+            .map(|stream| {
                 let (prepared_rx, embedded_tx) = (prepared_rx.clone(), embedded_tx.clone());
                 s.spawn(move || -> Result<f64> {
                     let mut busy = 0.0;
                     for (seq, prepared) in prepared_rx {
                         let t = Instant::now();
-                        let embedded = embed(session, prepared)?;
+                        let embedded = embed(model, stream, prepared)?;
                         busy += t.elapsed().as_secs_f64();
                         if embedded_tx.send((seq, embedded)).is_err() {
                             break;
@@ -318,21 +314,6 @@ pub fn index_folder(
     Ok(report)
 }
 
-/// How many inference sessions the job runs on `cores` cores, and the intra-op threads of
-/// each: one single-threaded session per core, at most [`MAX_STREAMS`] (beyond that the
-/// cores are split between them). `intra_threads` other than 0 (the settings' choice)
-/// keeps one session with that many threads.
-pub fn inference_streams(cores: usize, intra_threads: usize) -> (usize, usize) {
-    if intra_threads > 0 {
-        return (1, intra_threads);
-    }
-    let streams = cores.clamp(1, MAX_STREAMS);
-    (streams, (cores / streams).max(1))
-}
-
-/// Inference sessions of the index job at most: each holds its own activations.
-pub const MAX_STREAMS: usize = 4;
-
 /// A batch, read and sorted: the files to embed, and what the skipped ones changed.
 struct Triaged {
     /// Files in the batch, whatever became of them.
@@ -379,10 +360,10 @@ fn prepare(model: &OnnxModel, mut triaged: Triaged, max_pixels: u64, threads: us
     Prepared { triaged, inputs, ok }
 }
 
-/// Runs a batch through the model.
-fn embed(model: &OnnxModel, mut prepared: Prepared) -> Result<Embedded> {
+/// Runs a batch through the model's stream `stream`.
+fn embed(model: &OnnxModel, stream: usize, mut prepared: Prepared) -> Result<Embedded> {
     let inputs = std::mem::take(&mut prepared.inputs);
-    let vectors = model.embed(inputs, prepared.ok.len())?;
+    let vectors = model.embed_on(stream, inputs, prepared.ok.len())?;
     Ok(Embedded { prepared, vectors })
 }
 
@@ -583,18 +564,4 @@ pub(crate) fn prepare_all(
             })
             .collect()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_single_threaded_stream_per_core_up_to_the_cap() {
-        assert_eq!(inference_streams(1, 0), (1, 1));
-        assert_eq!(inference_streams(2, 0), (2, 1));
-        assert_eq!(inference_streams(16, 0), (MAX_STREAMS, 16 / MAX_STREAMS));
-        assert_eq!(inference_streams(6, 0), (4, 1));
-        assert_eq!(inference_streams(8, 3), (1, 3), "an explicit thread count keeps one session");
-    }
 }
