@@ -86,7 +86,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
     // The server's path: bytes -> decode_image -> manifest preprocessing -> ONNX Runtime.
     let env = server::runtime::environment(&server::runtime::resolve_dylib(None))
         .expect("ONNX Runtime (run scripts/setup.sh)");
-    let model = server::runtime::OnnxModel::open(&env, &onnx_path, 1, server::settings::Spinning::default())
+    let model = server::runtime::OnnxModel::open(&env, &onnx_path, 1, (0, 0), server::settings::Spinning::default())
         .expect("server opens the exported model");
     assert_eq!(model.manifest(), &manifest);
     let mut worst = 0f32;
