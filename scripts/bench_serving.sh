@@ -4,8 +4,9 @@
 # For each gallery, in one run: `server index` (images/s) beside raw ONNX Runtime batch
 # throughput; then this server and scripts/baseline_server.py (aiohttp + onnxruntime +
 # hnswlib) serve the same model and gallery side by side, and repeat by repeat, interleaved,
-# the script measures raw ONNX Runtime (batches of 1, 8 and 32, and the decode +
-# preprocess time of the query files) and `wrk` POSTing gallery files to `/search?k=10`
+# the script measures raw ONNX Runtime (batches of 1, 8 and 32 on the model's wide
+# session, 8 and 32 on all its streams at once, and the decode + preprocess time of the
+# query files) and `wrk` POSTing gallery files to `/search?k=10`
 # at each concurrency, with keep-alive and with a new connection per request
 # (`Connection: close`), against each server in turn. The client's CPU use is reported.
 # A markdown summary (medians of the repeats) is printed and kept in WORK/summary.md.
@@ -113,10 +114,12 @@ for g in $GALLERIES; do
   # --- ingestion: `server index` beside raw batch throughput ----------------------------
   echo "[$g] server index $IMAGES" >&2
   "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 > "$LOG/$g-index-ort-before"
+  "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 --streams > "$LOG/$g-index-orts-before"
   rm -rf "$WORK/index-$g"
   RUST_LOG=info "$S" index --model "$MODEL" --images "$IMAGES" --index "$WORK/index-$g" 2> "$LOG/$g-index.log"
   grep -o 'images_per_second=[0-9.]*' "$LOG/$g-index.log" | tail -n1 > "$LOG/$g-index-rate"
   "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 > "$LOG/$g-index-ort-after"
+  "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 --streams > "$LOG/$g-index-orts-after"
 
   # --- serving ---------------------------------------------------------------------------
   RUST_LOG=info "$S" serve --model "$MODEL" --index "$WORK/index-$g" --host 127.0.0.1 --port 0 2> "$LOG/$g-rust.log" &
@@ -136,6 +139,10 @@ for g in $GALLERIES; do
     echo "[$g] repeat $r/$REPEATS" >&2
     for b in 1 8 32; do
       "$ORT" --model "$MODEL" --batch "$b" --seconds "$ORT_SECONDS" --repeats 1 --decode "$QUERIES" > "$LOG/$g-ort-$r-b$b"
+    done
+    # The same batches on all the model's streams at once, side by side.
+    for b in 8 32; do
+      "$ORT" --model "$MODEL" --batch "$b" --seconds "$ORT_SECONDS" --repeats 1 --streams > "$LOG/$g-orts-$r-b$b"
     done
     for c in $CONCURRENCY; do
       for close in 0 1; do

@@ -5,10 +5,11 @@
 //!
 //! Where the model has streams (narrow sessions, see [`OnnxModel`]), a lone image with
 //! nothing else running is embedded by the dispatcher itself on the wide session (all
-//! threads: the lowest latency, no hand-off), and anything else goes to the next free
-//! stream's thread, topped up with what queued while it waited: under load, batches run
-//! side by side, and none waits for another's threads. Without streams the dispatcher
-//! runs every batch on the wide session.
+//! threads: the lowest latency, no hand-off), and anything else waits for a free stream,
+//! is topped up with what queued meanwhile, and is shared out among all the streams free
+//! then: under load, batches run side by side, none waits for another's threads, and no
+//! core idles while one stream works through a large batch alone. Without streams the
+//! dispatcher runs every batch on the wide session.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -132,20 +133,44 @@ impl Dispatcher {
                 run(&self.model, None, jobs, &self.metrics);
                 continue;
             }
-            let Ok(stream) = self.free.recv() else { break };
-            // What queued while every stream was busy joins this batch.
+            let Ok(first_free) = self.free.recv() else { break };
+            // What queued while every stream was busy joins these images, and they are
+            // shared out among all the streams free now, so that no core idles while
+            // another stream works through a large batch alone.
             while jobs.len() < self.max_batch {
                 match self.rx.try_recv() {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
-            self.running.fetch_add(1, Ordering::AcqRel);
-            if self.streams[stream].send(jobs).is_err() {
-                break;
+            let mut free = vec![first_free];
+            while free.len() < jobs.len() {
+                match self.free.try_recv() {
+                    Ok(s) => free.push(s),
+                    Err(_) => break,
+                }
+            }
+            let shares = split(jobs, free.len());
+            for (stream, share) in free.into_iter().zip(shares) {
+                self.running.fetch_add(1, Ordering::AcqRel);
+                if self.streams[stream].send(share).is_err() {
+                    return;
+                }
             }
         }
     }
+}
+
+/// `jobs` in `parts` runs of near-equal length (the first ones longer), in order.
+fn split<T>(mut jobs: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let parts = parts.clamp(1, jobs.len().max(1));
+    let mut out = Vec::with_capacity(parts);
+    for i in (1..=parts).rev() {
+        let take = jobs.len().div_ceil(i);
+        let rest = jobs.split_off(take);
+        out.push(std::mem::replace(&mut jobs, rest));
+    }
+    out
 }
 
 /// Embeds `jobs` in one call (on `stream`, or the wide session) and answers each.
@@ -182,5 +207,18 @@ fn run(model: &OnnxModel, stream: Option<usize>, mut jobs: Vec<Job>, metrics: &M
                 let _ = reply.send(Err(Error::Inference(msg.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn split_shares_out_in_order_and_nearly_evenly() {
+        assert_eq!(split((0..8).collect(), 2), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+        assert_eq!(split((0..7).collect(), 3), vec![vec![0, 1, 2], vec![3, 4], vec![5, 6]]);
+        assert_eq!(split(vec![1], 4), vec![vec![1]], "never an empty share");
+        assert_eq!(split((0..3).collect::<Vec<i32>>(), 1), vec![vec![0, 1, 2]]);
     }
 }
