@@ -151,8 +151,7 @@ pub const DEFAULT_LR: f64 = 5e-4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Preset {
     /// The product's defaults: the paper's method, started where the pretrained feature
-    /// is (PCA heads), batch norm frozen, a short warm-up, a higher learning rate
-    /// (docs/algorithm.md).
+    /// is (PCA heads), batch norm frozen, a higher learning rate (docs/algorithm.md).
     #[default]
     Default,
     /// The paper's settings exactly (orthogonal heads, batch norm trained, no warm-up).
@@ -166,7 +165,6 @@ impl TrainConfig {
         if preset == Preset::Default {
             c.head_init = HeadInit::Pca;
             c.optim.bn_freeze = true;
-            c.optim.warmup_epochs = 0.25;
             c.optim.lr = DEFAULT_LR;
             c.optim.emb_lr = DEFAULT_LR;
         }

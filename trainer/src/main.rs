@@ -67,7 +67,7 @@ struct FitArgs {
     #[arg(long)]
     out: PathBuf,
     /// Defaults to start from: `default` (the paper's method started at the pretrained
-    /// feature: --head-init pca, --bn-freeze, --warmup-epochs 0.25) or `paper` (the paper's
+    /// feature: --head-init pca, --bn-freeze, --lr and --emb-lr 5e-4) or `paper` (the paper's
     /// settings exactly).
     #[arg(long, value_enum, default_value = "default")]
     preset: Preset,
@@ -168,7 +168,7 @@ struct FitArgs {
     /// Stop each epoch after this many steps [default: 0, full epochs of floor(N / B) steps].
     #[arg(long)]
     max_steps_per_epoch: Option<usize>,
-    /// Linear learning-rate warm-up over this many epochs' worth of steps [default: 0.25; paper: 0].
+    /// Linear learning-rate warm-up over this many epochs' worth of steps [default: 0, as the paper; 0.25 was the default until 2026-12-03].
     #[arg(long)]
     warmup_epochs: Option<f64>,
     /// Batch norm in eval mode with frozen affine parameters: `--bn-freeze` or
