@@ -13,7 +13,8 @@
 # fmnist (Fashion-MNIST: 6,000 training images of classes 0-4, 5,000 test images of 5-9).
 # Variants: default (the product's defaults), paper (--preset paper), supervised (true
 # labels as W), semi10 (10 % of training images labelled), no-pca, no-bn-freeze,
-# no-warmup (the default preset with one change undone), lrX (e.g. lr3e-4: --lr and
+# no-warmup (the default preset with one change undone; no-warmup has been the default
+# itself since 2026-12-03, warmup is the quarter-epoch warm-up it had before), lrX (e.g. lr3e-4: --lr and
 # --emb-lr X, backbone and heads).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +49,8 @@ variant_flags() {
     semi10) echo "--label-fraction 0.1" ;;
     no-pca) echo "--head-init orthogonal" ;;
     no-bn-freeze) echo "--bn-freeze false" ;;
-    no-warmup) echo "--warmup-epochs 0" ;;
+    no-warmup) echo "--warmup-epochs 0" ;;   # the default since 2026-12-03
+    warmup) echo "--warmup-epochs 0.25" ;;   # the default until then
     lr*) echo "--lr ${1#lr} --emb-lr ${1#lr}" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
