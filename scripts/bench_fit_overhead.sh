@@ -31,11 +31,13 @@ rm -rf "$run"
 started=$(date +%s.%N)
 target/release/trainer fit --data deps/fonts-dataset/train --eval-data deps/fonts-dataset/test --batch-size "$BATCH" \
   --image-size "$IMAGE_SIZE" --epochs "$EPOCHS" --threads 0 --out "$run" > "$OUT/fit.json" 2> "$OUT/fit.log"
-wall=$(echo "$(date +%s.%N) - $started" | bc)
+ended=$(date +%s.%N)
 after="$(step_ms)"
-python3 - "$run/metrics.jsonl" "$before" "$after" "$wall" "$BATCH" "$IMAGE_SIZE" <<'PY'
+python3 - "$run/metrics.jsonl" "$before" "$after" "$started" "$ended" "$BATCH" "$IMAGE_SIZE" <<'PY'
 import json, sys
-path, before, after, wall, batch, size = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
+path, batch, size = sys.argv[1], sys.argv[6], sys.argv[7]
+before, after, started, ended = (float(a) for a in sys.argv[2:6])
+wall = ended - started
 epochs = [json.loads(l) for l in open(path) if l.strip()]
 epochs = [e for e in epochs if e.get("epoch", 0) > 0]
 steps = epochs[-1]["step"]
