@@ -8,8 +8,10 @@ bash scripts/setup.sh
 bash scripts/install_browser.sh
 # One invocation for the whole workspace. The server depends on `contract`, not on
 # `models`, so it never links libtorch (a test checks its binary); the trainer turns on
-# `models`' libtorch backend, which its architecture and ONNX-parity tests need.
-cargo test "$@"
+# `models`' libtorch backend, which its architecture and ONNX-parity tests need. The
+# server's Milvus backend is built in, so its test (which starts a real Milvus from
+# deps/milvus) runs too.
+cargo test --features server/milvus "$@"
 # The server's container image, built from a local Debian base and tested over 127.0.0.1
 # with its own dockerd (no bridge network); the release build it needs is its own.
 bash scripts/test_docker.sh

@@ -53,6 +53,13 @@ struct Args {
     /// `euclidean` or `cosine`.
     #[arg(long, default_value = "euclidean")]
     distance: String,
+    /// Also measure a Milvus collection (HNSW with the same M and ef_construction) at this
+    /// address, searched through the server's Milvus gallery (needs `--features milvus`).
+    #[arg(long)]
+    milvus: Option<String>,
+    /// Client threads for the extra Milvus row measured under concurrency.
+    #[arg(long, default_value_t = 4)]
+    milvus_threads: usize,
 }
 
 /// `n` points around `clusters` centres: Gaussian-like spread in a `latent`-dimensional
@@ -150,5 +157,94 @@ fn main() -> anyhow::Result<()> {
             recall(&truth, &got, args.k)
         );
     }
+    if let Some(uri) = &args.milvus {
+        milvus_rows(&args, uri, metric, params, &items, &queries, &truth)?;
+    }
     Ok(())
+}
+
+/// The same vectors in Milvus: insert and index time, then QPS (one thread, and
+/// `--milvus-threads` threads) and recall@k per `ef`, each query through
+/// [`server::gallery::MilvusGallery`] as a server runs it (a search, then the hits'
+/// metadata by id).
+#[cfg(feature = "milvus")]
+fn milvus_rows(
+    args: &Args,
+    uri: &str,
+    metric: Distance,
+    params: HnswParams,
+    items: &[(u64, Vec<f32>)],
+    queries: &[Vec<f32>],
+    truth: &[Vec<u64>],
+) -> anyhow::Result<()> {
+    use server::gallery::{Gallery, MilvusGallery, MilvusIndex, NewImage};
+    use server::settings::{MilvusIndexKind, MilvusSettings};
+    use server::store::IndexSpec;
+    let spec = IndexSpec { dim: args.dim, distance: metric, model: "index_bench".into() };
+    let settings = MilvusSettings { uri: uri.to_string(), timeout_s: 600, ..MilvusSettings::default() };
+    let name = format!("index_bench_{}", std::process::id());
+    let gallery =
+        MilvusGallery::open(&settings, &name, spec, None, MilvusIndex { kind: MilvusIndexKind::Hnsw, hnsw: params })?;
+    let started = Instant::now();
+    for chunk in items.chunks(2048) {
+        let images = chunk
+            .iter()
+            .map(|(key, v)| NewImage {
+                id: Some(key.to_string()),
+                metadata: serde_json::json!({}),
+                content_hash: None,
+                vector: v.clone(),
+                thumbnail: None,
+                original: None,
+            })
+            .collect();
+        gallery.insert(images)?;
+    }
+    let insert_s = started.elapsed().as_secs_f64();
+    gallery.wait_indexed(std::time::Duration::from_secs(3600))?;
+    let build_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        gallery.count(None)? == items.len(),
+        "Milvus holds {} of {} vectors",
+        gallery.count(None)?,
+        items.len()
+    );
+    let search = |q: &Vec<f32>, ef: usize| -> anyhow::Result<Vec<u64>> {
+        Ok(gallery.search(q, args.k, Some(ef))?.iter().map(|h| h.id.parse().unwrap_or(u64::MAX)).collect())
+    };
+    for &ef in &args.ef {
+        let t = Instant::now();
+        let got: Vec<Vec<u64>> = queries.iter().map(|q| search(q, ef)).collect::<anyhow::Result<_>>()?;
+        let qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let per_thread = queries.len().div_ceil(args.milvus_threads.max(1));
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            let workers: Vec<_> = queries
+                .chunks(per_thread)
+                .map(|part| s.spawn(move || part.iter().try_for_each(|q| search(q, ef).map(drop))))
+                .collect();
+            workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a search thread panicked"))?)
+        })?;
+        let qps_threads = queries.len() as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "| milvus (insert {insert_s:.1} s) | {ef} | {build_s:.1} | {:.0} | {qps:.0} ({qps_threads:.0} on {} threads) | {:.3} |",
+            items.len() as f64 / build_s,
+            args.milvus_threads,
+            recall(truth, &got, args.k)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "milvus"))]
+fn milvus_rows(
+    _: &Args,
+    _: &str,
+    _: Distance,
+    _: HnswParams,
+    _: &[(u64, Vec<f32>)],
+    _: &[Vec<f32>],
+    _: &[Vec<u64>],
+) -> anyhow::Result<()> {
+    anyhow::bail!("--milvus needs the Milvus client: run with `--features milvus`")
 }

@@ -14,7 +14,7 @@ use crate::embed::Embedder;
 use crate::gallery::{Gallery, GalleryStats, IndexKind};
 use crate::metrics::Metrics;
 use crate::serve;
-use crate::settings::Settings;
+use crate::settings::{Backend, Settings};
 use crate::snapshot;
 use crate::upgrade;
 use crate::{Error, Result};
@@ -58,7 +58,7 @@ pub struct Collection {
     pub index_dir: PathBuf,
     /// Where its live index is: the home, or the version folder an upgrade made.
     pub live_dir: PathBuf,
-    pub gallery: Arc<Gallery>,
+    pub gallery: Arc<dyn Gallery>,
     pub embedder: Arc<Embedder>,
     /// Uploaded files are kept, to re-embed them with another model.
     pub keep_originals: bool,
@@ -225,6 +225,12 @@ impl Collections {
         keep_originals: bool,
     ) -> Result<Collection> {
         let s = &self.settings;
+        if keep_originals && s.index.backend == Backend::Milvus {
+            return Err(Error::Settings {
+                source_name: format!("keep_originals (collection `{name}`)"),
+                reason: "the milvus backend keeps no original files; turn keep_originals off".into(),
+            });
+        }
         let (live, upgraded) = upgrade::resolve(dir)?;
         upgrade::remove_leftovers(dir, &live);
         if let Some(m) = &upgraded {
@@ -233,7 +239,7 @@ impl Collections {
             }
         }
         let model = serve::open_model_file(s, upgraded.as_deref().unwrap_or(model))?;
-        let gallery = serve::open_gallery_dir(s, &live, &model, IndexKind::Hnsw)?;
+        let gallery = serve::open_collection_gallery(s, name, &live, &model, IndexKind::Hnsw)?;
         let embedder = Arc::new(Embedder::new(model.clone(), &s.batch, s.max_image_pixels, self.metrics.clone()));
         tracing::info!(collection = name, model = %model.path().display(), "opened the collection");
         Ok(Collection {
@@ -246,6 +252,14 @@ impl Collections {
             embedder,
             keep_originals,
         })
+    }
+
+    /// Refuses `what` on the Milvus backend: it would change only this replica's files.
+    fn not_on_milvus(&self, what: &str, instead: &str) -> Result<()> {
+        if self.settings.index.backend == Backend::Milvus {
+            return Err(Error::NotOnBackend { what: what.into(), backend: "milvus", instead: instead.into() });
+        }
+        Ok(())
     }
 
     fn add(&self, c: Collection) {
@@ -276,6 +290,10 @@ impl Collections {
     /// collection's folder, or a snapshot, unpacked there) and returns it.
     pub fn create(&self, name: &str, source: Source, keep_originals: Option<bool>) -> Result<Arc<Collection>> {
         validate_name(name)?;
+        self.not_on_milvus(
+            "creating a collection through the API",
+            "declare it under [collections.NAME] in the settings file of every replica",
+        )?;
         let _c = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(name).is_ok() {
             return Err(Error::CollectionExists { name: name.to_string() });
@@ -380,6 +398,10 @@ impl Collections {
     /// (see [`crate::upgrade`]); [`Collections::upgrade_status`] follows it.
     pub fn start_upgrade(self: &Arc<Self>, name: &str, req: upgrade::Request) -> Result<()> {
         let old = self.get(name)?;
+        self.not_on_milvus(
+            "a model upgrade",
+            "index the images with the new model into a new Milvus collection (`server index` with another `index.milvus.collection`), then point the replicas at it",
+        )?;
         if !req.model.is_file() {
             return Err(Error::BadRequest(format!(
                 "model {} is not a file on the server; pass the path of a model written by `trainer export`",
@@ -430,8 +452,8 @@ impl Collections {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(name.to_string(), upgrade::Status::Running { done, total });
         };
-        let built = upgrade::build(&self.settings, &old.index_dir, &old.gallery, req, &mut progress)?;
-        let summary = match upgrade::judge(&old.gallery, &built) {
+        let built = upgrade::build(&self.settings, &old.index_dir, old.gallery.as_ref(), req, &mut progress)?;
+        let summary = match upgrade::judge(old.gallery.as_ref(), &built) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&built.dir);

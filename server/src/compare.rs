@@ -54,7 +54,7 @@ pub struct Report {
     pub rows: Vec<Row>,
 }
 
-fn neighbours(g: &Gallery, id: &str, k: usize) -> Result<Vec<String>> {
+fn neighbours(g: &dyn Gallery, id: &str, k: usize) -> Result<Vec<String>> {
     Ok(g.similar(id, &Query::nearest(Vec::new(), k))?
         .map(|f| f.hits.into_iter().map(|h| h.id).collect())
         .unwrap_or_default())
@@ -67,7 +67,7 @@ fn spread(ids: &[String], want: usize) -> Vec<&String> {
 }
 
 /// Compares `old` and `new` (the same items, embedded by two models).
-pub fn compare(old: &Gallery, new: &Gallery) -> Result<Report> {
+pub fn compare(old: &dyn Gallery, new: &dyn Gallery) -> Result<Report> {
     let page = new.list(None, None, usize::MAX)?;
     let ids: Vec<String> = page.items.iter().map(|i| i.id.clone()).collect();
     let mut rows = Vec::new();
@@ -90,7 +90,7 @@ pub fn compare(old: &Gallery, new: &Gallery) -> Result<Report> {
     let (recall, recall_queries) = if labelled.len() >= 2 {
         let labelled_ids: Vec<String> = labelled.iter().map(|(i, _)| i.clone()).collect();
         let sample: Vec<&String> = spread(&labelled_ids, RECALL_SAMPLE);
-        let recall_of = |g: &Gallery| -> Result<Recall> {
+        let recall_of = |g: &dyn Gallery| -> Result<Recall> {
             let (mut r1, mut rk) = (0usize, 0usize);
             for id in &sample {
                 let mine = label_of(id);
@@ -119,13 +119,13 @@ pub fn compare(old: &Gallery, new: &Gallery) -> Result<Report> {
 
 /// The picture: per row, the query, its old neighbours, a gap, its new neighbours, drawn
 /// from the stored thumbnails (grey where an item has none).
-pub fn picture(report: &Report, old: &Gallery, new: &Gallery) -> Result<Vec<u8>> {
+pub fn picture(report: &Report, old: &dyn Gallery, new: &dyn Gallery) -> Result<Vec<u8>> {
     let rows: Vec<&Row> = report.rows.iter().take(ROWS).collect();
     let cols = 1 + K + 1 + K;
     let pad = 4;
     let (w, h) = (cols as u32 * (CELL + pad) + pad, rows.len().max(1) as u32 * (CELL + pad) + pad);
     let mut canvas = RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
-    let cell = |g: &Gallery, id: &str| -> RgbImage {
+    let cell = |g: &dyn Gallery, id: &str| -> RgbImage {
         let thumb = g.thumbnail(id).ok().flatten().and_then(|b| image::load_from_memory(&b).ok());
         match thumb {
             Some(img) => imageops::resize(&img.to_rgb8(), CELL, CELL, imageops::FilterType::Triangle),

@@ -83,6 +83,12 @@ pub enum Error {
     #[error("index {path} was built with a different model ({reason}); use a fresh --index directory or the model it was built with")]
     IndexModelMismatch { path: PathBuf, reason: String },
 
+    #[error("Milvus at {uri}, collection `{collection}`: {reason}")]
+    Milvus { uri: String, collection: String, reason: String },
+
+    #[error("{what} is not available on the {backend} backend; {instead}")]
+    NotOnBackend { what: String, backend: &'static str, instead: String },
+
     #[error("snapshot {path}: {reason}")]
     Snapshot { path: PathBuf, reason: String },
 

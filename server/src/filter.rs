@@ -75,6 +75,11 @@ impl Key {
         Ok(Self(text.split('.').map(str::to_string).collect()))
     }
 
+    /// The field names of the path, outermost first.
+    pub fn parts(&self) -> &[String] {
+        &self.0
+    }
+
     /// The value at this key in `metadata`, if any.
     fn lookup<'a>(&self, metadata: &'a Value) -> Option<&'a Value> {
         self.0.iter().try_fold(metadata, |v, part| v.get(part.as_str()))
@@ -99,7 +104,7 @@ fn elements(v: &Value) -> &[Value] {
 }
 
 /// The number a value stands for: a JSON number, or text that parses as one.
-fn as_number(v: &Value) -> Option<f64> {
+pub(crate) fn as_number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),

@@ -22,5 +22,5 @@ pub mod store;
 pub mod upgrade;
 
 pub use error::{Error, Result};
-pub use gallery::{Gallery, Hit, IndexKind, NewImage};
+pub use gallery::{Gallery, Hit, IndexKind, LocalGallery, NewImage};
 pub use settings::Settings;

@@ -78,6 +78,15 @@ struct IndexArgs {
     /// an index is open in one process at a time.
     #[arg(long, conflicts_with_all = ["index", "model"])]
     collection: Option<String>,
+    /// Index only part I of N of the folder (`--shard 2/4`; files are split by a hash of
+    /// their path): N jobs, one per part, fill one Milvus collection in parallel. With
+    /// --sync each job removes only its own part's gone files.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<indexer::Shard>,
+}
+
+fn parse_shard(text: &str) -> Result<indexer::Shard, String> {
+    indexer::Shard::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -182,7 +191,13 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.batch_size > 0, "--batch-size 0 is not a batch size; pass 1 or more (default 32)");
     let model = serve::open_model(&s)?;
-    let gallery = serve::open_gallery(&s, &model, IndexKind::Hnsw)?;
+    let gallery = match &args.collection {
+        Some(name) => {
+            let (live, _) = server::upgrade::resolve(&s.index_dir)?;
+            serve::open_collection_gallery(&s, name, &live, &model, IndexKind::Hnsw)?
+        }
+        None => serve::open_gallery(&s, &model, IndexKind::Hnsw)?,
+    };
     let bar = contract::progress::bar(0, "index", "files");
     let opts = indexer::IndexOptions {
         batch: args.batch_size,
@@ -190,8 +205,9 @@ fn index_command(args: IndexArgs) -> anyhow::Result<()> {
         sync: args.sync,
         metadata_file: args.metadata,
         label_from_folder: args.label_from_folder,
+        shard: args.shard,
     };
-    let report = indexer::index_folder(&model, &gallery, &args.images, &opts, &mut |p| {
+    let report = indexer::index_folder(&model, gallery.as_ref(), &args.images, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(format!(

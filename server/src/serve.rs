@@ -11,11 +11,11 @@ use std::time::Instant;
 use actix_web::web;
 
 use crate::collections::Collections;
-use crate::gallery::{Gallery, IndexKind};
+use crate::gallery::{Gallery, IndexKind, LocalGallery};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::runtime::{self, OnnxModel};
-use crate::settings::Settings;
+use crate::settings::{Backend, Settings};
 use crate::store::IndexSpec;
 use crate::{Error, Result};
 
@@ -41,18 +41,79 @@ pub fn open_model_file(settings: &Settings, path: &Path) -> Result<Arc<OnnxModel
 }
 
 /// Opens the live gallery of `settings.index_dir` (the version an upgrade made, if any)
-/// for `model`'s vectors.
-pub fn open_gallery(settings: &Settings, model: &OnnxModel, kind: IndexKind) -> Result<Arc<Gallery>> {
+/// for `model`'s vectors: the default collection's, on the backend of the settings.
+pub fn open_gallery(settings: &Settings, model: &OnnxModel, kind: IndexKind) -> Result<Arc<dyn Gallery>> {
     let (live, _) = crate::upgrade::resolve(&settings.index_dir)?;
-    open_gallery_dir(settings, &live, model, kind)
+    open_collection_gallery(settings, crate::collections::DEFAULT, &live, model, kind)
+}
+
+/// Opens the gallery of the collection `name` for `model`'s vectors: in `dir` on the
+/// embedded backend, in its Milvus collection ([`milvus_collection`]) on the Milvus one.
+pub fn open_collection_gallery(
+    settings: &Settings,
+    name: &str,
+    dir: &Path,
+    model: &OnnxModel,
+    kind: IndexKind,
+) -> Result<Arc<dyn Gallery>> {
+    match settings.index.backend {
+        Backend::Embedded => open_gallery_dir(settings, dir, model, kind),
+        Backend::Milvus => open_milvus(settings, name, model, kind),
+    }
+}
+
+/// The Milvus collection of the server's collection `name`: `index.milvus.collection` for
+/// the default one, `<that>_<name>` (with `-` written `_`) for the others.
+pub fn milvus_collection(settings: &Settings, name: &str) -> String {
+    let base = &settings.index.milvus.collection;
+    if name == crate::collections::DEFAULT {
+        base.clone()
+    } else {
+        format!("{base}_{}", name.replace('-', "_"))
+    }
+}
+
+#[cfg(feature = "milvus")]
+fn open_milvus(settings: &Settings, name: &str, model: &OnnxModel, kind: IndexKind) -> Result<Arc<dyn Gallery>> {
+    use crate::gallery::{MilvusGallery, MilvusIndex};
+    use crate::settings::MilvusIndexKind;
+    let spec = IndexSpec::for_manifest(model.manifest());
+    let legacy = IndexSpec::legacy_model(model.manifest());
+    // The exact index (tests) asks Milvus for brute force too.
+    let index_kind = match kind {
+        IndexKind::Exact => MilvusIndexKind::Flat,
+        IndexKind::Hnsw => settings.index.milvus.index,
+    };
+    let collection = milvus_collection(settings, name);
+    let started = Instant::now();
+    let index = MilvusIndex { kind: index_kind, hnsw: settings.hnsw };
+    let gallery = MilvusGallery::open(&settings.index.milvus, &collection, spec, Some(&legacy), index)?;
+    tracing::info!(uri = %settings.index.milvus.uri, collection, images = gallery.stats().images, seconds = started.elapsed().as_secs_f64(), "opened the Milvus collection");
+    Ok(Arc::new(gallery))
+}
+
+#[cfg(not(feature = "milvus"))]
+fn open_milvus(settings: &Settings, name: &str, _model: &OnnxModel, _kind: IndexKind) -> Result<Arc<dyn Gallery>> {
+    Err(Error::Settings {
+        source_name: "index.backend".into(),
+        reason: format!(
+            "`milvus` (collection `{}`) needs a server built with the Milvus client: `cargo build --release -p server --features milvus`",
+            milvus_collection(settings, name)
+        ),
+    })
 }
 
 /// Opens the gallery in `dir` for `model`'s vectors.
-pub fn open_gallery_dir(settings: &Settings, dir: &Path, model: &OnnxModel, kind: IndexKind) -> Result<Arc<Gallery>> {
+pub fn open_gallery_dir(
+    settings: &Settings,
+    dir: &Path,
+    model: &OnnxModel,
+    kind: IndexKind,
+) -> Result<Arc<dyn Gallery>> {
     let spec = IndexSpec::for_manifest(model.manifest());
     let legacy = IndexSpec::legacy_model(model.manifest());
     let started = Instant::now();
-    let gallery = Gallery::open_as(dir, spec, Some(&legacy), &settings.hnsw, kind)?;
+    let gallery = LocalGallery::open_as(dir, spec, Some(&legacy), &settings.hnsw, kind)?;
     tracing::info!(dir = %dir.display(), images = gallery.stats().images, seconds = started.elapsed().as_secs_f64(), "opened the index");
     Ok(Arc::new(gallery))
 }

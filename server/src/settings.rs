@@ -45,6 +45,8 @@ pub struct Settings {
     pub intra_spinning: Spinning,
     pub batch: BatchSettings,
     pub hnsw: HnswParams,
+    /// Where the items and vectors live (the `[index]` settings).
+    pub index: IndexSettings,
     /// Where collections created through the API live (default: `index_dir/collections`).
     pub collections_dir: Option<PathBuf>,
     /// Keep each uploaded image file (besides its vector and thumbnail), so that the
@@ -120,10 +122,90 @@ impl Default for Settings {
             intra_spinning: Spinning::default(),
             batch: BatchSettings::default(),
             hnsw: HnswParams::default(),
+            index: IndexSettings::default(),
             collections_dir: None,
             keep_originals: false,
             snapshots_dir: None,
             collections: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where a server keeps its items and vectors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexSettings {
+    pub backend: Backend,
+    /// Used when `backend = "milvus"`.
+    pub milvus: MilvusSettings,
+}
+
+/// The storage and search backend of every collection of a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// redb and the in-process HNSW graph in `index_dir` (one server per folder).
+    #[default]
+    Embedded,
+    /// A Milvus collection, shared by any number of servers and `server index` workers.
+    Milvus,
+}
+
+/// How to reach and lay out the Milvus collections (`[index.milvus]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MilvusSettings {
+    /// The Milvus proxy's gRPC address.
+    pub uri: String,
+    /// The default collection's Milvus collection; a declared collection NAME uses
+    /// `<collection>_<NAME>` (with `-` written `_`). Path records go to `<that>_paths`.
+    pub collection: String,
+    /// The vector index Milvus builds: `hnsw` (with the `[hnsw]` m, ef_construction and
+    /// ef_search) or `flat` (exact).
+    pub index: MilvusIndexKind,
+    /// Credentials, when Milvus has authentication on.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Longest wait for one Milvus call, in seconds.
+    pub timeout_s: u64,
+    /// What a read waits for (Milvus's consistency levels): `session` (the default) sees
+    /// every write of this server at once and other replicas' writes about a time tick
+    /// (200 ms) later; `strong` sees every acknowledged write of any replica, at the cost
+    /// of waiting for the time tick on every read; `bounded` and `eventually` may miss
+    /// this server's own latest writes too.
+    pub consistency: MilvusConsistency,
+}
+
+/// Milvus's consistency levels, for reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MilvusConsistency {
+    Strong,
+    #[default]
+    Session,
+    Bounded,
+    Eventually,
+}
+
+/// The vector index of a Milvus collection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MilvusIndexKind {
+    #[default]
+    Hnsw,
+    Flat,
+}
+
+impl Default for MilvusSettings {
+    fn default() -> Self {
+        Self {
+            uri: "http://127.0.0.1:19530".into(),
+            collection: "stml".into(),
+            index: MilvusIndexKind::default(),
+            user: None,
+            password: None,
+            timeout_s: 30,
+            consistency: MilvusConsistency::default(),
         }
     }
 }
@@ -194,6 +276,16 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.hnsw.rebuild_tombstone_ratio) {
             return bad("hnsw.rebuild_tombstone_ratio must lie in 0 ..= 1");
+        }
+        let m = &self.index.milvus;
+        let name_ok = m.collection.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && m.collection.len() <= 200
+            && m.collection.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name_ok {
+            return bad("index.milvus.collection must start with a letter or '_' and hold only letters, digits and '_' (at most 200)");
+        }
+        if m.timeout_s == 0 {
+            return bad("index.milvus.timeout_s must be at least 1");
         }
         if self.max_upload_bytes == 0 || self.max_image_pixels == 0 {
             return bad("max_upload_bytes and max_image_pixels must be positive");

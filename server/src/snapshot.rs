@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::gallery::{Gallery, GalleryChange, NewImage};
+use crate::gallery::{Gallery, GalleryChange, LocalGallery, NewImage};
 use crate::store::{IndexSpec, PathRecord, Store, StoredItem};
 use crate::{Error, Result};
 
@@ -165,7 +165,7 @@ pub fn unpack(file: &Path, dir: &Path, hnsw: &crate::index::HnswParams) -> Resul
             return Err(bad(file, format!("it lacks {}", needed.file_name().unwrap_or_default().to_string_lossy())));
         }
     }
-    let gallery = Gallery::open(dir, header.spec.clone(), hnsw, crate::gallery::IndexKind::Hnsw)?;
+    let gallery = LocalGallery::open(dir, header.spec.clone(), hnsw, crate::gallery::IndexKind::Hnsw)?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut change = GalleryChange::default();
     let mut restored = 0usize;

@@ -93,9 +93,9 @@ pub struct Request {
 
 /// Compares the built version with the live one and writes the report and picture into
 /// the version folder.
-pub fn judge(old: &Gallery, built: &Built) -> Result<Summary> {
-    let report = crate::compare::compare(old, &built.gallery)?;
-    let png = crate::compare::picture(&report, old, &built.gallery)?;
+pub fn judge(old: &dyn Gallery, built: &Built) -> Result<Summary> {
+    let report = crate::compare::compare(old, built.gallery.as_ref())?;
+    let png = crate::compare::picture(&report, old, built.gallery.as_ref())?;
     std::fs::write(built.dir.join(REPORT_PNG), png).map_err(Error::io(built.dir.join(REPORT_PNG)))?;
     let json = serde_json::to_vec_pretty(&report).expect("reports serialise");
     std::fs::write(built.dir.join(REPORT_JSON), json).map_err(Error::io(built.dir.join(REPORT_JSON)))?;
@@ -112,7 +112,7 @@ pub fn judge(old: &Gallery, built: &Built) -> Result<Summary> {
 pub struct Built {
     pub dir: PathBuf,
     pub model: std::sync::Arc<OnnxModel>,
-    pub gallery: std::sync::Arc<Gallery>,
+    pub gallery: std::sync::Arc<dyn Gallery>,
     pub items: usize,
     pub skipped: usize,
 }
@@ -128,7 +128,7 @@ struct Item {
 pub fn build(
     settings: &Settings,
     home: &Path,
-    old: &Gallery,
+    old: &dyn Gallery,
     req: &Request,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Built> {
@@ -146,7 +146,7 @@ fn build_in(
     home: &Path,
     staging: &Path,
     stamp: &str,
-    old: &Gallery,
+    old: &dyn Gallery,
     req: &Request,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Built> {

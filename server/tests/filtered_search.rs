@@ -13,16 +13,16 @@ use server::filter::Filter;
 use server::gallery::{IndexKind, Query, Strategy};
 use server::index::HnswParams;
 use server::store::IndexSpec;
-use server::{Gallery, NewImage};
+use server::{Gallery, LocalGallery, NewImage};
 
 const N: usize = 20_000;
 const DIM: usize = 16;
 
 /// Item `i` has `bucket = i % 1000` and `parity` "even" / "odd".
-fn gallery(dir: &std::path::Path, kind: IndexKind) -> Gallery {
+fn gallery(dir: &std::path::Path, kind: IndexKind) -> LocalGallery {
     let spec = IndexSpec { dim: DIM, distance: Distance::Euclidean, model: "test".into() };
     let params = HnswParams { m: 16, ef_construction: 100, ef_search: 64, ..HnswParams::default() };
-    let g = Gallery::open(dir, spec, &params, kind).unwrap();
+    let g = LocalGallery::open(dir, spec, &params, kind).unwrap();
     let data = clustered(N, DIM, 50, 3);
     let images: Vec<NewImage> = data
         .into_iter()
@@ -59,7 +59,7 @@ fn filters_match_the_exact_oracle_at_every_selectivity() {
     ];
     for (text, passing, strategies) in cases {
         let filter = Filter::parse(text).unwrap();
-        assert_eq!(hnsw.count(Some(&filter)), passing, "{text}");
+        assert_eq!(hnsw.count(Some(&filter)).unwrap(), passing, "{text}");
         let mut found = 0usize;
         for k in [10, 25] {
             let mut recall = 0.0;
@@ -86,7 +86,7 @@ fn filters_match_the_exact_oracle_at_every_selectivity() {
     // A filter that passes fewer items than k gives all of them.
     let few = Filter::parse("bucket:7,parity:odd").unwrap();
     let all = hnsw.find(&Query { filter: Some(few.clone()), ..Query::nearest(queries[0].clone(), 50) }).unwrap();
-    assert_eq!(all.hits.len(), hnsw.count(Some(&few)));
+    assert_eq!(all.hits.len(), hnsw.count(Some(&few)).unwrap());
     assert_eq!(all.hits.len(), 20, "bucket 7 is always odd");
     // One that passes none gives none.
     let none = Filter::parse("bucket>5000").unwrap();
@@ -123,8 +123,8 @@ fn listing_counting_and_patching_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let g = gallery(dir.path(), IndexKind::Exact);
     let filter = Filter::parse("bucket<3").unwrap();
-    assert_eq!(g.count(Some(&filter)), 60);
-    assert_eq!(g.count(None), N);
+    assert_eq!(g.count(Some(&filter)).unwrap(), 60);
+    assert_eq!(g.count(None).unwrap(), N);
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -142,12 +142,12 @@ fn listing_counting_and_patching_metadata() {
     // PATCH semantics: set, replace and remove keys; the filter sees the change at once.
     let rec = g.patch_metadata("item-00001", &json!({ "bucket": null, "label": "shoe" })).unwrap().unwrap();
     assert_eq!(rec.metadata, json!({ "parity": "odd", "label": "shoe" }));
-    assert_eq!(g.count(Some(&Filter::parse("label:shoe").unwrap())), 1);
-    assert_eq!(g.count(Some(&filter)), 59);
+    assert_eq!(g.count(Some(&Filter::parse("label:shoe").unwrap())).unwrap(), 1);
+    assert_eq!(g.count(Some(&filter)).unwrap(), 59);
     assert!(g.patch_metadata("nope", &json!({})).unwrap().is_none());
     drop(g);
     // ... and is durable.
     let spec = IndexSpec { dim: DIM, distance: Distance::Euclidean, model: "test".into() };
-    let g = Gallery::open(dir.path(), spec, &HnswParams::default(), IndexKind::Exact).unwrap();
+    let g = LocalGallery::open(dir.path(), spec, &HnswParams::default(), IndexKind::Exact).unwrap();
     assert_eq!(g.get("item-00001").unwrap().unwrap().metadata["label"], "shoe");
 }

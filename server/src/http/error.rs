@@ -34,6 +34,8 @@ impl Error {
             Error::InvalidCollection { .. } => "invalid_collection",
             Error::Unauthorized => "unauthorized",
             Error::Unavailable => "unavailable",
+            Error::Milvus { .. } => "backend",
+            Error::NotOnBackend { .. } => "not_on_backend",
             Error::Upgrading => "upgrading",
             Error::Store { .. }
             | Error::IndexModelMismatch { .. }
@@ -62,7 +64,8 @@ impl ResponseError for Error {
             }
             Error::CollectionExists { .. } | Error::Upgrading => StatusCode::CONFLICT,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable | Error::Milvus { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotOnBackend { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::Settings { .. }
             | Error::OrtLibraryMissing { .. }
             | Error::OrtLibraryBroken { .. }

@@ -321,7 +321,7 @@ pub async fn count(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
     }
     let filter = b.filter.as_ref().map(Filter::from_value).transpose()?;
     let gallery = state.collection(&req)?.gallery.clone();
-    let n = web::block(move || gallery.count(filter.as_ref())).await.map_err(|_| Error::Unavailable)?;
+    let n = web::block(move || gallery.count(filter.as_ref())).await.map_err(|_| Error::Unavailable)??;
     Ok(HttpResponse::Ok().json(json!({ "count": n })))
 }
 

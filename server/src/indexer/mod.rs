@@ -50,6 +50,51 @@ pub struct IndexOptions {
     pub metadata_file: Option<PathBuf>,
     /// Record each file's folder name as its `label`.
     pub label_from_folder: bool,
+    /// Index only this part of the folder (several jobs, one part each, fill one shared
+    /// collection in parallel); `None`: all of it.
+    pub shard: Option<Shard>,
+}
+
+/// Part `index` of `count` disjoint parts of a folder. A file belongs to the part its path
+/// below the folder hashes to, so every job splitting the same folder the same way agrees on
+/// the parts, whichever machine it runs on and whatever it found before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based.
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Reads `I/N`: part I (1 to N) of N.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad =
+            |reason: &str| Error::BadRequest(format!("--shard {text}: {reason}; write I/N with 1 <= I <= N, e.g. 2/4"));
+        let (i, n) = text.split_once('/').ok_or_else(|| bad("no `/`"))?;
+        let (i, n): (usize, usize) = match (i.trim().parse(), n.trim().parse()) {
+            (Ok(i), Ok(n)) => (i, n),
+            _ => return Err(bad("I and N must be whole numbers")),
+        };
+        if n == 0 || i == 0 || i > n {
+            return Err(bad("out of range"));
+        }
+        Ok(Self { index: i - 1, count: n })
+    }
+
+    /// Whether the file at `rel` (its path below the folder, `/`-separated) is in this part.
+    pub fn holds(&self, rel: &str) -> bool {
+        if self.count <= 1 {
+            return true;
+        }
+        let digest = contract::sha256_hex(rel.as_bytes());
+        let head = u64::from_str_radix(&digest[..16], 16).expect("hex digits");
+        (head % self.count as u64) as usize == self.index
+    }
+}
+
+/// A path below the folder in the `/`-separated form a [`Source`]'s `rel` has.
+fn rel_text(below: &Path) -> String {
+    below.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Where a run stands, reported after every batch (and after a sync).
@@ -168,7 +213,7 @@ fn sources(dir: &Path, root: &Path, files: Vec<PathBuf>) -> Vec<Source> {
         .into_iter()
         .map(|file| {
             let below = file.strip_prefix(dir).unwrap_or(&file).to_path_buf();
-            let rel = below.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let rel = rel_text(&below);
             Source { abs: root.join(&below), file, rel }
         })
         .collect()
@@ -204,7 +249,7 @@ const QUEUE_BATCHES: usize = 2;
 /// thread that the decoder or the commit pre-empts delays only its own batch.
 pub fn index_folder(
     model: &OnnxModel,
-    gallery: &Gallery,
+    gallery: &dyn Gallery,
     dir: &Path,
     opts: &IndexOptions,
     on_progress: &mut dyn FnMut(&Progress),
@@ -213,11 +258,15 @@ pub fn index_folder(
     let root = dir.canonicalize().map_err(Error::io(dir))?;
     let side = opts.metadata_file.as_deref().map(|f| metadata::SideFile::read(f, &root)).transpose()?;
     let describe = Describe { root: &root, side: side.as_ref(), label_from_folder: opts.label_from_folder };
-    let files = sources(dir, &root, contract::find_images(dir)?);
-    let mut report = Report { progress: Progress { total: files.len(), ..Progress::default() }, ..Report::default() };
-    if let Some(side) = &side {
-        report.unmatched_metadata = side.unmatched(files.iter().map(|s| s.rel.as_str()));
+    let mut files = sources(dir, &root, contract::find_images(dir)?);
+    // Metadata rows are matched against the whole folder: a row for another shard's file
+    // is not unmatched.
+    let unmatched = side.as_ref().map(|side| side.unmatched(files.iter().map(|s| s.rel.as_str())));
+    if let Some(shard) = opts.shard {
+        files.retain(|s| shard.holds(&s.rel));
     }
+    let mut report = Report { progress: Progress { total: files.len(), ..Progress::default() }, ..Report::default() };
+    report.unmatched_metadata = unmatched.unwrap_or_default();
     on_progress(&report.progress);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let batch = opts.batch.max(1);
@@ -307,7 +356,7 @@ pub fn index_folder(
     committed?;
     report.stages = StageSeconds { read: read_s, decode: prepare_s, embed: embed_s, commit: commit_s };
     if opts.sync {
-        report.progress.removed = remove_gone(gallery, &root, &listed)?;
+        report.progress.removed = remove_gone(gallery, &root, &listed, opts.shard)?;
         on_progress(&report.progress);
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -368,7 +417,7 @@ fn embed(model: &OnnxModel, stream: usize, mut prepared: Prepared) -> Result<Emb
 }
 
 /// Writes a batch's items, path records and metadata in one transaction and counts it.
-fn commit(gallery: &Gallery, describe: &Describe, embedded: Embedded, report: &mut Report) -> Result<()> {
+fn commit(gallery: &dyn Gallery, describe: &Describe, embedded: Embedded, report: &mut Report) -> Result<()> {
     let Embedded { prepared, vectors } = embedded;
     let Prepared { triaged, ok, .. } = prepared;
     let Triaged { n, mut change, skipped, failures, .. } = triaged;
@@ -406,7 +455,7 @@ fn commit(gallery: &Gallery, describe: &Describe, embedded: Embedded, report: &m
 /// record refreshed into the batch's change when only the mtime moved, and their metadata
 /// when the job's keys changed), unreadable ones as failures; the rest, read and hashed,
 /// are to be embedded.
-fn triage(gallery: &Gallery, describe: &Describe, chunk: Vec<Source>) -> Result<Triaged> {
+fn triage(gallery: &dyn Gallery, describe: &Describe, chunk: Vec<Source>) -> Result<Triaged> {
     let abs: Vec<PathBuf> = chunk.iter().map(|s| s.abs.clone()).collect();
     let states = gallery.path_states(&abs)?;
     let mut out = Triaged {
@@ -460,7 +509,7 @@ fn triage(gallery: &Gallery, describe: &Describe, chunk: Vec<Source>) -> Result<
 /// Queues new metadata for the item of a skipped file when the job's keys changed (a new
 /// side file, `--label-from-folder` turned on).
 fn refresh_metadata(
-    gallery: &Gallery,
+    gallery: &dyn Gallery,
     describe: &Describe,
     source: &Source,
     bytes: u64,
@@ -478,7 +527,7 @@ fn refresh_metadata(
 
 /// The item an earlier version of the job made from this file (id = content hash, the
 /// same relative path, no source record), which the per-path item replaces.
-fn legacy_item(gallery: &Gallery, record: &PathRecord, rel: &str) -> Result<Option<String>> {
+fn legacy_item(gallery: &dyn Gallery, record: &PathRecord, rel: &str) -> Result<Option<String>> {
     let id = content_id(&record.content_hash);
     if id == record.id {
         return Ok(None);
@@ -490,11 +539,16 @@ fn legacy_item(gallery: &Gallery, record: &PathRecord, rel: &str) -> Result<Opti
     Ok(legacy.then_some(id))
 }
 
-/// Removes the items and path records of files under `root` not in `listed`; returns how
-/// many items were removed.
-fn remove_gone(gallery: &Gallery, root: &Path, listed: &HashSet<PathBuf>) -> Result<usize> {
-    let gone: Vec<(PathBuf, PathRecord)> =
-        gallery.paths_under(root)?.into_iter().filter(|(p, _)| !listed.contains(p)).collect();
+/// Removes the items and path records of files under `root` (in `shard`, when given) not
+/// in `listed`; returns how many items were removed.
+fn remove_gone(gallery: &dyn Gallery, root: &Path, listed: &HashSet<PathBuf>, shard: Option<Shard>) -> Result<usize> {
+    let gone: Vec<(PathBuf, PathRecord)> = gallery
+        .paths_under(root)?
+        .into_iter()
+        .filter(|(p, _)| {
+            !listed.contains(p) && shard.is_none_or(|s| s.holds(&rel_text(p.strip_prefix(root).unwrap_or(p))))
+        })
+        .collect();
     let mut removed = 0;
     for part in gone.chunks(SYNC_BATCH) {
         let mut change = GalleryChange::default();

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod fixtures;
+pub mod milvus;
 pub use fixtures::*;
 
 /// A `server` process listening on a free loopback port.

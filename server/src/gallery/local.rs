@@ -1,4 +1,4 @@
-//! A gallery: the durable store plus the in-memory vector index over it. Inserts are
+//! The embedded gallery: the durable store plus the in-memory vector index over it. Inserts are
 //! committed to the store before they reach the index (and before they are acknowledged);
 //! at start the HNSW graph is reloaded from its dump and caught up with the store, or
 //! rebuilt from the stored vectors.
@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-
+use super::{
+    merge_patch, validate_id, Found, Gallery, GalleryChange, GalleryStats, Hit, IndexKind, Item, Page, Query, Strategy,
+};
 use crate::filter::Filter;
 use crate::index::{ExactIndex, GraphFiles, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
-use crate::rerank::{self, Rerank};
+use crate::rerank;
 use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store, StoredItem};
 use crate::{Error, Result};
 
@@ -22,143 +23,6 @@ use crate::{Error, Result};
 pub const SCAN_BELOW_FRACTION: f64 = 0.02;
 /// Items whose metadata is tried to estimate what fraction a filter passes.
 const FILTER_SAMPLE: usize = 1024;
-
-/// Longest accepted id.
-pub const MAX_ID_LEN: usize = 128;
-
-/// Which index serves searches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IndexKind {
-    Hnsw,
-    /// Brute force: exact, for tests and small galleries.
-    Exact,
-}
-
-/// One image to add.
-#[derive(Debug, Clone)]
-pub struct NewImage {
-    /// `None`: a fresh random id is assigned.
-    pub id: Option<String>,
-    pub metadata: serde_json::Value,
-    pub content_hash: Option<String>,
-    /// `[dim]`
-    pub vector: Vec<f32>,
-    /// JPEG bytes.
-    pub thumbnail: Option<Vec<u8>>,
-    /// The uploaded file, kept (by collections told to) to re-embed it with another model.
-    pub original: Option<Vec<u8>>,
-}
-
-/// One atomic change to a gallery: committed in a single store transaction, then applied
-/// to the index. Deletions come first.
-#[derive(Debug, Clone, Default)]
-pub struct GalleryChange {
-    pub insert: Vec<NewImage>,
-    /// Ids to delete (unknown ids are ignored).
-    pub delete: Vec<String>,
-    /// Source-path records to write (see [`PathRecord`]).
-    pub set_paths: Vec<(PathBuf, PathRecord)>,
-    /// Source-path records to remove.
-    pub remove_paths: Vec<PathBuf>,
-    /// New metadata for stored items, vector unchanged (unknown ids are ignored).
-    pub set_metadata: Vec<(String, serde_json::Value)>,
-}
-
-impl GalleryChange {
-    /// True when applying it would change nothing.
-    pub fn is_empty(&self) -> bool {
-        self.insert.is_empty()
-            && self.delete.is_empty()
-            && self.set_paths.is_empty()
-            && self.remove_paths.is_empty()
-            && self.set_metadata.is_empty()
-    }
-}
-
-/// A nearest-neighbour query.
-#[derive(Debug, Clone)]
-pub struct Query {
-    /// `[dim]`
-    pub vector: Vec<f32>,
-    /// Hits wanted.
-    pub k: usize,
-    /// Hits to skip first (for paging: the next page starts at `offset + k`).
-    pub offset: usize,
-    /// HNSW search breadth; `None` uses the settings.
-    pub ef: Option<usize>,
-    /// Only items whose metadata passes it.
-    pub filter: Option<Filter>,
-    /// Only hits at most this far from the query.
-    pub max_distance: Option<f32>,
-    /// Re-order the nearest candidates by contextual similarity ([`crate::rerank`]).
-    pub rerank: Option<Rerank>,
-}
-
-impl Query {
-    /// The `k` nearest to `vector`, unfiltered.
-    pub fn nearest(vector: Vec<f32>, k: usize) -> Self {
-        Self { vector, k, offset: 0, ef: None, filter: None, max_distance: None, rerank: None }
-    }
-}
-
-/// How a query was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// The index alone (HNSW, or the exact index).
-    Index,
-    /// The graph walked with the filter.
-    FilteredIndex,
-    /// The filtered walk found fewer than wanted, so every passing item was compared.
-    FilteredIndexThenScan,
-    /// The filter passes few items: every passing item was compared.
-    Scan,
-}
-
-/// The hits of a query and how they were found.
-#[derive(Debug, Clone, Serialize)]
-pub struct Found {
-    pub hits: Vec<Hit>,
-    pub strategy: Strategy,
-}
-
-/// A stored item as listed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Item {
-    pub id: String,
-    pub metadata: serde_json::Value,
-}
-
-/// One page of a listing, in id order.
-#[derive(Debug, Clone, Serialize)]
-pub struct Page {
-    pub items: Vec<Item>,
-    /// Pass as `cursor` to get the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A search result.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hit {
-    pub id: String,
-    pub distance: f32,
-    pub metadata: serde_json::Value,
-    /// With `rerank`: the contextual score the hits are ordered by (higher first).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub score: Option<f32>,
-}
-
-/// Sizes for `/stats` and `/metrics`.
-#[derive(Debug, Clone, Serialize)]
-pub struct GalleryStats {
-    pub images: usize,
-    /// Points in the search structure, deleted ones included.
-    pub graph_points: usize,
-    pub tombstones: usize,
-    pub dim: usize,
-    pub distance: contract::Distance,
-    pub index: &'static str,
-}
 
 enum Backend {
     Exact(ExactIndex),
@@ -210,24 +74,8 @@ impl Backend {
     }
 }
 
-/// Checks a client-supplied id: 1 to [`MAX_ID_LEN`] characters from `A-Z a-z 0-9 . _ -`,
-/// not starting with a dot. Ids are database keys, never paths, but stay printable.
-pub fn validate_id(id: &str) -> Result<()> {
-    let bad = |reason: &str| Err(Error::InvalidId { id: id.chars().take(MAX_ID_LEN).collect(), reason: reason.into() });
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return bad(&format!("ids are 1 to {MAX_ID_LEN} characters long"));
-    }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        return bad("ids may contain only letters, digits, '.', '_' and '-'");
-    }
-    if id.starts_with('.') {
-        return bad("ids may not start with '.'");
-    }
-    Ok(())
-}
-
 /// Durable images plus the index that searches them.
-pub struct Gallery {
+pub struct LocalGallery {
     store: Store,
     live: RwLock<Live>,
     /// Serialises writers so the store and the index see changes in the same order.
@@ -239,7 +87,7 @@ pub struct Gallery {
     frozen: std::sync::atomic::AtomicBool,
 }
 
-impl Gallery {
+impl LocalGallery {
     /// Opens (creating when absent) the gallery in `dir` for vectors described by `spec`.
     pub fn open(dir: &Path, spec: IndexSpec, hnsw: &HnswParams, kind: IndexKind) -> Result<Self> {
         Self::open_as(dir, spec, None, hnsw, kind)
@@ -316,217 +164,11 @@ impl Gallery {
         Ok(graph)
     }
 
-    /// Every stored item and path record, from one consistent read (see
-    /// [`Store::visit_all`]).
-    pub fn visit_all(
-        &self,
-        item: &mut dyn FnMut(StoredItem) -> Result<()>,
-        path: &mut dyn FnMut(PathBuf, PathRecord) -> Result<()>,
-    ) -> Result<()> {
-        self.store.visit_all(item, path)
-    }
-
-    /// Writes a snapshot of this gallery (the collection `name`, its model at `model`) to
-    /// `out` (see [`crate::snapshot`]).
-    pub fn write_snapshot(&self, name: &str, model: &Path, out: &Path) -> Result<crate::snapshot::Header> {
-        crate::snapshot::write(&self.store, &self.spec, name, model, out)
-    }
-
-    /// What the vectors of this gallery are.
-    pub fn spec(&self) -> &IndexSpec {
-        &self.spec
-    }
-
-    /// Stores images (durably, in one transaction) and indexes them; returns their ids.
-    pub fn insert(&self, images: Vec<NewImage>) -> Result<Vec<String>> {
-        self.apply(GalleryChange { insert: images, ..GalleryChange::default() })
-    }
-
-    /// Refuses (or again accepts) writes, while a new index is built from this one.
-    pub fn freeze(&self, frozen: bool) {
-        self.frozen.store(frozen, std::sync::atomic::Ordering::SeqCst);
-    }
-
     fn check_writable(&self) -> Result<()> {
         if self.frozen.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::Upgrading);
         }
         Ok(())
-    }
-
-    /// Deletes an image; `Ok(false)` when the id is unknown.
-    pub fn delete(&self, id: &str) -> Result<bool> {
-        validate_id(id)?;
-        self.check_writable()?;
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(slot) = self.store.delete(id)? else {
-            return Ok(false);
-        };
-        self.live_mut().forget(slot);
-        self.rebuild_locked()?;
-        Ok(true)
-    }
-
-    /// Applies `change` durably in one transaction, then to the index; returns the ids of
-    /// the inserted images.
-    pub fn apply(&self, change: GalleryChange) -> Result<Vec<String>> {
-        self.check_writable()?;
-        for img in &change.insert {
-            if let Some(id) = &img.id {
-                validate_id(id)?;
-            }
-            self.check_dim(&img.vector)?;
-        }
-        for id in &change.delete {
-            validate_id(id)?;
-        }
-        let records: Vec<NewRecord> = change
-            .insert
-            .into_iter()
-            .map(|img| NewRecord {
-                record: Record {
-                    id: img.id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
-                    metadata: img.metadata,
-                    content_hash: img.content_hash,
-                },
-                vector: img.vector,
-                thumbnail: img.thumbnail,
-                original: img.original,
-            })
-            .collect();
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let change = Change {
-            insert: records,
-            delete: change.delete,
-            set_paths: change.set_paths,
-            remove_paths: change.remove_paths,
-            set_metadata: change.set_metadata,
-        };
-        let applied = self.store.apply(&change)?;
-        let mut live = self.live_mut();
-        let removed: Vec<u64> = applied
-            .deleted
-            .iter()
-            .flatten()
-            .chain(applied.inserted.iter().filter_map(|(_, r)| r.as_ref()))
-            .copied()
-            .collect();
-        for old in &removed {
-            live.forget(*old);
-        }
-        let items: Vec<(u64, Vec<f32>)> =
-            applied.inserted.iter().zip(&change.insert).map(|((s, _), r)| (*s, r.vector.clone())).collect();
-        live.backend.write().insert(&items);
-        for ((slot, _), r) in applied.inserted.iter().zip(&change.insert) {
-            live.slots.insert(r.record.id.clone(), *slot);
-            live.records.insert(*slot, r.record.clone());
-        }
-        for (slot, (_, metadata)) in applied.updated.iter().zip(&change.set_metadata) {
-            if let Some(r) = slot.and_then(|s| live.records.get_mut(&s)) {
-                r.metadata = metadata.clone();
-            }
-        }
-        drop(live);
-        if !removed.is_empty() {
-            self.rebuild_locked()?;
-        }
-        Ok(change.insert.into_iter().map(|r| r.record.id).collect())
-    }
-
-    /// Merges `patch` into an item's metadata (JSON merge patch, RFC 7396: a `null` member
-    /// removes that key) and returns the new record; `Ok(None)` when the id is unknown.
-    pub fn patch_metadata(&self, id: &str, patch: &serde_json::Value) -> Result<Option<Record>> {
-        validate_id(id)?;
-        self.check_writable()?;
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut record) = self.get(id)? else {
-            return Ok(None);
-        };
-        merge_patch(&mut record.metadata, patch);
-        let change = Change { set_metadata: vec![(id.to_string(), record.metadata.clone())], ..Change::default() };
-        let applied = self.store.apply(&change)?;
-        if let Some(Some(slot)) = applied.updated.first() {
-            if let Some(r) = self.live_mut().records.get_mut(slot) {
-                r.metadata = record.metadata.clone();
-            }
-        }
-        Ok(Some(record))
-    }
-
-    /// The path records of `files` and whether their items are current (see
-    /// [`Store::path_states`]).
-    pub fn path_states(&self, files: &[PathBuf]) -> Result<Vec<Option<PathState>>> {
-        self.store.path_states(files)
-    }
-
-    /// Every path record under `root` (see [`Store::paths_under`]).
-    pub fn paths_under(&self, root: &Path) -> Result<Vec<(PathBuf, PathRecord)>> {
-        self.store.paths_under(root)
-    }
-
-    /// The stored record of an id.
-    pub fn get(&self, id: &str) -> Result<Option<Record>> {
-        validate_id(id)?;
-        let live = self.live();
-        Ok(live.slots.get(id).and_then(|s| live.records.get(s)).cloned())
-    }
-
-    /// The stored vector of an id.
-    pub fn vector(&self, id: &str) -> Result<Option<Vec<f32>>> {
-        validate_id(id)?;
-        match self.store.get(id)? {
-            Some((slot, _)) => self.store.vector(slot),
-            None => Ok(None),
-        }
-    }
-
-    /// The JPEG thumbnail of an id, when one was stored.
-    pub fn thumbnail(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        validate_id(id)?;
-        match self.store.get(id)? {
-            Some((slot, _)) => self.store.thumbnail(slot),
-            None => Ok(None),
-        }
-    }
-
-    /// The original file of an id, when the collection kept it.
-    pub fn original(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        validate_id(id)?;
-        match self.store.get(id)? {
-            Some((slot, _)) => self.store.original(slot),
-            None => Ok(None),
-        }
-    }
-
-    /// Whether an image with this content hash is stored (see [`Store::has_hash`]).
-    pub fn has_hash(&self, hash: &str) -> Result<bool> {
-        self.store.has_hash(hash)
-    }
-
-    /// The `k` stored images nearest to `query`.
-    ///
-    /// # Shapes
-    /// - `query`: `[dim]`
-    pub fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>> {
-        Ok(self.find(&Query { ef, ..Query::nearest(query.to_vec(), k) })?.hits)
-    }
-
-    /// Answers a query: nearest first, filtered, paged and cut at `max_distance`.
-    pub fn find(&self, query: &Query) -> Result<Found> {
-        self.find_excluding(query, None)
-    }
-
-    /// The items nearest to the stored item `id`, the item itself left out; `Ok(None)`
-    /// when the id is unknown.
-    pub fn similar(&self, id: &str, query: &Query) -> Result<Option<Found>> {
-        validate_id(id)?;
-        let Some((slot, _)) = self.store.get(id)? else {
-            return Ok(None);
-        };
-        let Some(vector) = self.store.vector(slot)? else {
-            return Ok(None);
-        };
-        self.find_excluding(&Query { vector, ..query.clone() }, Some(slot)).map(Some)
     }
 
     fn find_excluding(&self, query: &Query, exclude: Option<u64>) -> Result<Found> {
@@ -593,87 +235,6 @@ impl Gallery {
         Ok(Found { hits, strategy })
     }
 
-    /// Up to `limit` items after `cursor` (an id; `None` starts at the first) in id order,
-    /// only those `filter` passes.
-    pub fn list(&self, filter: Option<&Filter>, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let live = self.live();
-        let start = match cursor {
-            Some(c) => Bound::Excluded(c.to_string()),
-            None => Bound::Unbounded,
-        };
-        let mut items = Vec::new();
-        let mut more = false;
-        for (id, slot) in live.slots.range((start, Bound::Unbounded)) {
-            let Some(r) = live.records.get(slot) else { continue };
-            if !filter.is_none_or(|f| f.matches(&r.metadata)) {
-                continue;
-            }
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(Item { id: id.clone(), metadata: r.metadata.clone() });
-        }
-        let next_cursor = if more { items.last().map(|i| i.id.clone()) } else { None };
-        Ok(Page { items, next_cursor })
-    }
-
-    /// Number of items `filter` passes (all items without one).
-    pub fn count(&self, filter: Option<&Filter>) -> usize {
-        let live = self.live();
-        match filter {
-            None => live.records.len(),
-            Some(f) => live.records.values().filter(|r| f.matches(&r.metadata)).count(),
-        }
-    }
-
-    /// Sizes of the gallery and its index.
-    pub fn stats(&self) -> GalleryStats {
-        let live = self.live();
-        let (graph_points, tombstones, kind) = match &live.backend {
-            Backend::Exact(i) => (i.len(), 0, "exact"),
-            Backend::Hnsw(i) => (i.graph_len(), i.tombstones(), "hnsw"),
-        };
-        GalleryStats {
-            images: live.backend.read().len(),
-            graph_points,
-            tombstones,
-            dim: self.spec.dim,
-            distance: self.spec.distance,
-            index: kind,
-        }
-    }
-
-    /// Dumps the HNSW graph next to the database so the next start reloads it instead of
-    /// rebuilding; older dumps are removed once the new one is recorded.
-    pub fn snapshot(&self) -> Result<()> {
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let live = self.live();
-        let Backend::Hnsw(graph) = &live.backend else {
-            return Ok(());
-        };
-        if graph.is_empty() {
-            // Nothing to save; the next start builds the graph from the stored vectors
-            // (none) or catches a stale file up with them.
-            return Ok(());
-        }
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let files = graph
-            .dump(&self.dir, &format!("{}{nanos}", GraphFiles::PREFIX))
-            .map_err(|reason| Error::Store { path: self.dir.clone(), reason })?;
-        self.store.set_graph(&GraphState { files: files.clone() })?;
-        // Every other graph file is stale now: earlier saves, and files of a save that
-        // crashed before it was recorded.
-        for entry in std::fs::read_dir(&self.dir).map_err(Error::io(&self.dir))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if GraphFiles::is_graph_file(&name) && name != files.file {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        tracing::info!(file = %files.file, points = graph.len(), "saved the HNSW graph");
-        Ok(())
-    }
-
     fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -712,28 +273,258 @@ impl Gallery {
     }
 }
 
-/// Applies a JSON merge patch (RFC 7396) to `target`.
-pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    let serde_json::Value::Object(members) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = serde_json::Value::Object(Default::default());
+impl Gallery for LocalGallery {
+    fn visit_all(
+        &self,
+        item: &mut dyn FnMut(StoredItem) -> Result<()>,
+        path: &mut dyn FnMut(PathBuf, PathRecord) -> Result<()>,
+    ) -> Result<()> {
+        self.store.visit_all(item, path)
     }
-    let fields = target.as_object_mut().expect("made an object above");
-    for (key, value) in members {
-        if value.is_null() {
-            fields.remove(key);
-        } else {
-            merge_patch(fields.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+
+    fn write_snapshot(&self, name: &str, model: &Path, out: &Path) -> Result<crate::snapshot::Header> {
+        crate::snapshot::write(&self.store, &self.spec, name, model, out)
+    }
+
+    fn spec(&self) -> &IndexSpec {
+        &self.spec
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn delete(&self, id: &str) -> Result<bool> {
+        validate_id(id)?;
+        self.check_writable()?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(slot) = self.store.delete(id)? else {
+            return Ok(false);
+        };
+        self.live_mut().forget(slot);
+        self.rebuild_locked()?;
+        Ok(true)
+    }
+
+    fn apply(&self, change: GalleryChange) -> Result<Vec<String>> {
+        self.check_writable()?;
+        for img in &change.insert {
+            if let Some(id) = &img.id {
+                validate_id(id)?;
+            }
+            self.check_dim(&img.vector)?;
         }
+        for id in &change.delete {
+            validate_id(id)?;
+        }
+        let records: Vec<NewRecord> = change
+            .insert
+            .into_iter()
+            .map(|img| NewRecord {
+                record: Record {
+                    id: img.id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
+                    metadata: img.metadata,
+                    content_hash: img.content_hash,
+                },
+                vector: img.vector,
+                thumbnail: img.thumbnail,
+                original: img.original,
+            })
+            .collect();
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let change = Change {
+            insert: records,
+            delete: change.delete,
+            set_paths: change.set_paths,
+            remove_paths: change.remove_paths,
+            set_metadata: change.set_metadata,
+        };
+        let applied = self.store.apply(&change)?;
+        let mut live = self.live_mut();
+        let removed: Vec<u64> = applied
+            .deleted
+            .iter()
+            .flatten()
+            .chain(applied.inserted.iter().filter_map(|(_, r)| r.as_ref()))
+            .copied()
+            .collect();
+        for old in &removed {
+            live.forget(*old);
+        }
+        let items: Vec<(u64, Vec<f32>)> =
+            applied.inserted.iter().zip(&change.insert).map(|((s, _), r)| (*s, r.vector.clone())).collect();
+        live.backend.write().insert(&items);
+        for ((slot, _), r) in applied.inserted.iter().zip(&change.insert) {
+            live.slots.insert(r.record.id.clone(), *slot);
+            live.records.insert(*slot, r.record.clone());
+        }
+        for (slot, (_, metadata)) in applied.updated.iter().zip(&change.set_metadata) {
+            if let Some(r) = slot.and_then(|s| live.records.get_mut(&s)) {
+                r.metadata = metadata.clone();
+            }
+        }
+        drop(live);
+        if !removed.is_empty() {
+            self.rebuild_locked()?;
+        }
+        Ok(change.insert.into_iter().map(|r| r.record.id).collect())
+    }
+
+    fn patch_metadata(&self, id: &str, patch: &serde_json::Value) -> Result<Option<Record>> {
+        validate_id(id)?;
+        self.check_writable()?;
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut record) = self.get(id)? else {
+            return Ok(None);
+        };
+        merge_patch(&mut record.metadata, patch);
+        let change = Change { set_metadata: vec![(id.to_string(), record.metadata.clone())], ..Change::default() };
+        let applied = self.store.apply(&change)?;
+        if let Some(Some(slot)) = applied.updated.first() {
+            if let Some(r) = self.live_mut().records.get_mut(slot) {
+                r.metadata = record.metadata.clone();
+            }
+        }
+        Ok(Some(record))
+    }
+
+    fn path_states(&self, files: &[PathBuf]) -> Result<Vec<Option<PathState>>> {
+        self.store.path_states(files)
+    }
+
+    fn paths_under(&self, root: &Path) -> Result<Vec<(PathBuf, PathRecord)>> {
+        self.store.paths_under(root)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Record>> {
+        validate_id(id)?;
+        let live = self.live();
+        Ok(live.slots.get(id).and_then(|s| live.records.get(s)).cloned())
+    }
+
+    fn vector(&self, id: &str) -> Result<Option<Vec<f32>>> {
+        validate_id(id)?;
+        match self.store.get(id)? {
+            Some((slot, _)) => self.store.vector(slot),
+            None => Ok(None),
+        }
+    }
+
+    fn thumbnail(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        validate_id(id)?;
+        match self.store.get(id)? {
+            Some((slot, _)) => self.store.thumbnail(slot),
+            None => Ok(None),
+        }
+    }
+
+    fn original(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        validate_id(id)?;
+        match self.store.get(id)? {
+            Some((slot, _)) => self.store.original(slot),
+            None => Ok(None),
+        }
+    }
+
+    fn has_hash(&self, hash: &str) -> Result<bool> {
+        self.store.has_hash(hash)
+    }
+
+    fn find(&self, query: &Query) -> Result<Found> {
+        self.find_excluding(query, None)
+    }
+
+    fn similar(&self, id: &str, query: &Query) -> Result<Option<Found>> {
+        validate_id(id)?;
+        let Some((slot, _)) = self.store.get(id)? else {
+            return Ok(None);
+        };
+        let Some(vector) = self.store.vector(slot)? else {
+            return Ok(None);
+        };
+        self.find_excluding(&Query { vector, ..query.clone() }, Some(slot)).map(Some)
+    }
+
+    fn list(&self, filter: Option<&Filter>, cursor: Option<&str>, limit: usize) -> Result<Page> {
+        let live = self.live();
+        let start = match cursor {
+            Some(c) => Bound::Excluded(c.to_string()),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        let mut more = false;
+        for (id, slot) in live.slots.range((start, Bound::Unbounded)) {
+            let Some(r) = live.records.get(slot) else { continue };
+            if !filter.is_none_or(|f| f.matches(&r.metadata)) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(Item { id: id.clone(), metadata: r.metadata.clone() });
+        }
+        let next_cursor = if more { items.last().map(|i| i.id.clone()) } else { None };
+        Ok(Page { items, next_cursor })
+    }
+
+    fn count(&self, filter: Option<&Filter>) -> Result<usize> {
+        let live = self.live();
+        Ok(match filter {
+            None => live.records.len(),
+            Some(f) => live.records.values().filter(|r| f.matches(&r.metadata)).count(),
+        })
+    }
+
+    fn stats(&self) -> GalleryStats {
+        let live = self.live();
+        let (graph_points, tombstones, kind) = match &live.backend {
+            Backend::Exact(i) => (i.len(), 0, "exact"),
+            Backend::Hnsw(i) => (i.graph_len(), i.tombstones(), "hnsw"),
+        };
+        GalleryStats {
+            images: live.backend.read().len(),
+            graph_points,
+            tombstones,
+            dim: self.spec.dim,
+            distance: self.spec.distance,
+            index: kind,
+        }
+    }
+
+    fn snapshot(&self) -> Result<()> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let live = self.live();
+        let Backend::Hnsw(graph) = &live.backend else {
+            return Ok(());
+        };
+        if graph.is_empty() {
+            // Nothing to save; the next start builds the graph from the stored vectors
+            // (none) or catches a stale file up with them.
+            return Ok(());
+        }
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let files = graph
+            .dump(&self.dir, &format!("{}{nanos}", GraphFiles::PREFIX))
+            .map_err(|reason| Error::Store { path: self.dir.clone(), reason })?;
+        self.store.set_graph(&GraphState { files: files.clone() })?;
+        // Every other graph file is stale now: earlier saves, and files of a save that
+        // crashed before it was recorded.
+        for entry in std::fs::read_dir(&self.dir).map_err(Error::io(&self.dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if GraphFiles::is_graph_file(&name) && name != files.file {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        tracing::info!(file = %files.file, points = graph.len(), "saved the HNSW graph");
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gallery::NewImage;
     use contract::Distance;
 
     fn spec() -> IndexSpec {
@@ -752,21 +543,11 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_checked() {
-        for bad in ["", "../etc", "a/b", ".hidden", "sp ace", &"x".repeat(129)] {
-            assert!(validate_id(bad).is_err(), "{bad:?}");
-        }
-        for good in ["a", "img-1.png", "A_b-9"] {
-            validate_id(good).unwrap();
-        }
-    }
-
-    #[test]
     fn survives_reopen_with_and_without_graph_dump() {
         let dir = tempfile::tempdir().unwrap();
         let hnsw = HnswParams::default();
         {
-            let g = Gallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
+            let g = LocalGallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
             g.insert(vec![img("a", [0.0, 0.0]), img("b", [1.0, 0.0]), img("c", [9.0, 9.0])]).unwrap();
             g.snapshot().unwrap();
             // After the dump: one more insert and one delete the dump does not know about.
@@ -774,7 +555,7 @@ mod tests {
             assert!(g.delete("b").unwrap());
             assert!(!g.delete("b").unwrap());
         }
-        let g = Gallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
+        let g = LocalGallery::open(dir.path(), spec(), &hnsw, IndexKind::Hnsw).unwrap();
         let hits = g.search(&[1.0, 0.0], 3, None).unwrap();
         let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
         assert_eq!(ids, vec!["d", "a", "c"]);
@@ -799,7 +580,7 @@ mod tests {
         drop(g);
         let other = IndexSpec { dim: 3, ..spec() };
         assert!(matches!(
-            Gallery::open(dir.path(), other, &hnsw, IndexKind::Hnsw),
+            LocalGallery::open(dir.path(), other, &hnsw, IndexKind::Hnsw),
             Err(Error::IndexModelMismatch { .. })
         ));
     }
@@ -807,7 +588,7 @@ mod tests {
     #[test]
     fn replacing_an_id_keeps_one_copy() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Gallery::open(dir.path(), spec(), &HnswParams::default(), IndexKind::Exact).unwrap();
+        let g = LocalGallery::open(dir.path(), spec(), &HnswParams::default(), IndexKind::Exact).unwrap();
         g.insert(vec![img("a", [0.0, 0.0])]).unwrap();
         g.insert(vec![img("a", [5.0, 5.0])]).unwrap();
         let hits = g.search(&[0.0, 0.0], 10, None).unwrap();
