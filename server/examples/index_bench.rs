@@ -201,7 +201,7 @@ fn milvus_rows(
         gallery.insert(images)?;
     }
     let insert_s = started.elapsed().as_secs_f64();
-    gallery.wait_indexed(std::time::Duration::from_secs(3600))?;
+    gallery.wait_indexed(std::time::Duration::from_secs(1200))?;
     let build_s = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         gallery.count(None)? == items.len(),

@@ -92,8 +92,9 @@ fn index_a_gallery_fit_on_it_and_upgrade_the_collection() {
             sync: false,
             metadata_file: None,
             label_from_folder: true,
+            shard: None,
         };
-        let report = server::indexer::index_folder(&model, &gallery, &gallery_dir, &opts, &mut |_| {}).unwrap();
+        let report = server::indexer::index_folder(&model, gallery.as_ref(), &gallery_dir, &opts, &mut |_| {}).unwrap();
         assert_eq!(report.progress.indexed, 40);
         gallery.snapshot().unwrap();
     }

@@ -619,3 +619,27 @@ pub(crate) fn prepare_all(
             .collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_a_folder_into_disjoint_parts() {
+        assert_eq!(Shard::parse("2/4").unwrap(), Shard { index: 1, count: 4 });
+        for bad in ["0/4", "5/4", "1/0", "2", "a/b", "-1/3"] {
+            let e = Shard::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("--shard") && e.contains("I/N"), "{bad}: {e}");
+        }
+        let shards: Vec<Shard> = (1..=3).map(|i| Shard::parse(&format!("{i}/3")).unwrap()).collect();
+        let files: Vec<String> = (0..300).map(|i| format!("class-{}/img {i}.png", i % 7)).collect();
+        let mut sizes = [0usize; 3];
+        for f in &files {
+            let owners: Vec<usize> = (0..3).filter(|&s| shards[s].holds(f)).collect();
+            assert_eq!(owners.len(), 1, "{f} belongs to exactly one part");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| n > 70), "parts are about even: {sizes:?}");
+        assert!(files.iter().all(|f| Shard::parse("1/1").unwrap().holds(f)));
+    }
+}

@@ -336,24 +336,29 @@ impl MilvusGallery {
         }
     }
 
-    /// Seals what was inserted and waits until Milvus has built the vector index over it
-    /// (until then it searches the new rows by brute force): for benchmarks.
+    /// Seals what was inserted and waits until the query node serves every row from a
+    /// segment with its vector index loaded (until then Milvus searches new rows by brute
+    /// force): for benchmarks.
     pub fn wait_indexed(&self, timeout: Duration) -> Result<()> {
         self.snapshot()?;
+        let rows = self.count(None)?;
         let started = Instant::now();
         loop {
             let items = self.items.clone();
-            let states = self.call("read the index state", move |c| async move {
-                let infos = c.describe_index(items, "vector".to_string()).await?;
-                Ok(infos.iter().map(|i| i.state()).collect::<Vec<_>>())
+            let (indexed, total) = self.call("read the loaded segments", move |c| async move {
+                let segments = c.list_loaded_segments(items).await?;
+                let indexed: i64 = segments.iter().filter(|s| s.index_id != 0).map(|s| s.num_rows).sum();
+                let total: i64 = segments.iter().map(|s| s.num_rows).sum();
+                Ok((indexed, total))
             })?;
-            if states.iter().all(|s| *s == milvus::proto::common::IndexState::Finished) {
+            if indexed as usize >= rows && total as usize >= rows {
                 return Ok(());
             }
             if started.elapsed() > timeout {
-                return Err(self.fail(format!("the vector index was not built within {} s", timeout.as_secs())));
+                return Err(self
+                    .fail(format!("{indexed} of {rows} rows are served from an index after {} s", timeout.as_secs())));
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 
@@ -754,8 +759,14 @@ impl Gallery for MilvusGallery {
                     vector: img.vector,
                     metadata: img.metadata,
                     content_hash: img.content_hash.unwrap_or_default(),
-                    // Milvus keeps at most 64 KiB of text: a larger thumbnail is left out.
-                    thumbnail: if thumbnail.len() <= MAX_VARCHAR { thumbnail } else { String::new() },
+                    // Milvus keeps at most 64 KiB of text: a larger thumbnail (the server
+                    // makes them far smaller) is left out, and said so.
+                    thumbnail: if thumbnail.len() <= MAX_VARCHAR {
+                        thumbnail
+                    } else {
+                        tracing::warn!(bytes = thumbnail.len(), "a thumbnail too large for Milvus is not stored");
+                        String::new()
+                    },
                 }
             })
             .collect();
