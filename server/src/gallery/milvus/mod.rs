@@ -299,8 +299,9 @@ impl MilvusGallery {
         Ok(Columns(columns))
     }
 
-    /// Every row of `collection` passing `expr`, page after page in key order; `visit`
-    /// returns `false` to stop.
+    /// Every row of `collection` passing `expr`, page after page in key order (pages of
+    /// `page` rows, at most [`MAX_TOPK`]); `visit` returns `false` to stop.
+    #[allow(clippy::too_many_arguments)]
     fn scan_rows(
         &self,
         collection: &str,
@@ -308,8 +309,10 @@ impl MilvusGallery {
         expr: Option<&str>,
         from: Option<(&str, bool)>,
         fields: &[&str],
+        page: usize,
         visit: &mut dyn FnMut(&Columns, usize) -> Result<bool>,
     ) -> Result<()> {
+        let page = page.clamp(1, MAX_TOPK);
         let mut after: Option<(String, bool)> = from.map(|(k, inclusive)| (k.to_string(), inclusive));
         let mut with_key: Vec<&str> = fields.to_vec();
         if !with_key.contains(&key) {
@@ -322,15 +325,15 @@ impl MilvusGallery {
             }
             clauses.extend(expr.map(str::to_string));
             let text = if clauses.is_empty() { format!("{key} != \"\"") } else { clauses.join(" and ") };
-            let page = self.query(collection, text, &with_key, MAX_TOPK)?;
-            let keys = page.strings(key)?;
+            let rows = self.query(collection, text, &with_key, page)?;
+            let keys = rows.strings(key)?;
             for row in 0..keys.len() {
-                if !visit(&page, row)? {
+                if !visit(&rows, row)? {
                     return Ok(());
                 }
             }
             match keys.last() {
-                Some(last) if keys.len() == MAX_TOPK => after = Some((last.clone(), false)),
+                Some(last) if keys.len() == page => after = Some((last.clone(), false)),
                 _ => return Ok(()),
             }
         }
@@ -619,7 +622,7 @@ impl MilvusGallery {
         let mut candidates: Vec<(Neighbor, Raw)> = Vec::new();
         let metric = self.spec.distance;
         let dim = self.spec.dim;
-        self.scan_rows(&self.items, "id", pushed, None, &["id", "vector", "metadata"], &mut |cols, row| {
+        self.scan_rows(&self.items, "id", pushed, None, &["id", "vector", "metadata"], MAX_TOPK, &mut |cols, row| {
             let metadata = parse_metadata(&cols.string("metadata", row)?);
             if filter.matches(&metadata) {
                 let v = cols.vector("vector", row, dim)?;
@@ -865,19 +868,27 @@ impl Gallery for MilvusGallery {
     fn paths_under(&self, root: &Path) -> Result<Vec<(PathBuf, PathRecord)>> {
         let prefix = path_text(root);
         let mut out = Vec::new();
-        self.scan_rows(&self.paths, "path", None, Some((&prefix, true)), &["path", "record"], &mut |cols, row| {
-            let text = cols.string("path", row)?;
-            if !text.starts_with(&prefix) {
-                return Ok(false);
-            }
-            let path = PathBuf::from(&text);
-            if path.starts_with(root) {
-                let record = serde_json::from_str(&cols.string("record", row)?)
-                    .map_err(|e| self.fail(format!("the path record of {text} is corrupt: {e}")))?;
-                out.push((path, record));
-            }
-            Ok(true)
-        })?;
+        self.scan_rows(
+            &self.paths,
+            "path",
+            None,
+            Some((&prefix, true)),
+            &["path", "record"],
+            MAX_TOPK,
+            &mut |cols, row| {
+                let text = cols.string("path", row)?;
+                if !text.starts_with(&prefix) {
+                    return Ok(false);
+                }
+                let path = PathBuf::from(&text);
+                if path.starts_with(root) {
+                    let record = serde_json::from_str(&cols.string("record", row)?)
+                        .map_err(|e| self.fail(format!("the path record of {text} is corrupt: {e}")))?;
+                    out.push((path, record));
+                }
+                Ok(true)
+            },
+        )?;
         Ok(out)
     }
 
@@ -949,6 +960,9 @@ impl Gallery for MilvusGallery {
             pushed.as_deref(),
             cursor.map(|c| (c, false)),
             &["id", "metadata"],
+            // One more row than the page tells whether there is a next one; a filter that
+            // Milvus only narrows reads ahead further.
+            if check.is_some() { limit.saturating_add(1).saturating_mul(4) } else { limit.saturating_add(1) },
             &mut |cols, row| {
                 let metadata = parse_metadata(&cols.string("metadata", row)?);
                 if check.is_some_and(|f| !f.matches(&metadata)) {
@@ -972,10 +986,18 @@ impl Gallery for MilvusGallery {
         let pushed = translated.as_ref().and_then(|t| t.expr.clone());
         if let Some(f) = filter.filter(|_| translated.as_ref().is_some_and(|t| !t.exact)) {
             let mut n = 0;
-            self.scan_rows(&self.items, "id", pushed.as_deref(), None, &["id", "metadata"], &mut |cols, row| {
-                n += usize::from(f.matches(&parse_metadata(&cols.string("metadata", row)?)));
-                Ok(true)
-            })?;
+            self.scan_rows(
+                &self.items,
+                "id",
+                pushed.as_deref(),
+                None,
+                &["id", "metadata"],
+                MAX_TOPK,
+                &mut |cols, row| {
+                    n += usize::from(f.matches(&parse_metadata(&cols.string("metadata", row)?)));
+                    Ok(true)
+                },
+            )?;
             return Ok(n);
         }
         let items = self.items.clone();
@@ -1022,7 +1044,7 @@ impl Gallery for MilvusGallery {
         let b64 = base64::engine::general_purpose::STANDARD;
         let dim = self.spec.dim;
         let fields = ["id", "vector", "metadata", "content_hash", "thumbnail"];
-        self.scan_rows(&self.items, "id", None, None, &fields, &mut |cols, row| {
+        self.scan_rows(&self.items, "id", None, None, &fields, MAX_TOPK, &mut |cols, row| {
             let thumbnail = cols.string("thumbnail", row)?;
             let content_hash = cols.string("content_hash", row)?;
             item(StoredItem {
@@ -1037,7 +1059,7 @@ impl Gallery for MilvusGallery {
             })?;
             Ok(true)
         })?;
-        self.scan_rows(&self.paths, "path", None, None, &["path", "record"], &mut |cols, row| {
+        self.scan_rows(&self.paths, "path", None, None, &["path", "record"], MAX_TOPK, &mut |cols, row| {
             let text = cols.string("path", row)?;
             let record = serde_json::from_str(&cols.string("record", row)?)
                 .map_err(|e| self.fail(format!("the path record of {text} is corrupt: {e}")))?;
