@@ -69,19 +69,21 @@ pub struct Collection {
 pub struct CollectionInfo {
     pub name: String,
     pub origin: Origin,
-    pub model: PathBuf,
+    /// The model file on the server, only where the caller asked for paths.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
     pub arch: String,
     pub keep_originals: bool,
     pub index: GalleryStats,
 }
 
 impl Collection {
-    /// Its description.
-    pub fn info(&self) -> CollectionInfo {
+    /// Its description; with `paths`, where its model file is.
+    pub fn info(&self, paths: bool) -> CollectionInfo {
         CollectionInfo {
             name: self.name.clone(),
             origin: self.origin,
-            model: self.model_path.clone(),
+            model: paths.then(|| self.model_path.clone()),
             arch: self.embedder.manifest().arch.clone(),
             keep_originals: self.keep_originals,
             index: self.gallery.stats(),

@@ -27,6 +27,10 @@ pub struct Settings {
     pub ort_dylib_path: Option<PathBuf>,
     /// When set, mutating endpoints require `Authorization: Bearer <api_key>`.
     pub api_key: Option<String>,
+    /// Web origins (`https://app.example.com`, or `*` for any) whose pages may call this
+    /// server from a browser (CORS). Empty, the default: no CORS headers, so browsers let
+    /// only pages served by this server itself read its answers.
+    pub cors_origins: Vec<String>,
     /// Largest accepted request body.
     pub max_upload_bytes: usize,
     /// Decompression-bomb guard: images with more pixels are refused before decoding.
@@ -113,6 +117,7 @@ impl Default for Settings {
             port: 8080,
             ort_dylib_path: None,
             api_key: None,
+            cors_origins: Vec::new(),
             max_upload_bytes: 16 * 1024 * 1024,
             max_image_pixels: 40_000_000,
             max_k: 1000,
@@ -276,6 +281,14 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.hnsw.rebuild_tombstone_ratio) {
             return bad("hnsw.rebuild_tombstone_ratio must lie in 0 ..= 1");
+        }
+        for origin in &self.cors_origins {
+            let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            if origin != "*" && !rest.is_some_and(|r| !r.is_empty() && !r.contains('/')) {
+                return bad(&format!(
+                    "cors_origins: `{origin}` is not an origin; write scheme://host[:port] with no path (e.g. https://app.example.com), or `*` for any"
+                ));
+            }
         }
         let m = &self.index.milvus;
         let name_ok = m.collection.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')

@@ -167,7 +167,7 @@ fn index_search_delete_restart_search() {
 }
 
 #[test]
-fn api_key_guards_mutations_only() {
+fn api_key_guards_mutations_and_paths() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let srv = ServerProc::start(&model, &dir.path().join("index"), &[("STML_SERVER_API_KEY", "s3cret")]);
@@ -187,6 +187,19 @@ fn api_key_guards_mutations_only() {
     assert_eq!(res.status(), 200);
     assert_eq!(http.delete(srv.url("/images/a")).send().unwrap().status(), 401);
     assert_eq!(http.delete(srv.url("/images/a")).bearer_auth("s3cret").send().unwrap().status(), 200);
+    // Statistics and collection listings name no file on the server unless asked, with the key.
+    let stats: Value = http.get(srv.url("/stats")).send().unwrap().json().unwrap();
+    assert!(stats["model"]["path"].is_null() && stats["model"]["arch"].is_string(), "{stats}");
+    let listed: Value = http.get(srv.url("/collections")).send().unwrap().json().unwrap();
+    assert!(listed["collections"][0].get("model").is_none() && !listed.to_string().contains(".onnx"), "{listed}");
+    let model_text = model.to_string_lossy().into_owned();
+    assert!(!http.get(srv.url("/collections/default")).send().unwrap().text().unwrap().contains(&model_text));
+    assert_eq!(http.get(srv.url("/stats?paths=true")).send().unwrap().status(), 401);
+    let stats: Value = http.get(srv.url("/stats?paths=true")).bearer_auth("s3cret").send().unwrap().json().unwrap();
+    assert_eq!(stats["model"]["path"], model_text.as_str());
+    let listed: Value =
+        http.get(srv.url("/collections?paths=true")).bearer_auth("s3cret").send().unwrap().json().unwrap();
+    assert_eq!(listed["collections"][0]["model"], model_text.as_str());
 }
 
 /// Under concurrent load batches run on several inference streams at once (and a lone
@@ -222,4 +235,57 @@ fn concurrent_searches_on_several_streams_each_get_their_own_answer() {
             });
         }
     });
+}
+
+/// CORS is off by default; with `cors_origins`, only the listed origin may read answers
+/// from a browser, and its preflight is answered before any route.
+#[test]
+fn cross_origin_calls_only_from_listed_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let http = client();
+    let allow = |res: &reqwest::blocking::Response| {
+        res.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_string())
+    };
+    {
+        let srv = ServerProc::start(&model, &dir.path().join("a"), &[]);
+        let res = http.get(srv.url("/stats")).header("Origin", "https://app.example.com").send().unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(allow(&res), None, "off by default");
+    }
+    let srv = ServerProc::start(
+        &model,
+        &dir.path().join("b"),
+        &[("STML_SERVER_CORS_ORIGINS", r#"["https://app.example.com"]"#)],
+    );
+    let res = http.get(srv.url("/stats")).header("Origin", "https://app.example.com").send().unwrap();
+    assert_eq!(allow(&res).as_deref(), Some("https://app.example.com"));
+    let res = http.get(srv.url("/stats")).header("Origin", "https://evil.example.com").send().unwrap();
+    assert_eq!(allow(&res), None);
+    let preflight = |origin: &str| {
+        http.request(reqwest::Method::OPTIONS, srv.url("/search"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type, authorization")
+            .send()
+            .unwrap()
+    };
+    let res = preflight("https://app.example.com");
+    assert_eq!(res.status(), 204);
+    assert_eq!(allow(&res).as_deref(), Some("https://app.example.com"));
+    let methods = res.headers()["access-control-allow-methods"].to_str().unwrap().to_string();
+    assert!(methods.contains("POST") && methods.contains("DELETE"), "{methods}");
+    assert!(res.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    assert_eq!(allow(&preflight("https://evil.example.com")), None);
+    // A bad origin is refused at start, naming the setting.
+    let out = std::process::Command::new(common::binary())
+        .args(["serve", "--port", "0", "--model"])
+        .arg(&model)
+        .arg("--index")
+        .arg(dir.path().join("c"))
+        .env("STML_SERVER_CORS_ORIGINS", r#"["app.example.com/path"]"#)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cors_origins"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -23,6 +23,17 @@ pub fn require_key(req: &HttpRequest, api_key: Option<&str>) -> Result<()> {
     }
 }
 
+/// Whether an answer may name files and folders on the server (model paths): only when
+/// the request asks with `?paths=true` and, where an API key is configured, carries it.
+/// Without the key, asking is refused (401) rather than silently ignored.
+pub fn paths_asked(req: &HttpRequest, api_key: Option<&str>) -> Result<bool> {
+    let asked = req.query_string().split('&').any(|pair| matches!(pair, "paths=true" | "paths=1"));
+    if asked {
+        require_key(req, api_key)?;
+    }
+    Ok(asked)
+}
+
 /// Compares without an early exit, so timing does not reveal how much of a key matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
@@ -48,5 +59,24 @@ mod tests {
         assert!(require_key(&prefix, Some("k1")).is_err());
         assert!(require_key(&none, Some("k1")).is_err());
         assert!(require_key(&none, None).is_ok());
+    }
+
+    #[test]
+    fn paths_only_when_asked_with_the_key() {
+        let asked = |q: &str, key: Option<&str>| {
+            let mut r = TestRequest::with_uri(&format!("/stats?{q}"));
+            if let Some(k) = key {
+                r = r.insert_header(("Authorization", format!("Bearer {k}")));
+            }
+            paths_asked(&r.to_http_request(), Some("k1"))
+        };
+        assert!(!asked("", None).unwrap());
+        assert!(!asked("paths=false", None).unwrap());
+        assert!(asked("paths=true", Some("k1")).unwrap());
+        assert!(asked("x=1&paths=1", Some("k1")).unwrap());
+        assert!(asked("paths=true", None).is_err());
+        assert!(asked("paths=true", Some("k2")).is_err());
+        let open = TestRequest::with_uri("/stats?paths=true").to_http_request();
+        assert!(paths_asked(&open, None).unwrap(), "no key configured: asking is enough");
     }
 }

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::require_key;
+use super::auth::{paths_asked, require_key};
 use super::{body, AppState};
 use crate::collections::Source;
 use crate::{Error, Result};
@@ -26,9 +26,10 @@ pub struct CreateBody {
 }
 
 /// `GET /collections`
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let all: Vec<_> = state.collections.all().iter().map(|c| c.info()).collect();
-    HttpResponse::Ok().json(json!({ "collections": all }))
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    let paths = paths_asked(&req, state.settings.api_key.as_deref())?;
+    let all: Vec<_> = state.collections.all().iter().map(|c| c.info(paths)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "collections": all })))
 }
 
 /// `POST /collections`: `{"name": "birds", "model": "/models/birds.onnx"}`.
@@ -51,7 +52,7 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
     })
     .await
     .map_err(|_| Error::Unavailable)??;
-    Ok(HttpResponse::Created().json(created.info()))
+    Ok(HttpResponse::Created().json(created.info(false)))
 }
 
 /// `POST /collections/{collection}/snapshots`: writes a snapshot file on the server.
@@ -64,8 +65,9 @@ pub async fn snapshot(req: HttpRequest, state: web::Data<AppState>, name: web::P
 }
 
 /// `GET /collections/{collection}`
-pub async fn get(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(state.collections.get(&name)?.info()))
+pub async fn get(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let paths = paths_asked(&req, state.settings.api_key.as_deref())?;
+    Ok(HttpResponse::Ok().json(state.collections.get(&name)?.info(paths)))
 }
 
 /// `DELETE /collections/{collection}`: drops an API-created collection and its files.

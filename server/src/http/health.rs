@@ -23,8 +23,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }
 
-/// `GET /stats`: index size, model and settings in use.
+/// `GET /stats`: index size, model and settings in use; the model's path only with
+/// `?paths=true` (see [`super::auth::paths_asked`]).
 pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse> {
+    let paths = super::auth::paths_asked(&req, state.settings.api_key.as_deref())?;
     let col = state.collection(&req)?;
     let g = col.gallery.stats();
     let m = col.embedder.manifest();
@@ -33,7 +35,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         "collection": col.name,
         "index": g,
         "model": {
-            "path": col.embedder.model().path(),
+            "path": paths.then(|| col.embedder.model().path()),
             "arch": m.arch,
             "embedding_dim": m.embedding_dim,
             "distance": m.distance,

@@ -6,6 +6,7 @@
 mod auth;
 mod body;
 mod collections;
+mod cors;
 pub mod error;
 mod health;
 mod images;
@@ -157,16 +158,40 @@ pub fn app(
     >,
 > {
     let metrics = state.metrics.clone();
-    actix_web::App::new().app_data(state).configure(configure).wrap_fn(move |req, srv| {
-        let started = Instant::now();
-        let method = req.method().to_string();
-        let metrics = metrics.clone();
-        let fut = srv.call(req);
-        async move {
-            let res = fut.await?;
-            let route = res.request().match_pattern().unwrap_or_else(|| "(unmatched)".into());
-            metrics.record_request(&route, &method, res.status().as_u16(), started.elapsed().as_secs_f64());
-            Ok(res)
-        }
-    })
+    let cors_origins = std::sync::Arc::new(state.settings.cors_origins.clone());
+    actix_web::App::new()
+        .app_data(state)
+        .configure(configure)
+        .wrap_fn(move |req, srv| {
+            let started = Instant::now();
+            let method = req.method().to_string();
+            let metrics = metrics.clone();
+            let fut = srv.call(req);
+            async move {
+                let res = fut.await?;
+                let route = res.request().match_pattern().unwrap_or_else(|| "(unmatched)".into());
+                metrics.record_request(&route, &method, res.status().as_u16(), started.elapsed().as_secs_f64());
+                Ok(res)
+            }
+        })
+        // Outermost: an allowed origin's preflight is answered before routing.
+        .wrap_fn(move |req, srv| {
+            let origin = cors::allowed_origin(&cors_origins, req.headers());
+            let (early, fut) = match &origin {
+                Some(o) if cors::is_preflight(req.method(), req.headers()) => {
+                    (Some(req.into_response(cors::preflight(o.clone()))), None)
+                }
+                _ => (None, Some(srv.call(req))),
+            };
+            async move {
+                if let Some(res) = early {
+                    return Ok(res.map_into_right_body());
+                }
+                let mut res = fut.expect("called when not answered early").await?;
+                if let Some(o) = origin {
+                    cors::allow(res.headers_mut(), o);
+                }
+                Ok(res.map_into_left_body())
+            }
+        })
 }

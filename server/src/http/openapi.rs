@@ -152,7 +152,7 @@ fn base_document() -> Value {
                 "Collection": { "type": "object", "properties": {
                     "name": { "type": "string" },
                     "origin": { "type": "string", "enum": ["default", "config", "api"], "description": "Only `api` collections can be dropped through the API" },
-                    "model": { "type": "string" }, "arch": { "type": "string" },
+                    "model": { "type": "string", "description": "The model file on the server; only with `?paths=true` (and the API key where one is set)" }, "arch": { "type": "string" },
                     "index": { "type": "object", "description": "Images, graph points, tombstones, dimension, distance" } } },
                 "Upgrade": { "type": "object", "properties": { "collection": { "type": "string" },
                     "upgrade": { "type": "object", "nullable": true, "properties": {
@@ -300,7 +300,7 @@ fn base_document() -> Value {
             "/docs": { "get": { "summary": "This API reference, browsable", "responses": { "200": { "description": "HTML", "content": { "text/html": {} } } } } },
             "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "Alive" } } } },
             "/readyz": { "get": { "summary": "Readiness", "responses": { "200": { "description": "Ready" }, "503": error_response("Not ready") } } },
-            "/stats": { "get": { "summary": "Index size, model and settings", "responses": { "200": { "description": "Statistics" } } } },
+            "/stats": { "get": { "summary": "Index size, model and settings; `model.path` (a file on the server) only with `?paths=true` and, where one is set, the API key", "responses": { "200": { "description": "Statistics" }, "401": { "description": "`paths=true` without the API key" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "Text exposition format" } } } },
             "/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3" } } } }
         }
