@@ -27,6 +27,9 @@ pub struct Settings {
     pub ort_dylib_path: Option<PathBuf>,
     /// When set, mutating endpoints require `Authorization: Bearer <api_key>`.
     pub api_key: Option<String>,
+    /// When set, searches and every read (items, thumbnails, listings, `/stats`,
+    /// `/metrics`) require `Authorization: Bearer <read_api_key>` (or the `api_key`).
+    pub read_api_key: Option<String>,
     /// Web origins (`https://app.example.com`, or `*` for any) whose pages may call this
     /// server from a browser (CORS). Empty, the default: no CORS headers, so browsers let
     /// only pages served by this server itself read its answers.
@@ -117,6 +120,7 @@ impl Default for Settings {
             port: 8080,
             ort_dylib_path: None,
             api_key: None,
+            read_api_key: None,
             cors_origins: Vec::new(),
             max_upload_bytes: 16 * 1024 * 1024,
             max_image_pixels: 40_000_000,

@@ -289,3 +289,56 @@ fn cross_origin_calls_only_from_listed_origins() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cors_origins"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// With a read key too, every search and read needs it (or the write key), changes need
+/// the write key, and the page, API description and health checks stay open.
+#[test]
+fn read_key_guards_reads_and_write_key_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let env = [("STML_SERVER_API_KEY", "writer"), ("STML_SERVER_READ_API_KEY", "reader")];
+    let srv = ServerProc::start(&model, &dir.path().join("index"), &env);
+    let http = client();
+    let add = |key: Option<&str>| {
+        let req = http.post(srv.url("/images")).json(&json!({ "id": "a", "vector": vec![0.1f32; DIM] }));
+        match key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+        .send()
+        .unwrap()
+        .status()
+    };
+    assert_eq!(add(None), 401);
+    assert_eq!(add(Some("reader")), 401, "the read key changes nothing");
+    assert_eq!(add(Some("writer")), 201);
+    let search = json!({ "vector": vec![0.1f32; DIM] });
+    let reads: Vec<reqwest::blocking::RequestBuilder> = vec![
+        http.post(srv.url("/search")).json(&search),
+        http.post(srv.url("/collections/default/search")).json(&search),
+        http.get(srv.url("/images/a")),
+        http.get(srv.url("/images/a/thumbnail")),
+        http.get(srv.url("/images")),
+        http.post(srv.url("/images/count")),
+        http.get(srv.url("/stats")),
+        http.get(srv.url("/metrics")),
+        http.get(srv.url("/collections")),
+    ];
+    for read in reads {
+        let (without, with_read, with_write) =
+            (read.try_clone().unwrap(), read.try_clone().unwrap().bearer_auth("reader"), read.bearer_auth("writer"));
+        let res = without.send().unwrap();
+        assert_eq!(res.status(), 401, "{}", res.url());
+        let code = with_read.send().unwrap().status().as_u16();
+        assert!(code == 200 || code == 404, "the read key reads ({code})");
+        assert_eq!(with_write.send().unwrap().status().as_u16(), code, "the write key reads too");
+    }
+    let err: Value = http.get(srv.url("/stats")).send().unwrap().json().unwrap();
+    assert_eq!(err["error"]["code"], "unauthorized");
+    for open in ["/", "/healthz", "/readyz", "/openapi.json", "/docs"] {
+        assert_eq!(http.get(srv.url(open)).send().unwrap().status(), 200, "{open}");
+    }
+    assert_eq!(http.get(srv.url("/no-such-route")).send().unwrap().status(), 404);
+    assert_eq!(http.delete(srv.url("/images/a")).bearer_auth("reader").send().unwrap().status(), 401);
+    assert_eq!(http.delete(srv.url("/images/a")).bearer_auth("writer").send().unwrap().status(), 200);
+}

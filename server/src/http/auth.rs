@@ -1,8 +1,27 @@
-//! Bearer-token check for mutating endpoints; a no-op when no API key is configured.
+//! Bearer-token checks: the write key (`api_key`) for changes, the read key
+//! (`read_api_key`, or the write key) for searches and reads where one is set; no-ops
+//! without keys. Which routes need which is the route table's `Access` (`http/mod.rs`).
 
 use actix_web::HttpRequest;
 
+use super::Access;
+use crate::settings::Settings;
 use crate::{Error, Result};
+
+/// Whether `req` may call a route of `access`. Reads need the read key or the write key
+/// when a read key is set; changes need the write key, or, when only a read key is set,
+/// that one (locking reads while leaving changes open would make no sense).
+pub fn check(req: &HttpRequest, access: Access, settings: &Settings) -> Result<()> {
+    let (write, read) = (settings.api_key.as_deref(), settings.read_api_key.as_deref());
+    match access {
+        Access::Open => Ok(()),
+        Access::Read => match read {
+            None => Ok(()),
+            Some(r) => require_key(req, Some(r)).or_else(|_| require_key(req, Some(write.unwrap_or(r)))),
+        },
+        Access::Write => require_key(req, write.or(read)),
+    }
+}
 
 /// Succeeds when no key is configured or the request carries `Authorization: Bearer <key>`.
 pub fn require_key(req: &HttpRequest, api_key: Option<&str>) -> Result<()> {
@@ -59,6 +78,35 @@ mod tests {
         assert!(require_key(&prefix, Some("k1")).is_err());
         assert!(require_key(&none, Some("k1")).is_err());
         assert!(require_key(&none, None).is_ok());
+    }
+
+    #[test]
+    fn reads_and_writes_need_their_keys() {
+        let req = |key: Option<&str>| {
+            let r = TestRequest::default();
+            match key {
+                Some(k) => r.insert_header(("Authorization", format!("Bearer {k}"))).to_http_request(),
+                None => r.to_http_request(),
+            }
+        };
+        let keys = |write: Option<&str>, read: Option<&str>| Settings {
+            api_key: write.map(str::to_string),
+            read_api_key: read.map(str::to_string),
+            ..Settings::default()
+        };
+        let both = keys(Some("w"), Some("r"));
+        for (key, read_ok, write_ok) in [(None, false, false), (Some("r"), true, false), (Some("w"), true, true)] {
+            assert_eq!(check(&req(key), Access::Read, &both).is_ok(), read_ok, "{key:?} reads");
+            assert_eq!(check(&req(key), Access::Write, &both).is_ok(), write_ok, "{key:?} writes");
+            assert!(check(&req(key), Access::Open, &both).is_ok());
+        }
+        let write_only = keys(Some("w"), None);
+        assert!(check(&req(None), Access::Read, &write_only).is_ok(), "reads open without a read key");
+        assert!(check(&req(None), Access::Write, &write_only).is_err());
+        let read_only = keys(None, Some("r"));
+        assert!(check(&req(None), Access::Write, &read_only).is_err(), "changes are never more open than reads");
+        assert!(check(&req(Some("r")), Access::Write, &read_only).is_ok());
+        assert!(check(&req(None), Access::Write, &Settings::default()).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{paths_asked, require_key};
+use super::auth::paths_asked;
 use super::{body, AppState};
 use crate::collections::Source;
 use crate::{Error, Result};
@@ -33,8 +33,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 }
 
 /// `POST /collections`: `{"name": "birds", "model": "/models/birds.onnx"}`.
-pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
+pub async fn create(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
     let b: CreateBody = body::json(&body)?;
     let collections = state.collections.clone();
     let created = web::block(move || {
@@ -56,8 +55,7 @@ pub async fn create(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
 }
 
 /// `POST /collections/{collection}/snapshots`: writes a snapshot file on the server.
-pub async fn snapshot(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
+pub async fn snapshot(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
     let collections = state.collections.clone();
     let (file, header) = web::block(move || collections.snapshot(&name)).await.map_err(|_| Error::Unavailable)??;
     let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -71,8 +69,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>, name: web::Path<S
 }
 
 /// `DELETE /collections/{collection}`: drops an API-created collection and its files.
-pub async fn drop(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
+pub async fn drop(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
     let name = name.into_inner();
     let collections = state.collections.clone();
     let lookup = name.clone();
@@ -105,13 +102,7 @@ fn yes() -> bool {
 
 /// `POST /collections/{collection}/upgrade`: starts re-embedding with a new model;
 /// `202 Accepted`, then follow `GET` on the same path.
-pub async fn upgrade(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
+pub async fn upgrade(state: web::Data<AppState>, name: web::Path<String>, body: web::Bytes) -> Result<HttpResponse> {
     let b: UpgradeBody = body::json(&body)?;
     let name = name.into_inner();
     state.collections.start_upgrade(
@@ -131,8 +122,7 @@ pub async fn upgrade_status(state: web::Data<AppState>, name: web::Path<String>)
 }
 
 /// `POST /collections/{collection}/upgrade/swap`: swaps a ready upgrade in.
-pub async fn swap(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
+pub async fn swap(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
     let name = name.into_inner();
     let collections = state.collections.clone();
     let lookup = name.clone();
@@ -141,8 +131,7 @@ pub async fn swap(req: HttpRequest, state: web::Data<AppState>, name: web::Path<
 }
 
 /// `DELETE /collections/{collection}/upgrade`: throws a ready upgrade away.
-pub async fn discard(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
+pub async fn discard(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
     let name = name.into_inner();
     let collections = state.collections.clone();
     let lookup = name.clone();

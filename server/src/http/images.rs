@@ -7,7 +7,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::require_key;
 use super::body::{self, Upload};
 use super::{AppState, ItemId};
 use crate::collections::Collection;
@@ -122,7 +121,6 @@ pub async fn add(
     params: web::Query<AddParams>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
     let col = state.collection(&req)?;
     let started = Instant::now();
     let upload = body::read(req.headers(), payload, state.settings.max_upload_bytes).await?;
@@ -226,7 +224,6 @@ pub async fn thumbnail(req: HttpRequest, state: web::Data<AppState>, id: ItemId)
 
 /// `DELETE /images/{id}`
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>, id: ItemId) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
     let id = id.into_inner();
     let gallery = state.collection(&req)?.gallery.clone();
     let lookup = id.clone();
@@ -327,7 +324,6 @@ pub async fn count(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
 
 /// `PATCH /images/{id}`: JSON `{"metadata": {...}}` merged into the stored metadata.
 pub async fn patch(req: HttpRequest, state: web::Data<AppState>, id: ItemId, body: web::Bytes) -> Result<HttpResponse> {
-    require_key(&req, state.settings.api_key.as_deref())?;
     let b: PatchBody = body::json(&body)?;
     if !b.metadata.is_object() {
         return Err(Error::BadRequest("`metadata` must be a JSON object of the keys to set (null removes one)".into()));

@@ -16,6 +16,7 @@ mod search;
 
 pub use openapi::document as openapi_document;
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,75 +72,95 @@ impl AppState {
     }
 }
 
+/// Who may call a route (see [`auth::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the page, the API description, health checks.
+    Open,
+    /// Searches, items, listings, statistics: the read key, where one is set.
+    Read,
+    /// Changes: the API key, where one is set.
+    Write,
+}
+
+type RouteEntry = (&'static str, Method, Access, actix_web::Route);
+
 /// The routes of one collection: answered at these paths for the default collection and
 /// under [`COLLECTION_PREFIX`] for any.
-fn collection_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
+fn collection_routes() -> Vec<RouteEntry> {
+    use Access::{Open, Read, Write};
     vec![
-        ("/", Method::GET, web::get().to(page::page)),
-        ("/search", Method::POST, web::post().to(search::search)),
-        ("/search/batch", Method::POST, web::post().to(search::batch)),
-        ("/images", Method::POST, web::post().to(images::add)),
-        ("/images", Method::GET, web::get().to(images::list)),
+        ("/", Method::GET, Open, web::get().to(page::page)),
+        ("/search", Method::POST, Read, web::post().to(search::search)),
+        ("/search/batch", Method::POST, Read, web::post().to(search::batch)),
+        ("/images", Method::POST, Write, web::post().to(images::add)),
+        ("/images", Method::GET, Read, web::get().to(images::list)),
         // Before `/images/{id}`, which would otherwise take these names as ids.
-        ("/images/scroll", Method::POST, web::post().to(images::scroll)),
-        ("/images/count", Method::POST, web::post().to(images::count)),
-        ("/images/{id}", Method::GET, web::get().to(images::get)),
-        ("/images/{id}", Method::PATCH, web::patch().to(images::patch)),
-        ("/images/{id}", Method::DELETE, web::delete().to(images::delete)),
-        ("/images/{id}/thumbnail", Method::GET, web::get().to(images::thumbnail)),
-        ("/images/{id}/similar", Method::POST, web::post().to(search::similar)),
-        ("/stats", Method::GET, web::get().to(health::stats)),
+        ("/images/scroll", Method::POST, Read, web::post().to(images::scroll)),
+        ("/images/count", Method::POST, Read, web::post().to(images::count)),
+        ("/images/{id}", Method::GET, Read, web::get().to(images::get)),
+        ("/images/{id}", Method::PATCH, Write, web::patch().to(images::patch)),
+        ("/images/{id}", Method::DELETE, Write, web::delete().to(images::delete)),
+        ("/images/{id}/thumbnail", Method::GET, Read, web::get().to(images::thumbnail)),
+        ("/images/{id}/similar", Method::POST, Read, web::post().to(search::similar)),
+        ("/stats", Method::GET, Read, web::get().to(health::stats)),
     ]
 }
 
 /// The routes of the server as a whole.
-fn server_routes() -> Vec<(&'static str, Method, actix_web::Route)> {
+fn server_routes() -> Vec<RouteEntry> {
+    use Access::{Open, Read, Write};
     vec![
-        ("/docs", Method::GET, web::get().to(page::docs)),
-        ("/collections", Method::GET, web::get().to(collections::list)),
-        ("/collections", Method::POST, web::post().to(collections::create)),
-        (COLLECTION_PREFIX, Method::GET, web::get().to(collections::get)),
-        (COLLECTION_PREFIX, Method::DELETE, web::delete().to(collections::drop)),
-        ("/collections/{collection}/snapshots", Method::POST, web::post().to(collections::snapshot)),
-        ("/collections/{collection}/upgrade", Method::POST, web::post().to(collections::upgrade)),
-        ("/collections/{collection}/upgrade", Method::GET, web::get().to(collections::upgrade_status)),
-        ("/collections/{collection}/upgrade", Method::DELETE, web::delete().to(collections::discard)),
-        ("/collections/{collection}/upgrade/swap", Method::POST, web::post().to(collections::swap)),
-        ("/collections/{collection}/upgrade/report", Method::GET, web::get().to(collections::report)),
-        ("/collections/{collection}/upgrade/report.png", Method::GET, web::get().to(collections::report_png)),
-        ("/healthz", Method::GET, web::get().to(health::healthz)),
-        ("/readyz", Method::GET, web::get().to(health::readyz)),
-        ("/metrics", Method::GET, web::get().to(health::metrics)),
-        ("/openapi.json", Method::GET, web::get().to(openapi::openapi)),
+        ("/docs", Method::GET, Open, web::get().to(page::docs)),
+        ("/collections", Method::GET, Read, web::get().to(collections::list)),
+        ("/collections", Method::POST, Write, web::post().to(collections::create)),
+        (COLLECTION_PREFIX, Method::GET, Read, web::get().to(collections::get)),
+        (COLLECTION_PREFIX, Method::DELETE, Write, web::delete().to(collections::drop)),
+        ("/collections/{collection}/snapshots", Method::POST, Write, web::post().to(collections::snapshot)),
+        ("/collections/{collection}/upgrade", Method::POST, Write, web::post().to(collections::upgrade)),
+        ("/collections/{collection}/upgrade", Method::GET, Read, web::get().to(collections::upgrade_status)),
+        ("/collections/{collection}/upgrade", Method::DELETE, Write, web::delete().to(collections::discard)),
+        ("/collections/{collection}/upgrade/swap", Method::POST, Write, web::post().to(collections::swap)),
+        ("/collections/{collection}/upgrade/report", Method::GET, Read, web::get().to(collections::report)),
+        ("/collections/{collection}/upgrade/report.png", Method::GET, Read, web::get().to(collections::report_png)),
+        ("/healthz", Method::GET, Open, web::get().to(health::healthz)),
+        ("/readyz", Method::GET, Open, web::get().to(health::readyz)),
+        ("/metrics", Method::GET, Read, web::get().to(health::metrics)),
+        ("/openapi.json", Method::GET, Open, web::get().to(openapi::openapi)),
     ]
 }
 
 /// Every route: path pattern, method, handler. The one list the app is built from and
 /// the OpenAPI document is checked against.
-fn routes() -> Vec<(String, Method, actix_web::Route)> {
-    let plain = collection_routes().into_iter().map(|(p, m, r)| (p.to_string(), m, r));
-    let prefixed = collection_routes().into_iter().map(|(p, m, r)| (format!("{COLLECTION_PREFIX}{p}"), m, r));
-    let server = server_routes().into_iter().map(|(p, m, r)| (p.to_string(), m, r));
+fn routes() -> Vec<(String, Method, Access, actix_web::Route)> {
+    let plain = collection_routes().into_iter().map(|(p, m, a, r)| (p.to_string(), m, a, r));
+    let prefixed = collection_routes().into_iter().map(|(p, m, a, r)| (format!("{COLLECTION_PREFIX}{p}"), m, a, r));
+    let server = server_routes().into_iter().map(|(p, m, a, r)| (p.to_string(), m, a, r));
     server.chain(plain).chain(prefixed).collect()
 }
 
 /// The paths of [`collection_routes`] (each also served under [`COLLECTION_PREFIX`]).
 pub fn collection_paths() -> Vec<&'static str> {
-    let mut paths: Vec<&'static str> = collection_routes().into_iter().map(|(p, _, _)| p).collect();
+    let mut paths: Vec<&'static str> = collection_routes().into_iter().map(|(p, _, _, _)| p).collect();
     paths.dedup();
     paths
 }
 
 /// `(method, path pattern)` of every route the server answers, in registration order.
 pub fn route_list() -> Vec<(String, String)> {
-    routes().into_iter().map(|(path, method, _)| (method.to_string(), path)).collect()
+    routes().into_iter().map(|(path, method, _, _)| (method.to_string(), path)).collect()
+}
+
+/// The access of every route, by method and path pattern.
+fn access_map() -> HashMap<(Method, String), Access> {
+    routes().into_iter().map(|(path, method, access, _)| ((method, path), access)).collect()
 }
 
 /// Registers every route, the extractor error handlers and the JSON 404.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error));
-    for (path, _, route) in routes() {
+    for (path, _, _, route) in routes() {
         cfg.route(&path, route);
     }
     cfg.default_service(web::to(error::unknown_route));
@@ -159,9 +180,28 @@ pub fn app(
 > {
     let metrics = state.metrics.clone();
     let cors_origins = std::sync::Arc::new(state.settings.cors_origins.clone());
+    let access = Arc::new(access_map());
+    let settings = state.settings.clone();
     actix_web::App::new()
         .app_data(state)
         .configure(configure)
+        // Innermost: each route's access, checked before its handler runs (unknown
+        // routes and methods go on to their JSON 404 / 405).
+        .wrap_fn(move |req, srv| {
+            let pattern = req.match_pattern();
+            let needed = pattern.and_then(|p| access.get(&(req.method().clone(), p)).copied());
+            let refused = needed.and_then(|a| auth::check(req.request(), a, &settings).err());
+            let (early, fut) = match refused {
+                Some(e) => (Some(req.error_response(e)), None),
+                None => (None, Some(srv.call(req))),
+            };
+            async move {
+                match early {
+                    Some(res) => Ok(res.map_into_right_body()),
+                    None => Ok(fut.expect("called when not refused").await?.map_into_left_body()),
+                }
+            }
+        })
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let method = req.method().to_string();
