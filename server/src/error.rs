@@ -71,6 +71,9 @@ pub enum Error {
     #[error("the server is shutting down or overloaded; retry later")]
     Unavailable,
 
+    #[error("too many requests from this client ({per_second} a second); retry after {retry_after_s} s")]
+    RateLimited { per_second: f64, retry_after_s: u64 },
+
     #[error("the collection is being re-embedded with a new model and takes no changes until the swap; searches go on; retry the change after it (GET /collections/{{name}}/upgrade)")]
     Upgrading,
 

@@ -137,6 +137,7 @@ pub fn start(settings: Settings) -> Result<Running> {
         metrics,
         ready: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
+        limiter: http::RateLimiter::new(&settings.rate_limit).map(Arc::new),
     });
     let address = format!("{}:{}", settings.host, settings.port);
     let app_state = state.clone();

@@ -30,6 +30,9 @@ pub struct Settings {
     /// When set, searches and every read (items, thumbnails, listings, `/stats`,
     /// `/metrics`) require `Authorization: Bearer <read_api_key>` (or the `api_key`).
     pub read_api_key: Option<String>,
+    /// Requests per second (and burst) each client may make: each API key presented, or,
+    /// without one, each client address. Off by default.
+    pub rate_limit: RateLimit,
     /// Web origins (`https://app.example.com`, or `*` for any) whose pages may call this
     /// server from a browser (CORS). Empty, the default: no CORS headers, so browsers let
     /// only pages served by this server itself read its answers.
@@ -122,6 +125,7 @@ impl Default for Settings {
             api_key: None,
             read_api_key: None,
             cors_origins: Vec::new(),
+            rate_limit: RateLimit::default(),
             max_upload_bytes: 16 * 1024 * 1024,
             max_image_pixels: 40_000_000,
             max_k: 1000,
@@ -137,6 +141,21 @@ impl Default for Settings {
             snapshots_dir: None,
             collections: BTreeMap::new(),
         }
+    }
+}
+
+/// A token bucket per client (`[rate_limit]`): `per_second` requests on average, up to
+/// `burst` at once; `per_second = 0` (the default) turns limits off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { per_second: 0.0, burst: 20 }
     }
 }
 
@@ -285,6 +304,10 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.hnsw.rebuild_tombstone_ratio) {
             return bad("hnsw.rebuild_tombstone_ratio must lie in 0 ..= 1");
+        }
+        if !(self.rate_limit.per_second >= 0.0 && self.rate_limit.per_second.is_finite()) || self.rate_limit.burst == 0
+        {
+            return bad("rate_limit.per_second must be 0 (off) or positive and rate_limit.burst at least 1");
         }
         for origin in &self.cors_origins {
             let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));

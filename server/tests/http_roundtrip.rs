@@ -342,3 +342,39 @@ fn read_key_guards_reads_and_write_key_changes() {
     assert_eq!(http.delete(srv.url("/images/a")).bearer_auth("reader").send().unwrap().status(), 401);
     assert_eq!(http.delete(srv.url("/images/a")).bearer_auth("writer").send().unwrap().status(), 200);
 }
+
+/// Past its rate a client gets 429 with Retry-After; other clients (another key, or no
+/// key from this address) and health checks are not slowed.
+#[test]
+fn rate_limits_are_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let env = [("STML_SERVER_RATE_LIMIT__PER_SECOND", "1"), ("STML_SERVER_RATE_LIMIT__BURST", "3")];
+    let srv = ServerProc::start(&model, &dir.path().join("index"), &env);
+    let http = client();
+    let search = |key: Option<&str>| {
+        let req = http.post(srv.url("/search")).json(&json!({ "vector": vec![0.1f32; DIM] }));
+        match key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+        .send()
+        .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(search(Some("alice")).status(), 200);
+    }
+    let res = search(Some("alice"));
+    assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let err: Value = res.json().unwrap();
+    assert_eq!(err["error"]["code"], "rate_limited");
+    assert_eq!(search(Some("bob")).status(), 200, "another key has its own bucket");
+    assert_eq!(search(None).status(), 200, "so has this address without a key");
+    for _ in 0..10 {
+        assert_eq!(http.get(srv.url("/healthz")).send().unwrap().status(), 200, "health checks are not counted");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(wait));
+    assert_eq!(search(Some("alice")).status(), 200, "the bucket refills");
+}

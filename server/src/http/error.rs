@@ -34,6 +34,7 @@ impl Error {
             Error::InvalidCollection { .. } => "invalid_collection",
             Error::Unauthorized => "unauthorized",
             Error::Unavailable => "unavailable",
+            Error::RateLimited { .. } => "rate_limited",
             Error::Milvus { .. } => "backend",
             Error::NotOnBackend { .. } => "not_on_backend",
             Error::Upgrading => "upgrading",
@@ -64,6 +65,7 @@ impl ResponseError for Error {
             }
             Error::CollectionExists { .. } | Error::Upgrading => StatusCode::CONFLICT,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable | Error::Milvus { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotOnBackend { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::Settings { .. }
@@ -86,6 +88,9 @@ impl ResponseError for Error {
         let mut res = HttpResponse::build(status);
         if matches!(self, Error::Unauthorized) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Error::RateLimited { retry_after_s, .. } = self {
+            res.insert_header(("Retry-After", retry_after_s.to_string()));
         }
         res.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
     }

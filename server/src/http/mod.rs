@@ -10,10 +10,12 @@ mod cors;
 pub mod error;
 mod health;
 mod images;
+mod limit;
 mod openapi;
 mod page;
 mod search;
 
+pub use limit::RateLimiter;
 pub use openapi::document as openapi_document;
 
 use std::collections::HashMap;
@@ -41,6 +43,8 @@ pub struct AppState {
     /// False before start-up completes and once shutdown begins.
     pub ready: Arc<AtomicBool>,
     pub started: Instant,
+    /// The per-client rate limits, when on (shared by every worker).
+    pub limiter: Option<Arc<limit::RateLimiter>>,
 }
 
 /// The `{id}` segment of an item route (with or without the collection prefix).
@@ -182,15 +186,24 @@ pub fn app(
     let cors_origins = std::sync::Arc::new(state.settings.cors_origins.clone());
     let access = Arc::new(access_map());
     let settings = state.settings.clone();
+    let limiter = state.limiter.clone();
     actix_web::App::new()
         .app_data(state)
         .configure(configure)
-        // Innermost: each route's access, checked before its handler runs (unknown
-        // routes and methods go on to their JSON 404 / 405).
+        // Innermost: each route's access, then the client's rate, checked before its
+        // handler runs (unknown routes and methods go on to their JSON 404 / 405).
         .wrap_fn(move |req, srv| {
             let pattern = req.match_pattern();
             let needed = pattern.and_then(|p| access.get(&(req.method().clone(), p)).copied());
-            let refused = needed.and_then(|a| auth::check(req.request(), a, &settings).err());
+            let refused = needed.and_then(|a| auth::check(req.request(), a, &settings).err()).or_else(|| {
+                // Health checks and the page are not counted: only the API's reads and changes.
+                let limiter = limiter.as_ref().filter(|_| needed.is_some_and(|a| a != Access::Open))?;
+                let wait = limiter.take(&limit::client_of(&req), Instant::now()).err()?;
+                Some(crate::Error::RateLimited {
+                    per_second: settings.rate_limit.per_second,
+                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                })
+            });
             let (early, fut) = match refused {
                 Some(e) => (Some(req.error_response(e)), None),
                 None => (None, Some(srv.call(req))),

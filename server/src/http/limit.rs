@@ -1,0 +1,91 @@
+//! Per-client request rates: a token bucket for each API key presented (by a hash of it)
+//! or, for requests without one, each client address. A client over its rate gets 429
+//! with `Retry-After` instead of a place in a queue; others are not slowed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServiceRequest;
+
+use crate::settings::RateLimit;
+
+/// Clients tracked at most; past it, buckets that have refilled (idle clients) are dropped.
+const MAX_CLIENTS: usize = 100_000;
+
+/// The buckets of every client.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    /// `None` when the settings turn limits off (`per_second = 0`).
+    pub fn new(limit: &RateLimit) -> Option<Self> {
+        (limit.per_second > 0.0).then(|| Self {
+            per_second: limit.per_second,
+            burst: f64::from(limit.burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes one request's token for `client`; `Err(wait)`: none left, one is back after `wait`.
+    pub fn take(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_CLIENTS && !buckets.contains_key(client) {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let b = buckets.entry(client.to_string()).or_insert(Bucket { tokens: self.burst, at: now });
+        b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_second).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_second))
+        }
+    }
+}
+
+/// Whom a request counts against: its bearer key (hashed: keys are not kept in memory in
+/// the clear), else its peer address.
+pub fn client_of(req: &ServiceRequest) -> String {
+    let key = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(k) => format!("key:{}", &contract::sha256_hex(k.as_bytes())[..16]),
+        None => format!("addr:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_has_its_own_bucket() {
+        let limiter = RateLimiter::new(&RateLimit { per_second: 2.0, burst: 3 }).unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            limiter.take("a", t0).unwrap();
+        }
+        let wait = limiter.take("a", t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        limiter.take("b", t0).expect("another client is not slowed");
+        limiter.take("a", t0 + Duration::from_millis(500)).expect("refilled at the rate");
+        assert!(limiter.take("a", t0 + Duration::from_millis(500)).is_err());
+        assert!(RateLimiter::new(&RateLimit { per_second: 0.0, burst: 10 }).is_none(), "0 turns it off");
+    }
+}
