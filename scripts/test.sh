@@ -6,6 +6,8 @@ cd "$ROOT"
 bash scripts/setup.sh
 # Headless Chromium (Debian packages) for the web page test.
 bash scripts/install_browser.sh
+# The HTTPS test makes its certificates with the openssl command.
+command -v openssl >/dev/null || { echo "installing openssl (apt-get)..." >&2; apt-get install -y -qq openssl >/dev/null || { apt-get update -qq >/dev/null && apt-get install -y -qq openssl >/dev/null; }; }
 # One invocation for the whole workspace. The server depends on `contract`, not on
 # `models`, so it never links libtorch (a test checks its binary); the trainer turns on
 # `models`' libtorch backend, which its architecture and ONNX-parity tests need. The

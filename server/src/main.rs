@@ -173,7 +173,7 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<()> {
     }
     actix_web::rt::System::new().block_on(async move {
         let running = serve::start(s)?;
-        tracing::info!("listening on http://{}", running.addr);
+        tracing::info!("listening on {}://{}", running.scheme, running.addr);
         running.wait().await?;
         Ok(())
     })

@@ -122,6 +122,8 @@ pub fn open_gallery_dir(
 pub struct Running {
     /// The address actually bound (port 0 picks a free port).
     pub addr: SocketAddr,
+    /// `https` with `tls_cert` and `tls_key`, else `http`.
+    pub scheme: &'static str,
     server: actix_web::dev::Server,
     state: web::Data<AppState>,
 }
@@ -141,10 +143,13 @@ pub fn start(settings: Settings) -> Result<Running> {
     });
     let address = format!("{}:{}", settings.host, settings.port);
     let app_state = state.clone();
-    let mut server = actix_web::HttpServer::new(move || http::app(app_state.clone()))
-        .shutdown_timeout(5)
-        .bind(&address)
-        .map_err(Error::io(PathBuf::from(&address)))?;
+    let server = actix_web::HttpServer::new(move || http::app(app_state.clone())).shutdown_timeout(5);
+    let tls = tls_config(&settings)?;
+    let mut server = match tls {
+        Some(config) => server.bind_rustls_0_23(&address, config),
+        None => server.bind(&address),
+    }
+    .map_err(Error::io(PathBuf::from(&address)))?;
     if settings.http_workers > 0 {
         server = server.workers(settings.http_workers);
     }
@@ -154,7 +159,35 @@ pub fn start(settings: Settings) -> Result<Running> {
     })?;
     let server = server.run();
     state.ready.store(true, Ordering::Relaxed);
-    Ok(Running { addr, server, state })
+    let scheme = if settings.tls_cert.is_some() { "https" } else { "http" };
+    Ok(Running { addr, scheme, server, state })
+}
+
+/// The TLS set-up of `tls_cert` and `tls_key`, when given.
+fn tls_config(settings: &Settings) -> Result<Option<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+        return Ok(None);
+    };
+    let bad = |what: &str, path: &Path, reason: String| Error::Settings {
+        source_name: format!("{what} {}", path.display()),
+        reason: format!("{reason}; give a PEM file"),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| bad("tls_cert", cert, format!("cannot read the certificates ({e})")))?;
+    if chain.is_empty() {
+        return Err(bad("tls_cert", cert, "it holds no certificate".into()));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad("tls_key", key, format!("cannot read a private key ({e})")))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, private))
+        .map_err(|e| bad("tls_cert", cert, format!("the certificate and key do not make a TLS set-up ({e})")))?;
+    Ok(Some(config))
 }
 
 impl Running {

@@ -30,6 +30,10 @@ pub struct Settings {
     /// When set, searches and every read (items, thumbnails, listings, `/stats`,
     /// `/metrics`) require `Authorization: Bearer <read_api_key>` (or the `api_key`).
     pub read_api_key: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM) and `tls_key`; both or neither.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
     /// Requests per second (and burst) each client may make: each API key presented, or,
     /// without one, each client address. Off by default.
     pub rate_limit: RateLimit,
@@ -126,6 +130,8 @@ impl Default for Settings {
             read_api_key: None,
             cors_origins: Vec::new(),
             rate_limit: RateLimit::default(),
+            tls_cert: None,
+            tls_key: None,
             max_upload_bytes: 16 * 1024 * 1024,
             max_image_pixels: 40_000_000,
             max_k: 1000,
@@ -308,6 +314,9 @@ impl Settings {
         if !(self.rate_limit.per_second >= 0.0 && self.rate_limit.per_second.is_finite()) || self.rate_limit.burst == 0
         {
             return bad("rate_limit.per_second must be 0 (off) or positive and rate_limit.burst at least 1");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key go together: give both (PEM files) to serve HTTPS, or neither");
         }
         for origin in &self.cors_origins {
             let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));

@@ -378,3 +378,64 @@ fn rate_limits_are_per_client() {
     std::thread::sleep(std::time::Duration::from_secs(wait));
     assert_eq!(search(Some("alice")).status(), 200, "the bucket refills");
 }
+
+/// With `tls_cert` and `tls_key` the server speaks HTTPS only (a certificate made here
+/// with the `openssl` command, signed by a throw-away CA); a client trusting that CA searches, plain
+/// HTTP on the same port gets no answer, and a bad key file stops the start naming it.
+#[test]
+fn serves_https_with_a_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let (cert, key, ca) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+    // A throw-away CA, and the server's certificate for 127.0.0.1 signed by it.
+    std::fs::write(
+        dir.path().join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let steps: [Vec<&str>; 3] = [
+        [&["req", "-x509", "-days", "1", "-subj", "/CN=stml test CA", "-keyout", "ca.key", "-out", "ca.pem"][..], &ec]
+            .concat(),
+        [&["req", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.csr"][..], &ec].concat(),
+        vec!["x509", "-req", "-in", "cert.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+            .into_iter()
+            .chain(["-extfile", "ext.cnf", "-out", "cert.pem"])
+            .collect(),
+    ];
+    for args in steps {
+        let made = std::process::Command::new("openssl")
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run openssl (Debian's openssl package)");
+        assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let env = [("STML_SERVER_TLS_CERT", cert.to_str().unwrap()), ("STML_SERVER_TLS_KEY", key.to_str().unwrap())];
+    let srv = ServerProc::start(&model, &dir.path().join("index"), &env);
+    assert!(srv.base.starts_with("https://127.0.0.1:"), "{}", srv.base);
+    let trusted = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let res = trusted.post(srv.url("/search")).json(&json!({ "vector": vec![0.1f32; DIM] })).send().unwrap();
+    assert_eq!(res.status(), 200);
+    let untrusting = client();
+    assert!(untrusting.get(srv.url("/healthz")).send().is_err(), "an unknown certificate is not trusted");
+    let plain = srv.url("/healthz").replacen("https://", "http://", 1);
+    assert!(client().get(plain).send().map(|r| !r.status().is_success()).unwrap_or(true), "no plain HTTP");
+    // A key file that is not one stops the start, naming the setting.
+    std::fs::write(dir.path().join("bad.pem"), "not a key").unwrap();
+    let out = std::process::Command::new(common::binary())
+        .args(["serve", "--port", "0", "--model"])
+        .arg(&model)
+        .arg("--index")
+        .arg(dir.path().join("other"))
+        .env("STML_SERVER_TLS_CERT", &cert)
+        .env("STML_SERVER_TLS_KEY", dir.path().join("bad.pem"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && log.contains("tls_key"), "{log}");
+}
