@@ -162,6 +162,13 @@ impl Collections {
             pending: Mutex::new(BTreeMap::new()),
         };
         let s = this.settings.clone();
+        if s.index.backend == Backend::Milvus {
+            let created = Self::created(&s.collections_dir())?;
+            let mut names: Vec<&str> = vec![DEFAULT];
+            names.extend(s.collections.keys().map(String::as_str));
+            names.extend(created.iter().map(|(n, _, _)| n.as_str()).filter(|n| !s.collections.contains_key(*n)));
+            serve::check_milvus_names(&s, &names)?;
+        }
         this.add(this.open_one(DEFAULT, Origin::Default, &s.model, &s.index_dir, s.keep_originals)?);
         for (name, c) in &s.collections {
             validate_name(name)

@@ -73,6 +73,26 @@ pub fn milvus_collection(settings: &Settings, name: &str) -> String {
     }
 }
 
+/// Refuses server collections whose Milvus collections (or their `_paths` companions)
+/// would be the same: `a-b` and `a_b`, or `x` beside `x_paths`, would share items.
+pub fn check_milvus_names(settings: &Settings, names: &[&str]) -> Result<()> {
+    let mut owner: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for name in names {
+        let items = milvus_collection(settings, name);
+        for used in [format!("{items}_paths"), items] {
+            if let Some(other) = owner.insert(used.clone(), name) {
+                return Err(Error::Settings {
+                    source_name: format!("collections.{name}"),
+                    reason: format!(
+                        "on the milvus backend it would use the Milvus collection `{used}`, as `{other}` does; rename one of them"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(feature = "milvus")]
 fn open_milvus(settings: &Settings, name: &str, model: &OnnxModel, kind: IndexKind) -> Result<Arc<dyn Gallery>> {
     use crate::gallery::{MilvusGallery, MilvusIndex};
@@ -143,7 +163,13 @@ pub fn start(settings: Settings) -> Result<Running> {
     });
     let address = format!("{}:{}", settings.host, settings.port);
     let app_state = state.clone();
-    let server = actix_web::HttpServer::new(move || http::app(app_state.clone())).shutdown_timeout(5);
+    let limits = settings.http;
+    let server = actix_web::HttpServer::new(move || http::app(app_state.clone()))
+        .shutdown_timeout(5)
+        .client_request_timeout(std::time::Duration::from_millis(limits.header_timeout_ms))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .keep_alive(std::time::Duration::from_secs(limits.keep_alive_s))
+        .max_connections(limits.max_connections);
     let tls = tls_config(&settings)?;
     let mut server = match tls {
         Some(config) => server.bind_rustls_0_23(&address, config),
@@ -203,5 +229,24 @@ impl Running {
         let collections = self.state.collections.clone();
         tokio::task::spawn_blocking(move || collections.snapshot_all()).await.map_err(|_| Error::Unavailable)??;
         served.map_err(Error::io("http server"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milvus_collection_names_may_not_collide() {
+        let s = Settings::default();
+        assert_eq!(milvus_collection(&s, crate::collections::DEFAULT), "stml");
+        assert_eq!(milvus_collection(&s, "birds-2"), "stml_birds_2");
+        check_milvus_names(&s, &["default", "birds", "cars"]).unwrap();
+        let e = check_milvus_names(&s, &["default", "a-b", "a_b"]).unwrap_err().to_string();
+        assert!(e.contains("stml_a_b") && e.contains("rename"), "{e}");
+        assert!(
+            check_milvus_names(&s, &["default", "paths"]).is_err(),
+            "`paths` would take the default's path records"
+        );
     }
 }

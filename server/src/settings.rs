@@ -30,6 +30,8 @@ pub struct Settings {
     /// When set, searches and every read (items, thumbnails, listings, `/stats`,
     /// `/metrics`) require `Authorization: Bearer <read_api_key>` (or the `api_key`).
     pub read_api_key: Option<String>,
+    /// How long clients may take, and how many may be connected (`[http]`).
+    pub http: HttpLimits,
     /// Serve HTTPS with this certificate chain (PEM) and `tls_key`; both or neither.
     pub tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
@@ -130,6 +132,7 @@ impl Default for Settings {
             read_api_key: None,
             cors_origins: Vec::new(),
             rate_limit: RateLimit::default(),
+            http: HttpLimits::default(),
             tls_cert: None,
             tls_key: None,
             max_upload_bytes: 16 * 1024 * 1024,
@@ -147,6 +150,27 @@ impl Default for Settings {
             snapshots_dir: None,
             collections: BTreeMap::new(),
         }
+    }
+}
+
+/// Bounds on slow and numerous clients (`[http]`), so that a few cannot hold the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A request's head (line and headers) must arrive within this many milliseconds of
+    /// the connection (408 otherwise, and the connection is closed).
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this many seconds of its head.
+    pub body_timeout_s: u64,
+    /// An idle kept-alive connection is closed after this many seconds.
+    pub keep_alive_s: u64,
+    /// Connections each HTTP worker serves at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { header_timeout_ms: 5000, body_timeout_s: 60, keep_alive_s: 5, max_connections: 10_000 }
     }
 }
 
@@ -314,6 +338,10 @@ impl Settings {
         if !(self.rate_limit.per_second >= 0.0 && self.rate_limit.per_second.is_finite()) || self.rate_limit.burst == 0
         {
             return bad("rate_limit.per_second must be 0 (off) or positive and rate_limit.burst at least 1");
+        }
+        let h = &self.http;
+        if h.header_timeout_ms == 0 || h.body_timeout_s == 0 || h.max_connections == 0 {
+            return bad("http.header_timeout_ms, http.body_timeout_s and http.max_connections must be at least 1");
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together: give both (PEM files) to serve HTTPS, or neither");

@@ -439,3 +439,61 @@ fn serves_https_with_a_given_certificate() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && log.contains("tls_key"), "{log}");
 }
+
+/// Slow clients (slowloris: a head sent a byte at a time; a body that never finishes)
+/// are cut off at the limits, and meanwhile every other client is answered at once.
+#[test]
+fn slow_clients_do_not_starve_others() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let env = [("STML_SERVER_HTTP__HEADER_TIMEOUT_MS", "1000"), ("STML_SERVER_HTTP__BODY_TIMEOUT_S", "2")];
+    let srv = ServerProc::start(&model, &dir.path().join("index"), &env);
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let connect = || {
+        let s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let mut heads: Vec<std::net::TcpStream> = (0..100).map(|_| connect()).collect();
+    let mut bodies: Vec<std::net::TcpStream> = (0..50).map(|_| connect()).collect();
+    for s in &mut heads {
+        s.write_all(b"POST /search HTTP/1.1\r\nHost: x\r\n").unwrap();
+    }
+    for s in &mut bodies {
+        s.write_all(
+            b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+        )
+        .unwrap();
+    }
+    // Others are answered while the slow ones trickle.
+    let http = client();
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(2500) {
+        for s in heads.iter_mut().chain(bodies.iter_mut()) {
+            let _ = s.write_all(b"a");
+        }
+        let t = Instant::now();
+        let res = http.post(srv.url("/search")).json(&json!({ "vector": vec![0.1f32; DIM] })).send().unwrap();
+        assert_eq!(res.status(), 200);
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(slowest < Duration::from_millis(500), "a normal search took {slowest:?} among slow clients");
+    // By now (2.5 s) the server has given up on every slow client: a 408 or a closed
+    // connection, never a hang.
+    for (kind, list) in [("head", &mut heads), ("body", &mut bodies)] {
+        for s in list.iter_mut() {
+            let mut buf = [0u8; 512];
+            let t = Instant::now();
+            let got = s.read(&mut buf);
+            assert!(t.elapsed() < Duration::from_secs(3), "a slow {kind} was not cut off");
+            if let Ok(n) = got {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(n == 0 || text.starts_with("HTTP/1.1 4"), "slow {kind}: {text}");
+            }
+        }
+    }
+}

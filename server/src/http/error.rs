@@ -89,8 +89,15 @@ impl ResponseError for Error {
         if matches!(self, Error::Unauthorized) {
             res.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        if let Error::RateLimited { retry_after_s, .. } = self {
-            res.insert_header(("Retry-After", retry_after_s.to_string()));
+        match self {
+            Error::RateLimited { retry_after_s, .. } => {
+                res.insert_header(("Retry-After", retry_after_s.to_string()));
+            }
+            // A full queue or a backend away: worth trying again shortly.
+            Error::Unavailable | Error::Milvus { .. } => {
+                res.insert_header(("Retry-After", "1"));
+            }
+            _ => {}
         }
         res.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
     }

@@ -6,7 +6,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServiceRequest;
+use actix_web::dev::{Payload, ServiceRequest};
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
+use futures_util::StreamExt;
+
+/// What a request body is read through.
+type BoxedPayloadStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, PayloadError>>>>;
 
 use crate::settings::RateLimit;
 
@@ -69,6 +75,26 @@ pub fn client_of(req: &ServiceRequest) -> String {
         None => format!("addr:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
     }
 }
+
+/// `payload`, ending in a timed-out error at `deadline`: a client trickling its body
+/// cannot hold a request (and its memory) for longer.
+pub fn with_deadline(payload: Payload, deadline: tokio::time::Instant) -> Payload {
+    let stream = futures_util::stream::unfold(Some(payload), move |state| async move {
+        let mut payload = state?;
+        match tokio::time::timeout_at(deadline, payload.next()).await {
+            Ok(Some(item)) => Some((item, Some(payload))),
+            Ok(None) => None,
+            Err(_) => {
+                Some((Err(PayloadError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, BODY_TIMED_OUT))), None))
+            }
+        }
+    });
+    let boxed: BoxedPayloadStream = Box::pin(stream);
+    Payload::from(boxed)
+}
+
+/// The message of a body cut off by [`with_deadline`].
+pub const BODY_TIMED_OUT: &str = "the request body did not arrive in time";
 
 #[cfg(test)]
 mod tests {

@@ -21,10 +21,11 @@ pub use openapi::document as openapi_document;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Service;
 use actix_web::http::Method;
+use actix_web::HttpMessage;
 use actix_web::{web, HttpRequest};
 
 use crate::collections::{Collection, Collections};
@@ -206,7 +207,13 @@ pub fn app(
             });
             let (early, fut) = match refused {
                 Some(e) => (Some(req.error_response(e)), None),
-                None => (None, Some(srv.call(req))),
+                None => {
+                    let mut req = req;
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.http.body_timeout_s);
+                    let payload = req.take_payload();
+                    req.set_payload(limit::with_deadline(payload, deadline));
+                    (None, Some(srv.call(req)))
+                }
             };
             async move {
                 match early {

@@ -81,7 +81,22 @@ pub fn translate(filter: &Filter) -> Translated {
     }
 }
 
+/// Whether Milvus addresses `key` in a JSON path as written: its parser takes path
+/// segments verbatim between `["` and `"]` (no unescaping), so a key with quotes,
+/// backslashes, brackets or control characters would name another path.
+fn addressable(key: &Key) -> bool {
+    key.parts().iter().all(|p| !p.chars().any(|c| matches!(c, '"' | '\\' | '[' | ']') || c.is_control()))
+}
+
 fn condition(c: &Condition) -> Translated {
+    let key = match c {
+        Condition::Match { key, .. } | Condition::Range { key, .. } | Condition::Exists { key, .. } => Some(key),
+        Condition::Nested(_) => None,
+    };
+    if key.is_some_and(|k| !addressable(k)) {
+        // Every item passes the expression; the metadata check decides.
+        return Translated::all(false);
+    }
     match c {
         Condition::Match { key, any } => {
             let ors: Vec<String> = any.iter().flat_map(|w| wanted(key, w)).collect();
@@ -212,6 +227,11 @@ struct Terms {
 impl Terms {
     fn walk(&mut self, prefix: &str, fields: &Map<String, Value>) {
         for (name, value) in fields {
+            // A filter key `a.b` means the nested `a` then `b`: a field named `a.b` is
+            // out of every filter's reach, and listing it would collide with the nested one.
+            if name.contains('.') {
+                continue;
+            }
             let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
             if !value.is_null() && value != &Value::Array(Vec::new()) {
                 self.present.push(path.clone());
@@ -311,6 +331,10 @@ mod tests {
             "the negation of a superset is left to the metadata check"
         );
         assert_eq!(quote("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
+        let odd = Filter::from_json(&json!({"key": "a\"b", "match": "x"})).unwrap();
+        assert_eq!(translate(&odd), Translated::all(false), "keys Milvus cannot address go to the metadata check");
+        let dotted = terms(&json!({"a.b": "x", "a": {"b": "y"}}));
+        assert_eq!(dotted["s"]["a.b"], json!(["y"]), "a dotted field name is out of reach, not a collision");
         assert_eq!(number(2020.0), "2020.0");
         assert_eq!(number(1e300), "1e300");
     }

@@ -79,6 +79,9 @@ pub struct MilvusGallery {
     consistency: i32,
     /// When this server last deleted rows (see [`MilvusGallery::read_level`]).
     last_delete: std::sync::Mutex<Option<Instant>>,
+    /// Serialises this server's writes, so read-modify-writes (metadata patches) do not
+    /// lose each other's changes.
+    writer: std::sync::Mutex<()>,
     frozen: AtomicBool,
     /// The last item count read, for `/stats` while Milvus does not answer.
     last_count: AtomicUsize,
@@ -156,6 +159,7 @@ impl MilvusGallery {
                 MilvusConsistency::Eventually => 3,
             },
             last_delete: std::sync::Mutex::new(None),
+            writer: std::sync::Mutex::new(()),
             frozen: AtomicBool::new(false),
             last_count: AtomicUsize::new(0),
         };
@@ -720,6 +724,18 @@ fn bad_column(name: &str, got: &ValueVec) -> Error {
     }
 }
 
+/// Refuses metadata Milvus would not store: its text, or the filter terms made from it,
+/// past the 64 KiB a VarChar and a JSON field hold.
+fn check_fits(id: &str, metadata: &serde_json::Value) -> Result<()> {
+    let (text, terms) = (metadata.to_string().len(), expr::terms(metadata).to_string().len());
+    if text > MAX_VARCHAR || terms > MAX_VARCHAR {
+        return Err(Error::BadRequest(format!(
+            "the metadata of `{id}` is {text} bytes of JSON ({terms} as filter terms); the milvus backend keeps at most {MAX_VARCHAR} of each: store less per item"
+        )));
+    }
+    Ok(())
+}
+
 fn json_field(name: &str, description: &str) -> FieldSchema {
     let mut f = FieldSchema::new_varchar(name, description, 1);
     f.dtype = DataType::Json;
@@ -773,17 +789,24 @@ impl Gallery for MilvusGallery {
                 }
             })
             .collect();
+        // Everything is checked before the first write: Milvus has no transactions, so a
+        // refusal half way would leave the change half applied.
         for r in &rows {
-            let text = r.metadata.to_string();
-            if text.len() > MAX_VARCHAR {
-                return Err(Error::BadRequest(format!(
-                    "the metadata of `{}` is {} bytes of JSON; the milvus backend keeps at most {MAX_VARCHAR}",
-                    r.id,
-                    text.len()
-                )));
-            }
+            check_fits(&r.id, &r.metadata)?;
+        }
+        for (id, metadata) in &change.set_metadata {
+            check_fits(id, metadata)?;
         }
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        // One row per id, the last one given (as the embedded backend keeps it): Milvus
+        // would store both copies of a key written twice in one request.
+        let mut last: HashMap<String, usize> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            last.insert(r.id.clone(), i);
+        }
+        let rows: Vec<ItemRow> =
+            rows.into_iter().enumerate().filter(|(i, r)| last[&r.id] == *i).map(|(_, r)| r).collect();
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.delete_keys(&self.items, "id", &change.delete)?;
         self.upsert_items(rows)?;
         if !change.set_metadata.is_empty() {
@@ -815,11 +838,15 @@ impl Gallery for MilvusGallery {
     fn patch_metadata(&self, id: &str, patch: &serde_json::Value) -> Result<Option<Record>> {
         validate_id(id)?;
         self.check_writable()?;
+        // Read, merge and write under the lock, so that concurrent patches through this
+        // server all land (across replicas the last write wins).
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(row) = self.rows(&[id.to_string()])?.remove(id) else {
             return Ok(None);
         };
         let mut metadata = row.metadata.clone();
         merge_patch(&mut metadata, patch);
+        check_fits(id, &metadata)?;
         let record = Record {
             id: id.to_string(),
             metadata: metadata.clone(),
