@@ -10,7 +10,8 @@ use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    merge_patch, validate_id, Found, Gallery, GalleryChange, GalleryStats, Hit, IndexKind, Item, Page, Query, Strategy,
+    check_dim, merge_patch, validate_id, Found, Gallery, GalleryChange, GalleryStats, Hit, IndexKind, Item, Page,
+    Query, Strategy,
 };
 use crate::filter::Filter;
 use crate::index::{ExactIndex, GraphFiles, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
@@ -172,7 +173,7 @@ impl LocalGallery {
     }
 
     fn find_excluding(&self, query: &Query, exclude: Option<u64>) -> Result<Found> {
-        self.check_dim(&query.vector)?;
+        check_dim(&self.spec, &query.vector)?;
         if query.vector.iter().any(|x| !x.is_finite()) {
             return Err(Error::BadRequest("the query vector contains NaN or infinite values".into()));
         }
@@ -243,13 +244,6 @@ impl LocalGallery {
         self.live.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_dim(&self, v: &[f32]) -> Result<()> {
-        if v.len() != self.spec.dim {
-            return Err(Error::DimensionMismatch { got: v.len(), expected: self.spec.dim });
-        }
-        Ok(())
-    }
-
     fn rebuild_if_needed(&self) -> Result<()> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.rebuild_locked()
@@ -308,15 +302,7 @@ impl Gallery for LocalGallery {
 
     fn apply(&self, change: GalleryChange) -> Result<Vec<String>> {
         self.check_writable()?;
-        for img in &change.insert {
-            if let Some(id) = &img.id {
-                validate_id(id)?;
-            }
-            self.check_dim(&img.vector)?;
-        }
-        for id in &change.delete {
-            validate_id(id)?;
-        }
+        change.check(&self.spec)?;
         let records: Vec<NewRecord> = change
             .insert
             .into_iter()

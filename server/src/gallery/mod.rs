@@ -150,6 +150,18 @@ pub struct GalleryChange {
 }
 
 impl GalleryChange {
+    /// Refuses what a backend would otherwise refuse half way through applying it: bad ids,
+    /// and vectors that are not of `spec`'s dimension.
+    pub fn check(&self, spec: &IndexSpec) -> Result<()> {
+        for img in &self.insert {
+            if let Some(id) = &img.id {
+                validate_id(id)?;
+            }
+            check_dim(spec, &img.vector)?;
+        }
+        self.delete.iter().try_for_each(|id| validate_id(id))
+    }
+
     /// True when applying it would change nothing.
     pub fn is_empty(&self) -> bool {
         self.insert.is_empty()
@@ -243,6 +255,14 @@ pub struct GalleryStats {
     pub dim: usize,
     pub distance: contract::Distance,
     pub index: &'static str,
+}
+
+/// Refuses a vector that is not of `spec`'s dimension.
+pub fn check_dim(spec: &IndexSpec, vector: &[f32]) -> Result<()> {
+    if vector.len() != spec.dim {
+        return Err(Error::DimensionMismatch { got: vector.len(), expected: spec.dim });
+    }
+    Ok(())
 }
 
 /// Checks a client-supplied id: 1 to [`MAX_ID_LEN`] characters from `A-Z a-z 0-9 . _ -`,

@@ -35,7 +35,9 @@ use milvus::query::{QueryOptions, SearchOptions};
 use milvus::schema::{CollectionSchema, CollectionSchemaBuilder, FieldSchema};
 use milvus::value::{Value as MValue, ValueVec};
 
-use super::{merge_patch, validate_id, Found, Gallery, GalleryChange, GalleryStats, Hit, Item, Page, Query, Strategy};
+use super::{
+    check_dim, merge_patch, validate_id, Found, Gallery, GalleryChange, GalleryStats, Hit, Item, Page, Query, Strategy,
+};
 use crate::filter::Filter;
 use crate::index::{distance, nearest, HnswParams, Neighbor};
 use crate::rerank;
@@ -390,13 +392,6 @@ impl MilvusGallery {
         Ok(())
     }
 
-    fn check_dim(&self, v: &[f32]) -> Result<()> {
-        if v.len() != self.spec.dim {
-            return Err(Error::DimensionMismatch { got: v.len(), expected: self.spec.dim });
-        }
-        Ok(())
-    }
-
     /// Writes item rows (replacing rows of the same ids).
     fn upsert_items(&self, rows: Vec<ItemRow>) -> Result<()> {
         for chunk in rows.chunks(CHUNK) {
@@ -546,7 +541,7 @@ impl MilvusGallery {
     }
 
     fn find_excluding(&self, query: &Query, exclude: Option<&str>) -> Result<Found> {
-        self.check_dim(&query.vector)?;
+        check_dim(&self.spec, &query.vector)?;
         if query.vector.iter().any(|x| !x.is_finite()) {
             return Err(Error::BadRequest("the query vector contains NaN or infinite values".into()));
         }
@@ -758,15 +753,7 @@ impl Gallery for MilvusGallery {
 
     fn apply(&self, change: GalleryChange) -> Result<Vec<String>> {
         self.check_writable()?;
-        for img in &change.insert {
-            if let Some(id) = &img.id {
-                validate_id(id)?;
-            }
-            self.check_dim(&img.vector)?;
-        }
-        for id in &change.delete {
-            validate_id(id)?;
-        }
+        change.check(&self.spec)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let rows: Vec<ItemRow> = change
             .insert
