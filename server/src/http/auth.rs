@@ -28,18 +28,21 @@ pub fn require_key(req: &HttpRequest, api_key: Option<&str>) -> Result<()> {
     let Some(expected) = api_key else {
         return Ok(());
     };
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
+    let given = bearer(req.headers()).unwrap_or("");
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
         Err(Error::Unauthorized)
     }
+}
+
+/// The key a request presents (`Authorization: Bearer <key>`), if any.
+pub fn bearer(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    headers
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Whether an answer may name files and folders on the server (model paths): only when

@@ -63,13 +63,7 @@ impl RateLimiter {
 /// Whom a request counts against: its bearer key (hashed: keys are not kept in memory in
 /// the clear), else its peer address.
 pub fn client_of(req: &ServiceRequest) -> String {
-    let key = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
+    let key = super::auth::bearer(req.headers()).filter(|k| !k.is_empty());
     match key {
         Some(k) => format!("key:{}", &contract::sha256_hex(k.as_bytes())[..16]),
         None => format!("addr:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()),

@@ -176,6 +176,12 @@ fn number(x: f64) -> String {
     }
 }
 
+/// `field in ["a", "b", ...]`: rows whose `field` is one of `values`.
+pub fn one_of<'a>(field: &str, values: impl IntoIterator<Item = &'a str>) -> String {
+    let list: Vec<String> = values.into_iter().map(quote).collect();
+    format!("{field} in [{}]", list.join(", "))
+}
+
 /// A Milvus string literal.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

@@ -425,8 +425,7 @@ impl MilvusGallery {
             *self.last_delete.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         }
         for chunk in keys.chunks(CHUNK) {
-            let list: Vec<String> = chunk.iter().map(|k| expr::quote(k)).collect();
-            let options = DeleteOptions::with_filter(format!("{key} in [{}]", list.join(", ")));
+            let options = DeleteOptions::with_filter(expr::one_of(key, chunk.iter().map(String::as_str)));
             let collection = collection.to_string();
             self.call("delete", move |c| async move { c.delete(collection, &options).await })?;
         }
@@ -437,10 +436,9 @@ impl MilvusGallery {
     fn rows(&self, ids: &[String]) -> Result<HashMap<String, ItemRow>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
-            let list: Vec<String> = chunk.iter().map(|k| expr::quote(k)).collect();
             let cols = self.query(
                 &self.items,
-                format!("id in [{}]", list.join(", ")),
+                expr::one_of("id", chunk.iter().map(String::as_str)),
                 &["id", "vector", "metadata", "content_hash", "thumbnail"],
                 chunk.len(),
             )?;
@@ -514,9 +512,12 @@ impl MilvusGallery {
         // fetched by id.
         let mut metadata: HashMap<String, serde_json::Value> = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
-            let list: Vec<String> = chunk.iter().map(|k| expr::quote(k)).collect();
-            let cols =
-                self.query(&self.items, format!("id in [{}]", list.join(", ")), &["id", "metadata"], chunk.len())?;
+            let cols = self.query(
+                &self.items,
+                expr::one_of("id", chunk.iter().map(String::as_str)),
+                &["id", "metadata"],
+                chunk.len(),
+            )?;
             for (row, id) in cols.strings("id")?.into_iter().enumerate() {
                 metadata.insert(id, parse_metadata(&cols.string("metadata", row)?));
             }
@@ -849,10 +850,14 @@ impl Gallery for MilvusGallery {
 
     fn path_states(&self, files: &[PathBuf]) -> Result<Vec<Option<PathState>>> {
         let mut records: HashMap<String, PathRecord> = HashMap::new();
-        for chunk in files.chunks(CHUNK) {
-            let list: Vec<String> = chunk.iter().map(|p| expr::quote(&path_text(p))).collect();
-            let cols =
-                self.query(&self.paths, format!("path in [{}]", list.join(", ")), &["path", "record"], chunk.len())?;
+        let texts: Vec<String> = files.iter().map(|p| path_text(p)).collect();
+        for chunk in texts.chunks(CHUNK) {
+            let cols = self.query(
+                &self.paths,
+                expr::one_of("path", chunk.iter().map(String::as_str)),
+                &["path", "record"],
+                chunk.len(),
+            )?;
             for (row, path) in cols.strings("path")?.into_iter().enumerate() {
                 if let Ok(r) = serde_json::from_str::<PathRecord>(&cols.string("record", row)?) {
                     records.insert(path, r);
@@ -862,9 +867,12 @@ impl Gallery for MilvusGallery {
         let ids: Vec<String> = records.values().map(|r| r.id.clone()).collect();
         let mut hashes: HashMap<String, String> = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
-            let list: Vec<String> = chunk.iter().map(|k| expr::quote(k)).collect();
-            let cols =
-                self.query(&self.items, format!("id in [{}]", list.join(", ")), &["id", "content_hash"], chunk.len())?;
+            let cols = self.query(
+                &self.items,
+                expr::one_of("id", chunk.iter().map(String::as_str)),
+                &["id", "content_hash"],
+                chunk.len(),
+            )?;
             for (row, id) in cols.strings("id")?.into_iter().enumerate() {
                 hashes.insert(id, cols.string("content_hash", row)?);
             }
