@@ -349,7 +349,7 @@ fn read_key_guards_reads_and_write_key_changes() {
 fn rate_limits_are_per_client() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let env = [("STML_SERVER_RATE_LIMIT__PER_SECOND", "1"), ("STML_SERVER_RATE_LIMIT__BURST", "3")];
+    let env = [("STML_SERVER_RATE_LIMIT__PER_SECOND", "0.5"), ("STML_SERVER_RATE_LIMIT__BURST", "3")];
     let srv = ServerProc::start(&model, &dir.path().join("index"), &env);
     let http = client();
     let search = |key: Option<&str>| {
