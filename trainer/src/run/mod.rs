@@ -6,13 +6,14 @@
 //! RUN/metrics.jsonl           one JSON object per epoch (and per evaluation)
 //! RUN/LATEST                  name of the newest complete checkpoint folder
 //! RUN/checkpoints/epoch-0007/ student.safetensors, teacher.safetensors,
-//!                             optimizer.safetensors, state.json
+//!                             optimizer.safetensors, metrics.json, state.json
 //! RUN/loss.png, recall.png, retrieval.png
 //! ```
 //! A checkpoint folder is written under a temporary name, synced, then renamed; only then
 //! is `LATEST` replaced (atomically). A kill -9 at any moment leaves `LATEST` naming a
 //! complete checkpoint.
 
+pub mod killpoint;
 pub mod plots;
 pub mod report;
 
@@ -48,6 +49,8 @@ pub const STUDENT: &str = "student.safetensors";
 pub const TEACHER: &str = "teacher.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const STATE: &str = "state.json";
+/// The checkpoint's epoch line of metrics.jsonl (restored from here if a kill lost it).
+pub const METRICS: &str = "metrics.json";
 
 impl RunDir {
     /// Creates a new run directory; refuses to overwrite an existing run.
@@ -97,13 +100,36 @@ impl RunDir {
         f.sync_data().map_err(io_err(&p))
     }
 
-    /// Every metrics line, in order (lines that do not parse, e.g. torn by a crash, are skipped).
+    /// Every metrics line, in order (lines that do not parse, e.g. torn by a crash, are
+    /// skipped). An epoch trained again after a resume replaces its earlier line.
     pub fn metrics(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.root.join("metrics.jsonl"))
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(self.root.join("metrics.jsonl"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+            .collect();
+        let epoch = |m: &serde_json::Value| m.get("epoch").and_then(|e| e.as_u64());
+        let last: std::collections::HashMap<u64, usize> =
+            lines.iter().enumerate().filter_map(|(i, m)| Some((epoch(m)?, i))).collect();
+        lines.into_iter().enumerate().filter(|(i, m)| epoch(m).is_none_or(|e| last[&e] == *i)).map(|(_, m)| m).collect()
+    }
+
+    /// Appends the metrics line saved in checkpoint `ck` to metrics.jsonl unless its epoch
+    /// has a line there already (a kill between the checkpoint and the log loses it).
+    pub fn restore_metrics(&self, ck: &Path) -> Result<()> {
+        let p = ck.join(METRICS);
+        let Ok(text) = std::fs::read_to_string(&p) else { return Ok(()) };
+        let line: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Run { path: p.clone(), reason: format!("corrupt metrics line: {e}") })?;
+        let epoch = |m: &serde_json::Value| m.get("epoch").and_then(|e| e.as_u64());
+        if epoch(&line).is_some() && !self.metrics().iter().any(|m| epoch(m) == epoch(&line)) {
+            tracing::info!(
+                "metrics.jsonl lacked epoch {}'s line (stopped just after its checkpoint): restored it",
+                line["epoch"]
+            );
+            self.log_metrics(&line)?;
+        }
+        Ok(())
     }
 
     /// The newest complete checkpoint folder, if any.
@@ -126,9 +152,16 @@ impl RunDir {
         let name = format!("epoch-{epoch:04}");
         let tmp = ckdir.join(format!(".{name}.tmp"));
         let dst = ckdir.join(&name);
-        let _ = std::fs::remove_dir_all(&tmp);
+        // Folders of writes cut short (a kill mid-checkpoint) are never complete: remove them.
+        for e in std::fs::read_dir(&ckdir).map_err(io_err(&ckdir))?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(".epoch-") && n.ends_with(".tmp") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         write(&tmp)?;
+        killpoint::reached("checkpoint.files");
         let st = serde_json::to_vec_pretty(state).expect("state serialises");
         models::weights::write_atomic(&tmp.join(STATE), &st).map_err(io_err(tmp.join(STATE)))?;
         if dst.exists() {
@@ -138,7 +171,9 @@ impl RunDir {
         if let Ok(d) = std::fs::File::open(&ckdir) {
             let _ = d.sync_all();
         }
+        killpoint::reached("checkpoint.renamed");
         self.write_file("LATEST", name.as_bytes())?;
+        killpoint::reached("checkpoint.latest");
         // Prune older complete checkpoints.
         let mut all: Vec<PathBuf> = std::fs::read_dir(&ckdir)
             .map_err(io_err(&ckdir))?

@@ -137,12 +137,25 @@ impl Epochs<'_> {
         let report = self.evaluate(epoch, last)?;
         times.eval = t0.elapsed().as_secs_f64();
 
+        // The epoch's metrics line goes into its checkpoint too, so a kill between the
+        // checkpoint and the log cannot lose it (a resume restores it from there).
+        let mut line = self.metrics_line(epoch, state, &stats, &times, spread, report.as_ref());
         let t0 = Instant::now();
         if last || (self.cfg.checkpoint_every > 0 && (epoch + 1).is_multiple_of(self.cfg.checkpoint_every)) {
-            save_checkpoint(self.run, self.nets, opt, epoch, state)?;
+            save_checkpoint(self.run, self.nets, opt, epoch, state, &line)?;
         }
         times.checkpoint = t0.elapsed().as_secs_f64();
-        self.record(epoch, state, &stats, &times, spread, report.as_ref())?;
+        line["time"]["checkpoint"] = json!(times.checkpoint);
+        info!(
+            "epoch {} time: sampler {:.1} s, steps {:.1} s, evaluation {:.1} s, checkpoint {:.1} s",
+            epoch + 1,
+            times.sampler,
+            times.steps,
+            times.eval,
+            times.checkpoint
+        );
+        self.run.log_metrics(&line)?;
+        crate::run::report::curves(self.run)?;
         Ok((stats, report))
     }
 
@@ -249,8 +262,8 @@ impl Epochs<'_> {
         Ok(Some(report))
     }
 
-    /// The epoch's line of metrics.jsonl, and the curves redrawn.
-    fn record(
+    /// The epoch's line of metrics.jsonl.
+    fn metrics_line(
         &self,
         epoch: usize,
         state: &RunState,
@@ -258,15 +271,7 @@ impl Epochs<'_> {
         times: &EpochTimes,
         spread: f64,
         report: Option<&EvalReport>,
-    ) -> Result<()> {
-        info!(
-            "epoch {} time: sampler {:.1} s, steps {:.1} s, evaluation {:.1} s, checkpoint {:.1} s",
-            epoch + 1,
-            times.sampler,
-            times.steps,
-            times.eval,
-            times.checkpoint
-        );
+    ) -> serde_json::Value {
         let o = &self.cfg.optim;
         let mut line = json!({
             "epoch": epoch + 1, "step": state.global_step, "loss": s.mean[0], "rc_f": s.mean[1], "rc_g": s.mean[2],
@@ -278,8 +283,7 @@ impl Epochs<'_> {
         if let Some(r) = report {
             line["eval"] = json!(r);
         }
-        self.run.log_metrics(&line)?;
-        crate::run::report::curves(self.run)
+        line
     }
 }
 

@@ -50,6 +50,7 @@ pub fn train_run(run: &RunDir, cfg: &TrainConfig, data: &RunData, checkpoint: Op
         state = RunDir::read_state(ck)?;
         networks::load_checkpoint(&nets, &mut opt, ck, cfg, device)?;
         info!("resumed from {} ({} epochs done)", ck.display(), state.epochs_done);
+        run.restore_metrics(ck)?;
     }
     if state.epochs_done >= cfg.optim.epochs {
         info!("run already finished its {} epochs", cfg.optim.epochs);

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::config::TrainConfig;
 use crate::error::Result;
 use crate::optim::{Optimizer, OptimizerConfig, ParamGroup};
-use crate::run::{RunDir, RunState, OPTIMIZER, STUDENT, TEACHER};
+use crate::run::{RunDir, RunState, METRICS, OPTIMIZER, STUDENT, TEACHER};
 
 /// The student and its momentum teacher.
 pub struct Networks {
@@ -112,13 +112,22 @@ pub fn load_checkpoint(
     Ok(())
 }
 
-/// Writes the checkpoint of `epoch` (atomically; the two latest are kept).
-pub fn save_checkpoint(run: &RunDir, nets: &Networks, opt: &Optimizer, epoch: usize, state: &RunState) -> Result<()> {
+/// Writes the checkpoint of `epoch` (atomically; the two latest are kept), with the
+/// epoch's line of metrics.jsonl.
+pub fn save_checkpoint(
+    run: &RunDir,
+    nets: &Networks,
+    opt: &Optimizer,
+    epoch: usize,
+    state: &RunState,
+    metrics: &serde_json::Value,
+) -> Result<()> {
     run.save_checkpoint(
         epoch,
         state,
         |dir| {
             nets.student.to_weights().write(&dir.join(STUDENT), None)?;
+            crate::run::killpoint::reached("checkpoint.student");
             nets.teacher.to_weights().write(&dir.join(TEACHER), None)?;
             let mut w = Weights::default();
             for (name, t) in opt.state_tensors() {
@@ -128,7 +137,8 @@ pub fn save_checkpoint(run: &RunDir, nets: &Networks, opt: &Optimizer, epoch: us
                 w.tensors.insert(name, weights::Tensor { shape, data });
             }
             w.write(&dir.join(OPTIMIZER), None)?;
-            Ok(())
+            let p = dir.join(METRICS);
+            weights::write_atomic(&p, metrics.to_string().as_bytes()).map_err(crate::error::io_err(&p))
         },
         2,
     )?;
