@@ -100,6 +100,47 @@ impl Manifest {
         if m.embedding_dim == 0 {
             return Err(bad("manifest says embedding_dim 0".into()));
         }
+        m.preprocess.check().map_err(|reason| bad(format!("its preprocessing is unusable: {reason}")))?;
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(pre: Preprocess) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            arch: "resnet50".into(),
+            embedding_dim: 8,
+            normalized: true,
+            distance: Distance::Cosine,
+            input_name: INPUT_NAME.into(),
+            output_name: "embedding".into(),
+            preprocess: pre,
+            provenance: Provenance::default(),
+            weights_sha256: None,
+        }
+    }
+
+    /// Manifests the fuzzer found accepted although their preprocessing gives infinities.
+    #[test]
+    fn unusable_preprocessing_is_refused_by_name() {
+        let ok = manifest(Preprocess::imagenet(256, 224));
+        assert_eq!(Manifest::from_json(&ok.to_json()).unwrap(), ok);
+        let json = ok.to_json();
+        let e = Manifest::from_json(&json.replacen("0.406", "1e39", 1)).unwrap_err().to_string();
+        assert!(e.contains("preprocessing") && e.contains("finite"), "{e}");
+        let base = Preprocess::imagenet(256, 224);
+        for (pre, says) in [
+            (Preprocess { scale: 3.9e36, ..base.clone() }, "overflows"),
+            (Preprocess { std: [0.2, 0.0, 0.2], ..base.clone() }, "non-zero"),
+            (Preprocess { crop: 0, ..base.clone() }, "crop 0"),
+            (Preprocess { resize: 4_000_000_000, ..base.clone() }, "resize 4000000000"),
+        ] {
+            let e = Manifest::from_json(&manifest(pre).to_json()).unwrap_err().to_string();
+            assert!(e.contains("preprocessing") && e.contains(says), "{e}");
+        }
     }
 }

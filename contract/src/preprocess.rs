@@ -8,6 +8,11 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
+/// Largest input side (`crop`) a model may ask for, and largest `resize`: 16k pixels, far
+/// beyond any image network's input, small enough that one preprocessed image fits in
+/// memory.
+pub const MAX_INPUT_SIDE: u32 = 16_384;
+
 /// Channel order of the network input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +63,35 @@ impl Preprocess {
     pub fn with_size(&self, crop: u32) -> Self {
         let resize = ((crop as f64) * (self.resize as f64) / (self.crop as f64)).round() as u32;
         Self { resize, crop, ..self.clone() }
+    }
+
+    /// Why this preprocessing cannot be used, if it cannot: sizes of 1 to
+    /// [`MAX_INPUT_SIDE`] (a resize below the crop resizes to the crop), finite mean and
+    /// scale, finite non-zero std, and the normalised values of every pixel value finite.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.crop == 0 || self.crop > MAX_INPUT_SIDE {
+            return Err(format!("crop {} is not in 1..={MAX_INPUT_SIDE}", self.crop));
+        }
+        if self.resize > MAX_INPUT_SIDE {
+            return Err(format!("resize {} is over {MAX_INPUT_SIDE}", self.resize));
+        }
+        if !self.scale.is_finite() || self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("scale {} and mean {:?} must be finite numbers", self.scale, self.mean));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+            return Err(format!("std {:?} must be finite and non-zero", self.std));
+        }
+        for c in 0..3 {
+            for v in [0.0, 255.0] {
+                if !((v * self.scale - self.mean[c]) / self.std[c]).is_finite() {
+                    return Err(format!(
+                        "channel {c} overflows: ({v} x {} - {}) / {}",
+                        self.scale, self.mean[c], self.std[c]
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Resize (shorter side) and centre-crop an image, giving `crop` x `crop` RGB pixels.
@@ -140,13 +174,20 @@ pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 }
 
 /// Resizes the region `[left, top, width, height]` (source pixels, fractional allowed) of
-/// `img` to `width` x `height`, as [`resize`] does (SIMD where the CPU has it).
+/// `img` to `width` x `height`, as [`resize`] does (SIMD where the CPU has it). The region
+/// is clipped to the image: a region computed in floats may overshoot its edge by a
+/// rounding error (fuzzing found a centre crop that did), which the resizer refuses.
 pub fn resize_region(img: &RgbImage, region: [f64; 4], width: u32, height: u32) -> RgbImage {
     let mut out = RgbImage::new(width.max(1), height.max(1));
     if img.width() == 0 || img.height() == 0 {
         return out;
     }
-    let [left, top, w, h] = region;
+    let (iw, ih) = (img.width() as f64, img.height() as f64);
+    let left = region[0].clamp(0.0, iw);
+    let top = region[1].clamp(0.0, ih);
+    let (w, h) = (region[2].min(iw - left), region[3].min(ih - top));
+    let usable = left.is_finite() && top.is_finite() && w > 0.0 && h > 0.0;
+    let [left, top, w, h] = if usable { [left, top, w, h] } else { [0.0, 0.0, iw, ih] };
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, w, h);
     Resizer::new().resize(img, &mut out, &options).expect("an RGB8 to RGB8 resize of a non-empty image cannot fail");
     out
@@ -155,6 +196,18 @@ pub fn resize_region(img: &RgbImage, region: [f64; 4], width: u32, height: u32) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzzer's find: the centre crop of a 7 x 7 image at 25 x 25 is a region that
+    /// overshoots the image by 9e-16 pixels in floats, which the resizer refused (a panic).
+    #[test]
+    fn a_crop_region_past_the_edge_by_rounding_is_clipped() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(7, 7, |x, y| image::Rgb([x as u8 * 30, y as u8 * 30, 0])));
+        let v = Preprocess::imagenet(25, 25).apply(&img);
+        assert_eq!(v.len(), 3 * 25 * 25);
+        assert!(v.iter().all(|x| x.is_finite()));
+        let out = resize_region(&rgb8(&img), [f64::NAN, -3.0, 99.0, 0.5], 4, 4);
+        assert_eq!(out.dimensions(), (4, 4));
+    }
 
     #[test]
     fn crop_is_square_and_centred() {

@@ -71,6 +71,9 @@ pub enum Error {
     #[error("the server is shutting down or overloaded; retry later")]
     Unavailable,
 
+    #[error("the server is answering {limit} requests already (http.max_in_flight); retry in a second")]
+    Overloaded { limit: usize },
+
     #[error("too many requests from this client ({per_second} a second); retry after {retry_after_s} s")]
     RateLimited { per_second: f64, retry_after_s: u64 },
 

@@ -191,7 +191,7 @@ impl Filter {
                 return Err(invalid(text, "it has an empty term; separate terms with single commas".into()));
             }
             let (negated, body) = match term.strip_prefix('!') {
-                Some(rest) => (true, rest),
+                Some(rest) => (true, rest.trim_start()),
                 None => (false, term),
             };
             let condition = parse_term(body).map_err(|reason| invalid(text, format!("term `{term}`: {reason}")))?;
@@ -213,7 +213,7 @@ fn parse_term(term: &str) -> std::result::Result<Condition, String> {
     let end = term
         .find([':', '<', '>', '?'])
         .ok_or_else(|| "expected `key:value`, `key:a|b`, `key>n`, `key>=n`, `key<n`, `key<=n` or `key?`".to_string())?;
-    let key = Key::parse(&term[..end])?;
+    let key = Key::parse(term[..end].trim_end())?;
     let rest = &term[end..];
     let number = |text: &str| -> std::result::Result<f64, String> {
         text.trim().parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| format!("`{text}` is not a number"))
@@ -357,6 +357,17 @@ mod tests {
 
     fn yes(filter: &str) -> bool {
         Filter::parse(filter).unwrap_or_else(|e| panic!("{filter}: {e}")).matches(&item())
+    }
+
+    /// The fuzzer's find: `!` followed by a space (or a tab) negated the key ` label`.
+    #[test]
+    fn white_space_around_a_negation_or_a_key_is_ignored() {
+        let doc = serde_json::json!({"label": "shoe"});
+        for text in ["! label:shoe", "!\tlabel:shoe", " ! label :shoe"] {
+            let f = Filter::parse(text).unwrap();
+            assert!(!f.matches(&doc), "{text}");
+        }
+        assert!(Filter::parse("\tlabel :shoe").unwrap().matches(&doc));
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Gauges {
     pub images: usize,
     pub graph_points: usize,
     pub tombstones: usize,
+    /// API requests being answered (against `http.max_in_flight`).
+    pub in_flight: usize,
 }
 
 impl Default for Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
             ("stml_index_images", "Images in the index.", gauges.images),
             ("stml_index_graph_points", "Points in the HNSW graph, deleted ones included.", gauges.graph_points),
             ("stml_index_tombstones", "Deleted points awaiting a graph rebuild.", gauges.tombstones),
+            ("stml_http_in_flight", "API requests being answered (http.max_in_flight caps them).", gauges.in_flight),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }

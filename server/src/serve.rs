@@ -160,6 +160,7 @@ pub fn start(settings: Settings) -> Result<Running> {
         ready: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
         limiter: http::RateLimiter::new(&settings.rate_limit).map(Arc::new),
+        in_flight: http::InFlight::new(settings.http.max_in_flight),
     });
     let address = format!("{}:{}", settings.host, settings.port);
     let app_state = state.clone();

@@ -166,11 +166,21 @@ pub struct HttpLimits {
     pub keep_alive_s: u64,
     /// Connections each HTTP worker serves at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// API requests (searches, items, changes) answered at once, all workers together; one
+    /// more is refused at once with 503 and `Retry-After: 1` rather than queued. Health
+    /// checks and the page are not counted.
+    pub max_in_flight: usize,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { header_timeout_ms: 5000, body_timeout_s: 60, keep_alive_s: 5, max_connections: 10_000 }
+        Self {
+            header_timeout_ms: 5000,
+            body_timeout_s: 60,
+            keep_alive_s: 5,
+            max_connections: 10_000,
+            max_in_flight: 512,
+        }
     }
 }
 
@@ -340,8 +350,10 @@ impl Settings {
             return bad("rate_limit.per_second must be 0 (off) or positive and rate_limit.burst at least 1");
         }
         let h = &self.http;
-        if h.header_timeout_ms == 0 || h.body_timeout_s == 0 || h.max_connections == 0 {
-            return bad("http.header_timeout_ms, http.body_timeout_s and http.max_connections must be at least 1");
+        if h.header_timeout_ms == 0 || h.body_timeout_s == 0 || h.max_connections == 0 || h.max_in_flight == 0 {
+            return bad(
+                "http.header_timeout_ms, http.body_timeout_s, http.max_connections and http.max_in_flight must be at least 1",
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key go together: give both (PEM files) to serve HTTPS, or neither");

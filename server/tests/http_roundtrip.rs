@@ -497,3 +497,59 @@ fn slow_clients_do_not_starve_others() {
         }
     }
 }
+
+/// `[http] max_in_flight` (issue 14, item 3): past the cap an API request is refused at
+/// once with 503 and `Retry-After`, not queued; health checks still answer; places come
+/// back when requests end.
+#[test]
+fn requests_past_the_in_flight_cap_get_503_at_once() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let env = [("STML_SERVER_HTTP__MAX_IN_FLIGHT", "2"), ("STML_SERVER_HTTP__BODY_TIMEOUT_S", "30")];
+    let srv = ServerProc::start(&model, &dir.path().join("index"), &env);
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let http = client();
+    assert_eq!(http.get(srv.url("/images")).send().unwrap().status(), 200);
+    // Two searches whose bodies have not all come hold both places.
+    let mut slow: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(
+                b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // Both are in flight (metrics answer whatever the load) ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http.get(srv.url("/metrics")).send().unwrap().text().unwrap();
+        if text.lines().any(|l| l == "stml_http_in_flight 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow searches never took their places:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... so a third request is refused, at once.
+    let t = Instant::now();
+    let refused = http.get(srv.url("/images")).send().unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(t.elapsed() < Duration::from_secs(1), "the refusal waited {:?}", t.elapsed());
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    assert_eq!(http.get(srv.url("/healthz")).send().unwrap().status(), 200);
+    // The slow ones end (their connections close): places come back.
+    for s in &mut slow {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(srv.url("/images")).send().unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "places were not given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

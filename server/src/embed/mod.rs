@@ -5,7 +5,7 @@
 //! hand-off would cost more than the work. Inference runs on its own thread.
 
 mod batcher;
-mod decode;
+pub mod decode;
 
 pub use batcher::Batcher;
 pub use decode::{decode_image, min_side, thumbnail_jpeg, THUMBNAIL_SIDE};

@@ -35,6 +35,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::Unavailable => "unavailable",
             Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
             Error::Milvus { .. } => "backend",
             Error::NotOnBackend { .. } => "not_on_backend",
             Error::Upgrading => "upgrading",
@@ -66,7 +67,7 @@ impl ResponseError for Error {
             Error::CollectionExists { .. } | Error::Upgrading => StatusCode::CONFLICT,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable | Error::Milvus { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable | Error::Overloaded { .. } | Error::Milvus { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NotOnBackend { .. } => StatusCode::NOT_IMPLEMENTED,
             Error::Settings { .. }
             | Error::OrtLibraryMissing { .. }
@@ -82,7 +83,11 @@ impl ResponseError for Error {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        if matches!(self, Error::Overloaded { .. }) {
+            // Load shedding is the server working as told; one line per refusal at error
+            // level would flood the log just when it is busiest.
+            tracing::debug!("{self}");
+        } else if status.is_server_error() {
             tracing::error!("{self}");
         }
         let mut res = HttpResponse::build(status);
@@ -94,7 +99,7 @@ impl ResponseError for Error {
                 res.insert_header(("Retry-After", retry_after_s.to_string()));
             }
             // A full queue or a backend away: worth trying again shortly.
-            Error::Unavailable | Error::Milvus { .. } => {
+            Error::Unavailable | Error::Overloaded { .. } | Error::Milvus { .. } => {
                 res.insert_header(("Retry-After", "1"));
             }
             _ => {}

@@ -52,7 +52,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut gauges = Gauges::default();
+    let mut gauges = Gauges { in_flight: state.in_flight.current(), ..Gauges::default() };
     for c in state.collections.all() {
         let g = c.gallery.stats();
         gauges.images += g.images;

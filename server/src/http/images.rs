@@ -33,6 +33,20 @@ pub struct VectorItem {
     pub vector: Vec<f32>,
 }
 
+impl VectorItem {
+    /// The item to insert (no content hash, thumbnail or original: there is no file).
+    pub fn into_new_image(self) -> NewImage {
+        NewImage {
+            id: self.id,
+            metadata: self.metadata,
+            content_hash: None,
+            vector: self.vector,
+            thumbnail: None,
+            original: None,
+        }
+    }
+}
+
 /// JSON body of `POST /images`: one item or `{"images": [...]}`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -59,13 +73,14 @@ pub struct Added {
 }
 
 /// An uploaded image waiting to be embedded.
-struct Pending {
-    id: Option<String>,
-    metadata: serde_json::Value,
-    bytes: web::Bytes,
+pub struct Pending {
+    pub id: Option<String>,
+    pub metadata: serde_json::Value,
+    pub bytes: web::Bytes,
 }
 
-fn parse_metadata(text: Option<&str>) -> Result<serde_json::Value> {
+/// The `metadata` of a query string or multipart field: JSON text (an empty object when absent).
+pub fn parse_metadata(text: Option<&str>) -> Result<serde_json::Value> {
     match text {
         None => Ok(serde_json::Value::Object(Default::default())),
         Some(t) => serde_json::from_str(t).map_err(|e| Error::BadRequest(format!("metadata is not valid JSON: {e}"))),
@@ -73,7 +88,7 @@ fn parse_metadata(text: Option<&str>) -> Result<serde_json::Value> {
 }
 
 /// Pairs the i-th `id` and `metadata` fields with the i-th file field.
-fn from_multipart(parts: Vec<body::Part>) -> Result<Vec<Pending>> {
+pub fn from_multipart(parts: Vec<body::Part>) -> Result<Vec<Pending>> {
     let mut files = Vec::new();
     let mut ids = Vec::new();
     let mut metas = Vec::new();
@@ -135,17 +150,7 @@ pub async fn add(
                 VectorBody::Many { images } => images,
                 VectorBody::One(item) => vec![item],
             };
-            items
-                .into_iter()
-                .map(|i| NewImage {
-                    id: i.id,
-                    metadata: i.metadata,
-                    content_hash: None,
-                    vector: i.vector,
-                    thumbnail: None,
-                    original: None,
-                })
-                .collect()
+            items.into_iter().map(VectorItem::into_new_image).collect()
         }
         Upload::Image(bytes) => {
             let pending = vec![Pending { id: params.id, metadata: parse_metadata(params.metadata.as_deref())?, bytes }];
@@ -267,7 +272,8 @@ pub struct PatchBody {
     pub metadata: serde_json::Value,
 }
 
-fn page_args(
+/// A listing's arguments, checked.
+pub fn page_args(
     filter: Option<Filter>,
     cursor: Option<String>,
     limit: Option<usize>,

@@ -1,9 +1,11 @@
 //! Per-client request rates: a token bucket for each API key presented (by a hash of it)
 //! or, for requests without one, each client address. A client over its rate gets 429
-//! with `Retry-After` instead of a place in a queue; others are not slowed.
+//! with `Retry-After` instead of a place in a queue; others are not slowed. And the cap on
+//! requests in flight, all clients together ([`InFlight`]): past it, 503 at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::dev::{Payload, ServiceRequest};
@@ -15,6 +17,45 @@ use futures_util::StreamExt;
 type BoxedPayloadStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, PayloadError>>>>;
 
 use crate::settings::RateLimit;
+
+/// API requests being answered, all workers together, and the most allowed at once.
+pub struct InFlight {
+    now: AtomicUsize,
+    limit: usize,
+}
+
+/// One request's place in [`InFlight`], given back when dropped.
+pub struct InFlightSlot(Arc<InFlight>);
+
+impl InFlight {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { now: AtomicUsize::new(0), limit })
+    }
+
+    /// A place for one more request, or `None` when all are taken (nobody waits for one).
+    pub fn enter(self: &Arc<Self>) -> Option<InFlightSlot> {
+        if self.now.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlightSlot(self.clone()))
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Requests being answered now.
+    pub fn current(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Clients tracked at most; past it, buckets that have refilled (idle clients) are dropped.
 const MAX_CLIENTS: usize = 100_000;

@@ -4,18 +4,18 @@
 //! `/collections/{collection}` for any. Errors become status codes in [`error`] only.
 
 mod auth;
-mod body;
-mod collections;
+pub mod body;
+pub mod collections;
 mod cors;
 pub mod error;
 mod health;
-mod images;
+pub mod images;
 mod limit;
 mod openapi;
 mod page;
-mod search;
+pub mod search;
 
-pub use limit::RateLimiter;
+pub use limit::{InFlight, RateLimiter};
 pub use openapi::document as openapi_document;
 
 use std::collections::HashMap;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub started: Instant,
     /// The per-client rate limits, when on (shared by every worker).
     pub limiter: Option<Arc<limit::RateLimiter>>,
+    /// API requests being answered, against `[http] max_in_flight`.
+    pub in_flight: Arc<limit::InFlight>,
 }
 
 /// The `{id}` segment of an item route (with or without the collection prefix).
@@ -188,14 +190,19 @@ pub fn app(
     let access = Arc::new(access_map());
     let settings = state.settings.clone();
     let limiter = state.limiter.clone();
+    let in_flight = state.in_flight.clone();
     actix_web::App::new()
         .app_data(state)
         .configure(configure)
-        // Innermost: each route's access, then the client's rate, checked before its
-        // handler runs (unknown routes and methods go on to their JSON 404 / 405).
+        // Innermost: each route's access, then the client's rate, then a place among the
+        // requests in flight, checked before its handler runs (unknown routes and methods
+        // go on to their JSON 404 / 405).
         .wrap_fn(move |req, srv| {
             let pattern = req.match_pattern();
             let needed = pattern.and_then(|p| access.get(&(req.method().clone(), p)).copied());
+            // Monitoring answers under any load: /metrics takes no place.
+            let counted = needed.is_some_and(|a| a != Access::Open) && req.path() != "/metrics";
+            let mut slot = None;
             let refused = needed.and_then(|a| auth::check(req.request(), a, &settings).err()).or_else(|| {
                 // Health checks and the page are not counted: only the API's reads and changes.
                 let limiter = limiter.as_ref().filter(|_| needed.is_some_and(|a| a != Access::Open))?;
@@ -204,6 +211,13 @@ pub fn app(
                     per_second: settings.rate_limit.per_second,
                     retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
                 })
+            });
+            let refused = refused.or_else(|| {
+                if !counted {
+                    return None;
+                }
+                slot = in_flight.enter();
+                slot.is_none().then(|| crate::Error::Overloaded { limit: in_flight.limit() })
             });
             let (early, fut) = match refused {
                 Some(e) => (Some(req.error_response(e)), None),
@@ -216,6 +230,7 @@ pub fn app(
                 }
             };
             async move {
+                let _slot = slot;
                 match early {
                     Some(res) => Ok(res.map_into_right_body()),
                     None => Ok(fut.expect("called when not refused").await?.map_into_left_body()),

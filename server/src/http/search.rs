@@ -114,7 +114,7 @@ pub struct BatchResponse {
 
 /// A query's options, checked, with the body's over the query string's; the vector is
 /// filled in later.
-fn options(params: &SearchParams, body: Option<&QueryBody>, max_k: usize) -> Result<Query> {
+pub fn options(params: &SearchParams, body: Option<&QueryBody>, max_k: usize) -> Result<Query> {
     let k = body.and_then(|b| b.k).or(params.k).unwrap_or(10);
     if k == 0 || k > max_k {
         return Err(Error::InvalidK { k, max: max_k });

@@ -1,0 +1,27 @@
+//! The fuzzing targets, one module each.
+
+mod filter;
+mod image;
+mod json;
+mod manifest;
+mod multipart;
+mod query;
+
+use crate::Target;
+
+/// Every target, in the order `fuzz` runs them.
+pub fn all() -> [&'static Target; 6] {
+    [&image::TARGET, &query::TARGET, &json::TARGET, &multipart::TARGET, &filter::TARGET, &manifest::TARGET]
+}
+
+/// The target named `name`.
+pub fn by_name(name: &str) -> Option<&'static Target> {
+    all().into_iter().find(|t| t.name == name)
+}
+
+/// The tail bytes of an input that choose its structured parameters (read with
+/// `arbitrary`), and the rest.
+fn split_params(input: &[u8], n: usize) -> (&[u8], arbitrary::Unstructured<'_>) {
+    let at = input.len().saturating_sub(n);
+    (&input[..at], arbitrary::Unstructured::new(&input[at..]))
+}
