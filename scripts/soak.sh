@@ -8,7 +8,7 @@
 # twice the median minute's, or a collection that changed size.
 #
 #   bash scripts/soak.sh                 # about 11 minutes, plus a release build
-#   SECONDS_=120 bash scripts/soak.sh    # a short one
+#   SECONDS_=240 WARMUP=60 bash scripts/soak.sh    # a short one (two minutes judged)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

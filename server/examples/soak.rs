@@ -187,6 +187,13 @@ fn request(
 
 fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
+    if args.seconds < args.warmup + 2 * WINDOW_S {
+        bail!(
+            "--seconds {} leaves under two whole minutes after the {} s warm-up to judge; give more, or a shorter --warmup",
+            args.seconds,
+            args.warmup
+        );
+    }
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let images: Arc<Vec<Vec<u8>>> = Arc::new((0..64).map(|i| fixtures::png(1000 + i, 64, 48)).collect());
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);

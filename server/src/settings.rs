@@ -167,8 +167,9 @@ pub struct HttpLimits {
     /// Connections each HTTP worker serves at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// API requests (searches, items, changes) answered at once, all workers together; one
-    /// more is refused at once with 503 and `Retry-After: 1` rather than queued. Health
-    /// checks and the page are not counted.
+    /// more is refused at once with 503 and `Retry-After: 1` rather than queued. A request
+    /// counts once its body has come (a slow upload holds no place); health checks, the
+    /// page and `/metrics` are not counted.
     pub max_in_flight: usize,
 }
 

@@ -266,6 +266,9 @@ impl TrainConfig {
         if self.model.image_size < 32 {
             return bad(format!("--image-size {} is too small; use at least 32", self.model.image_size));
         }
+        if let Err(reason) = self.model.preprocess().check() {
+            return bad(format!("--image-size {} makes an unusable input: {reason}", self.model.image_size));
+        }
         if !(0.0..1.0).contains(&self.data.holdout_classes) {
             return bad(format!("--holdout-classes must be in [0, 1), got {}", self.data.holdout_classes));
         }

@@ -90,6 +90,11 @@ impl Running {
         panic!("the trainer never printed {text:?}; its log:\n{}", self.log.join("\n"));
     }
 
+    /// True while the trainer has not exited.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// SIGKILL (what `Child::kill` sends on Unix), then reap.
     fn kill9(mut self) {
         let _ = self.child.kill();
@@ -168,17 +173,26 @@ fn kill_9_anywhere_then_resume_ends_bit_exact() {
         }
     }
 
-    // Killed at seeded random moments (whatever part of an epoch they fall in).
+    // Killed at seeded random moments (whatever part of an epoch they fall in), aimed
+    // within the time the epochs left take; a kill only counts if the trainer was running.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
-    for _ in 0..4 {
+    let mut random_kills = 0;
+    for _ in 0..6 {
         let before = epochs_done(&latest_complete(&run).unwrap());
-        let r = start(None);
-        std::thread::sleep(full.mul_f64(rng.gen_range(0.1..0.9)));
+        if before == EPOCHS as u64 {
+            break;
+        }
+        let mut r = start(None);
+        let left = (EPOCHS as u64 - before) as f64 / EPOCHS as f64;
+        std::thread::sleep(full.mul_f64(left * rng.gen_range(0.1..0.9)));
+        random_kills += usize::from(r.running());
         r.kill9();
         let after = latest_complete(&run).expect("LATEST names a complete checkpoint after a random kill");
         assert!(epochs_done(&after) >= before);
-        kills.push(format!("random: LATEST {}", after.display()));
+        kills.push(format!("random ({} epochs done before): LATEST {}", before, after.display()));
     }
+
+    assert!(random_kills >= 2, "only {random_kills} random kills hit a running trainer: {kills:?}");
 
     // The last resume runs to the end.
     let (ok, log) = start(None).finish();

@@ -97,11 +97,12 @@ pub async fn read(headers: &HeaderMap, mut payload: Payload, limit: usize) -> Re
 ///
 /// Fuzzing found two faults of actix-multipart 0.7 that this guards against. The body is
 /// in memory, so every step of the parser is ready at once; a step that is not means the
-/// parser waits for bytes that will never come (it does so, without ever waking, on a body
-/// cut short inside a part's headers or before a boundary), and the body is refused as
-/// incomplete. And, given a boundary of one to three characters, it panics on a line of
-/// under four bytes before the first boundary, which would take down the HTTP worker with
-/// every request on it: the panic is caught and the body refused as malformed.
+/// parser waits for bytes that will never come (it does so, without ever waking, when a
+/// part's data ends in a carriage return with no proper boundary after it: a truncated or
+/// malformed upload), and the body is refused as incomplete. And, given a boundary of one
+/// to three characters, it panics on a line of under four bytes before the first boundary,
+/// which would end the connection without an answer (and print a panic for each such
+/// request): the panic is caught and the body refused as malformed.
 pub fn multipart(headers: &HeaderMap, body: Bytes) -> Result<Vec<Part>> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_multipart(headers, body))).unwrap_or_else(|_| {
         Err(Error::BadRequest("malformed multipart body: a line before the first boundary is cut short".into()))

@@ -34,11 +34,16 @@ impl InFlight {
 
     /// A place for one more request, or `None` when all are taken (nobody waits for one).
     pub fn enter(self: &Arc<Self>) -> Option<InFlightSlot> {
-        if self.now.fetch_add(1, Ordering::AcqRel) >= self.limit {
-            self.now.fetch_sub(1, Ordering::AcqRel);
-            return None;
+        let mut now = self.now.load(Ordering::Acquire);
+        loop {
+            if now >= self.limit {
+                return None;
+            }
+            match self.now.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(InFlightSlot(self.clone())),
+                Err(seen) => now = seen,
+            }
         }
-        Some(InFlightSlot(self.clone()))
     }
 
     pub fn limit(&self) -> usize {
@@ -121,6 +126,40 @@ pub fn with_deadline(payload: Payload, deadline: tokio::time::Instant) -> Payloa
             Ok(None) => None,
             Err(_) => {
                 Some((Err(PayloadError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, BODY_TIMED_OUT))), None))
+            }
+        }
+    });
+    let boxed: BoxedPayloadStream = Box::pin(stream);
+    Payload::from(boxed)
+}
+
+/// `payload`, taking a place in `in_flight` once it has all come (into `held`, given
+/// back when the request ends): a client still sending its body takes no place, so slow
+/// uploads cannot crowd others out. When no place is free the body ends in an error and
+/// `refused` is set, for the caller to answer 503.
+pub fn place_when_complete(
+    payload: Payload,
+    in_flight: Arc<InFlight>,
+    held: Arc<Mutex<Option<InFlightSlot>>>,
+    refused: Arc<std::sync::atomic::AtomicBool>,
+) -> Payload {
+    let stream = futures_util::stream::unfold(Some(payload), move |state| {
+        let (in_flight, held, refused) = (in_flight.clone(), held.clone(), refused.clone());
+        async move {
+            let mut payload = state?;
+            match payload.next().await {
+                Some(item) => Some((item, Some(payload))),
+                None => match in_flight.enter() {
+                    Some(slot) => {
+                        *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
+                        None
+                    }
+                    None => {
+                        refused.store(true, Ordering::Release);
+                        let e = std::io::Error::other("the server is answering too many requests");
+                        Some((Err(PayloadError::Io(e)), None))
+                    }
+                },
             }
         }
     });

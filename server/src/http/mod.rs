@@ -19,11 +19,12 @@ pub use limit::{InFlight, RateLimiter};
 pub use openapi::document as openapi_document;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::Service;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use actix_web::http::Method;
 use actix_web::HttpMessage;
 use actix_web::{web, HttpRequest};
@@ -199,9 +200,15 @@ pub fn app(
         // go on to their JSON 404 / 405).
         .wrap_fn(move |req, srv| {
             let pattern = req.match_pattern();
-            let needed = pattern.and_then(|p| access.get(&(req.method().clone(), p)).copied());
             // Monitoring answers under any load: /metrics takes no place.
-            let counted = needed.is_some_and(|a| a != Access::Open) && req.path() != "/metrics";
+            let monitoring = pattern.as_deref() == Some("/metrics");
+            let needed = pattern.and_then(|p| access.get(&(req.method().clone(), p)).copied());
+            let counted = needed.is_some_and(|a| a != Access::Open) && !monitoring;
+            // A request with a body takes its place once the body has come (see
+            // `limit::place_when_complete`); one without, at once.
+            let headers = req.headers();
+            let has_body = headers.contains_key(TRANSFER_ENCODING)
+                || headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
             let mut slot = None;
             let refused = needed.and_then(|a| auth::check(req.request(), a, &settings).err()).or_else(|| {
                 // Health checks and the page are not counted: only the API's reads and changes.
@@ -213,28 +220,45 @@ pub fn app(
                 })
             });
             let refused = refused.or_else(|| {
-                if !counted {
+                if !counted || has_body {
                     return None;
                 }
                 slot = in_flight.enter();
                 slot.is_none().then(|| crate::Error::Overloaded { limit: in_flight.limit() })
             });
+            let held = Arc::new(std::sync::Mutex::new(None));
+            let overloaded = Arc::new(AtomicBool::new(false));
             let (early, fut) = match refused {
                 Some(e) => (Some(req.error_response(e)), None),
                 None => {
                     let mut req = req;
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.http.body_timeout_s);
-                    let payload = req.take_payload();
-                    req.set_payload(limit::with_deadline(payload, deadline));
+                    let mut payload = limit::with_deadline(req.take_payload(), deadline);
+                    if counted && has_body {
+                        payload =
+                            limit::place_when_complete(payload, in_flight.clone(), held.clone(), overloaded.clone());
+                    }
+                    req.set_payload(payload);
                     (None, Some(srv.call(req)))
                 }
             };
+            let limit = in_flight.limit();
             async move {
                 let _slot = slot;
-                match early {
-                    Some(res) => Ok(res.map_into_right_body()),
-                    None => Ok(fut.expect("called when not refused").await?.map_into_left_body()),
+                let res = match early {
+                    Some(res) => return Ok(res.map_into_right_body()),
+                    None => fut.expect("called when not refused").await?,
+                };
+                // The place the body took (if any) is given back when the answer is made.
+                let _place = held.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if overloaded.load(Ordering::Acquire) {
+                    // The body came when every place was taken: 503, whatever the handler
+                    // made of the body's error.
+                    let (request, _) = res.into_parts();
+                    let answer = actix_web::ResponseError::error_response(&crate::Error::Overloaded { limit });
+                    return Ok(ServiceResponse::new(request, answer).map_into_right_body());
                 }
+                Ok(res.map_into_left_body())
             }
         })
         .wrap_fn(move |req, srv| {

@@ -95,7 +95,12 @@ impl RunDir {
     /// Appends one JSON line to metrics.jsonl.
     pub fn log_metrics(&self, value: &serde_json::Value) -> Result<()> {
         let p = self.root.join("metrics.jsonl");
+        // A line torn by a crash (no newline at the end) must not swallow this one.
+        let torn = std::fs::read(&p).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n'));
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(io_err(&p))?;
+        if torn {
+            writeln!(f).map_err(io_err(&p))?;
+        }
         writeln!(f, "{value}").map_err(io_err(&p))?;
         f.sync_data().map_err(io_err(&p))
     }
