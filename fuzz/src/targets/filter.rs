@@ -27,7 +27,7 @@ pub const TARGET: crate::Target = crate::Target {
 };
 
 fn seeds() -> Vec<Vec<u8>> {
-    [
+    super::texts(&[
         "label:shoe",
         "label:shoe|boot,year>2020,size<=3.5,tags?",
         "!label:shoe",
@@ -35,10 +35,7 @@ fn seeds() -> Vec<Vec<u8>> {
         "year>=2020,year<2022,!n?",
         r#"{"must": [{"key": "label", "match": "shoe"}, {"key": "year", "range": {"gt": 2020, "lte": 2021}}]}"#,
         r#"{"should": [{"key": "tags", "match": {"any": ["a", 3, false]}}, {"must_not": [{"key": "a.b", "exists": true}]}]}"#,
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect()
+    ])
 }
 
 fn dictionary() -> &'static [&'static [u8]] {

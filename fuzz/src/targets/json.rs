@@ -21,7 +21,7 @@ pub const TARGET: crate::Target = crate::Target {
 };
 
 fn seeds() -> Vec<Vec<u8>> {
-    [
+    super::texts(&[
         r#"{"vector": [0.1, -0.2, 0.3], "k": 5, "offset": 5, "ef": 64, "filter": {"must": [{"key": "label", "match": "shoe"}, {"key": "year", "range": {"gte": 2020}}]}}"#,
         r#"{"id": "cat-01", "rerank": true, "rerank_depth": 40, "rerank_k": 4, "rerank_weight": 0.1, "max_distance": 1.5}"#,
         r#"{"searches": [{"vector": [1, 2, 3]}, {"id": "a", "filter": "label:shoe|boot,!size<3"}]}"#,
@@ -31,10 +31,7 @@ fn seeds() -> Vec<Vec<u8>> {
         r#"{"metadata": {"label": null, "nested": {"x": [1, {"y": null}], "z": {}}}}"#,
         r#"{"name": "birds", "model": "/models/birds.onnx", "keep_originals": true}"#,
         r#"{"model": "/models/new.onnx", "skip_unreadable": true, "swap": false}"#,
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect()
+    ])
 }
 
 fn dictionary() -> &'static [&'static [u8]] {

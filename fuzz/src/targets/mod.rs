@@ -25,3 +25,8 @@ fn split_params(input: &[u8], n: usize) -> (&[u8], arbitrary::Unstructured<'_>) 
     let at = input.len().saturating_sub(n);
     (&input[..at], arbitrary::Unstructured::new(&input[at..]))
 }
+
+/// Text seeds as bytes.
+fn texts(seeds: &[&str]) -> Vec<Vec<u8>> {
+    seeds.iter().map(|s| s.as_bytes().to_vec()).collect()
+}

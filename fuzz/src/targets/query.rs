@@ -18,7 +18,7 @@ pub const TARGET: crate::Target = crate::Target {
 };
 
 fn seeds() -> Vec<Vec<u8>> {
-    [
+    super::texts(&[
         "k=5&offset=10&ef=64&max_distance=0.5&filter=label:shoe,year>2020",
         "k=20&filter=%7B%22must%22%3A%5B%7B%22key%22%3A%22label%22%2C%22match%22%3A%22a%22%7D%5D%7D",
         "rerank=true&rerank_depth=50&rerank_k=5&rerank_weight=0.03&k=10",
@@ -26,10 +26,7 @@ fn seeds() -> Vec<Vec<u8>> {
         "vector=true",
         "filter=!label:shoe|boot,size%3E%3D3,tags?&limit=50&cursor=abc_01",
         "filter=a.b.c:1&limit=1000",
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect()
+    ])
 }
 
 fn dictionary() -> &'static [&'static [u8]] {
