@@ -36,7 +36,7 @@ pub struct Target {
     pub name: &'static str,
     pub about: &'static str,
     pub seeds: fn() -> Vec<Vec<u8>>,
-    pub dictionary: fn() -> &'static [&'static [u8]],
+    pub dictionary: fn() -> Vec<&'static [u8]>,
     pub run: fn(&[u8]) -> bool,
 }
 

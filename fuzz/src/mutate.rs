@@ -40,12 +40,12 @@ pub const MAX_LEN: usize = 64 * 1024;
 /// Makes inputs from seeds.
 pub struct Mutator {
     seeds: Vec<Vec<u8>>,
-    dictionary: &'static [&'static [u8]],
+    dictionary: Vec<&'static [u8]>,
     rng: ChaCha8Rng,
 }
 
 impl Mutator {
-    pub fn new(seeds: Vec<Vec<u8>>, dictionary: &'static [&'static [u8]], rng: ChaCha8Rng) -> Self {
+    pub fn new(seeds: Vec<Vec<u8>>, dictionary: Vec<&'static [u8]>, rng: ChaCha8Rng) -> Self {
         assert!(!seeds.is_empty(), "a target needs at least one seed");
         Self { seeds, dictionary, rng }
     }

@@ -38,40 +38,11 @@ fn seeds() -> Vec<Vec<u8>> {
     ])
 }
 
-fn dictionary() -> &'static [&'static [u8]] {
-    &[
-        b":",
-        b">",
-        b">=",
-        b"<",
-        b"<=",
-        b"?",
-        b"!",
-        b"|",
-        b",",
-        b".",
-        b"..",
-        b"{",
-        b"}",
-        b"[",
-        b"]",
-        b"\"must\"",
-        b"\"should\"",
-        b"\"must_not\"",
-        b"\"key\"",
-        b"\"match\"",
-        b"\"any\"",
-        b"\"range\"",
-        b"\"gte\"",
-        b"\"lt\"",
-        b"\"exists\"",
-        b"label",
-        b"year",
-        b"tags",
-        b"nested.x.y",
-        b"1e308",
-        b"-inf",
-    ]
+fn dictionary() -> Vec<&'static [u8]> {
+    let brackets: &[&[u8]] = &[b"..", b"{", b"}", b"[", b"]"];
+    let rest: &[&[u8]] =
+        &[b"\"gte\"", b"\"lt\"", b"\"exists\"", b"label", b"year", b"tags", b"nested.x.y", b"1e308", b"-inf"];
+    [super::FILTER_OPERATORS, brackets, super::FILTER_FIELDS, rest].concat()
 }
 
 fn run(input: &[u8]) -> bool {

@@ -50,8 +50,8 @@ fn seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
-fn dictionary() -> &'static [&'static [u8]] {
-    &[
+fn dictionary() -> Vec<&'static [u8]> {
+    vec![
         b"\x89PNG\r\n\x1a\n",
         b"IHDR",
         b"IDAT",

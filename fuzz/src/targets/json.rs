@@ -34,24 +34,9 @@ fn seeds() -> Vec<Vec<u8>> {
     ])
 }
 
-fn dictionary() -> &'static [&'static [u8]] {
-    &[
-        b"{",
-        b"}",
-        b"[",
-        b"]",
-        b"\"",
-        b":",
-        b",",
-        b"\\u0000",
-        b"\\ud800",
-        b"\"must\"",
-        b"\"should\"",
-        b"\"must_not\"",
-        b"\"key\"",
-        b"\"match\"",
-        b"\"any\"",
-        b"\"range\"",
+fn dictionary() -> Vec<&'static [u8]> {
+    let syntax: &[&[u8]] = &[b"{", b"}", b"[", b"]", b"\"", b":", b",", b"\\u0000", b"\\ud800"];
+    let rest: &[&[u8]] = &[
         b"\"gt\"",
         b"\"lte\"",
         b"\"exists\"",
@@ -67,7 +52,8 @@ fn dictionary() -> &'static [&'static [u8]] {
         b"null",
         b"1e400",
         b"-0.0",
-    ]
+    ];
+    [syntax, super::FILTER_FIELDS, rest].concat()
 }
 
 fn run(input: &[u8]) -> bool {

@@ -40,8 +40,8 @@ fn seeds() -> Vec<Vec<u8>> {
     ]
 }
 
-fn dictionary() -> &'static [&'static [u8]] {
-    &[
+fn dictionary() -> Vec<&'static [u8]> {
+    vec![
         b"\"resize\"",
         b"\"crop\"",
         b"\"mean\"",

@@ -30,3 +30,10 @@ fn split_params(input: &[u8], n: usize) -> (&[u8], arbitrary::Unstructured<'_>) 
 fn texts(seeds: &[&str]) -> Vec<Vec<u8>> {
     seeds.iter().map(|s| s.as_bytes().to_vec()).collect()
 }
+
+/// The filter language's query-string operators (the `filter` and `query` targets').
+const FILTER_OPERATORS: &[&[u8]] = &[b":", b">", b">=", b"<", b"<=", b"?", b"!", b"|", b",", b"."];
+
+/// The filter language's JSON field names (the `filter` and `json` targets').
+const FILTER_FIELDS: &[&[u8]] =
+    &[b"\"must\"", b"\"should\"", b"\"must_not\"", b"\"key\"", b"\"match\"", b"\"any\"", b"\"range\""];

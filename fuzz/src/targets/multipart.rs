@@ -59,8 +59,8 @@ fn seeds() -> Vec<Vec<u8>> {
     ]
 }
 
-fn dictionary() -> &'static [&'static [u8]] {
-    &[
+fn dictionary() -> Vec<&'static [u8]> {
+    vec![
         b"\r\n",
         b"--",
         b"\r\n\r\n",

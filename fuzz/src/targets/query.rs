@@ -29,8 +29,8 @@ fn seeds() -> Vec<Vec<u8>> {
     ])
 }
 
-fn dictionary() -> &'static [&'static [u8]] {
-    &[
+fn dictionary() -> Vec<&'static [u8]> {
+    let query: &[&[u8]] = &[
         b"&",
         b"=",
         b"%",
@@ -53,17 +53,8 @@ fn dictionary() -> &'static [&'static [u8]] {
         b"rerank_weight=",
         b"max_distance=",
         b"vector=",
-        b":",
-        b">",
-        b">=",
-        b"<",
-        b"<=",
-        b"?",
-        b"!",
-        b"|",
-        b",",
-        b".",
-    ]
+    ];
+    [query, super::FILTER_OPERATORS].concat()
 }
 
 fn run(input: &[u8]) -> bool {

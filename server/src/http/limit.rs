@@ -133,29 +133,40 @@ pub fn with_deadline(payload: Payload, deadline: tokio::time::Instant) -> Payloa
     Payload::from(boxed)
 }
 
-/// `payload`, taking a place in `in_flight` once it has all come (into `held`, given
-/// back when the request ends): a client still sending its body takes no place, so slow
+/// The place a request with a body takes once the body has come (see
+/// [`place_when_complete`]), or the refusal when none was free.
+#[derive(Default)]
+pub struct BodyPlace {
+    slot: Mutex<Option<InFlightSlot>>,
+    refused: std::sync::atomic::AtomicBool,
+}
+
+impl BodyPlace {
+    /// Gives the place back (if one was taken); true when the body found none free.
+    pub fn release(&self) -> bool {
+        drop(self.slot.lock().unwrap_or_else(|p| p.into_inner()).take());
+        self.refused.load(Ordering::Acquire)
+    }
+}
+
+/// `payload`, taking a place in `in_flight` once it has all come (kept in `place` until
+/// [`BodyPlace::release`]): a client still sending its body takes no place, so slow
 /// uploads cannot crowd others out. When no place is free the body ends in an error and
-/// `refused` is set, for the caller to answer 503.
-pub fn place_when_complete(
-    payload: Payload,
-    in_flight: Arc<InFlight>,
-    held: Arc<Mutex<Option<InFlightSlot>>>,
-    refused: Arc<std::sync::atomic::AtomicBool>,
-) -> Payload {
+/// the refusal is noted in `place`, for the caller to answer 503.
+pub fn place_when_complete(payload: Payload, in_flight: Arc<InFlight>, place: Arc<BodyPlace>) -> Payload {
     let stream = futures_util::stream::unfold(Some(payload), move |state| {
-        let (in_flight, held, refused) = (in_flight.clone(), held.clone(), refused.clone());
+        let (in_flight, place) = (in_flight.clone(), place.clone());
         async move {
             let mut payload = state?;
             match payload.next().await {
                 Some(item) => Some((item, Some(payload))),
                 None => match in_flight.enter() {
                     Some(slot) => {
-                        *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
+                        *place.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
                         None
                     }
                     None => {
-                        refused.store(true, Ordering::Release);
+                        place.refused.store(true, Ordering::Release);
                         let e = std::io::Error::other("the server is answering too many requests");
                         Some((Err(PayloadError::Io(e)), None))
                     }

@@ -19,7 +19,7 @@ pub use limit::{InFlight, RateLimiter};
 pub use openapi::document as openapi_document;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -226,17 +226,15 @@ pub fn app(
                 slot = in_flight.enter();
                 slot.is_none().then(|| crate::Error::Overloaded { limit: in_flight.limit() })
             });
-            let held = Arc::new(std::sync::Mutex::new(None));
-            let overloaded = Arc::new(AtomicBool::new(false));
+            let body_place = (counted && has_body).then(|| Arc::new(limit::BodyPlace::default()));
             let (early, fut) = match refused {
                 Some(e) => (Some(req.error_response(e)), None),
                 None => {
                     let mut req = req;
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.http.body_timeout_s);
                     let mut payload = limit::with_deadline(req.take_payload(), deadline);
-                    if counted && has_body {
-                        payload =
-                            limit::place_when_complete(payload, in_flight.clone(), held.clone(), overloaded.clone());
+                    if let Some(place) = &body_place {
+                        payload = limit::place_when_complete(payload, in_flight.clone(), place.clone());
                     }
                     req.set_payload(payload);
                     (None, Some(srv.call(req)))
@@ -250,8 +248,7 @@ pub fn app(
                     None => fut.expect("called when not refused").await?,
                 };
                 // The place the body took (if any) is given back when the answer is made.
-                let _place = held.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if overloaded.load(Ordering::Acquire) {
+                if body_place.is_some_and(|p| p.release()) {
                     // The body came when every place was taken: 503, whatever the handler
                     // made of the body's error.
                     let (request, _) = res.into_parts();
