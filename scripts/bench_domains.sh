@@ -15,7 +15,8 @@
 # labels as W), semi10 (10 % of training images labelled), no-pca, no-bn-freeze,
 # no-warmup (the default preset with one change undone; no-warmup has been the default
 # itself since 2026-12-03, warmup is the quarter-epoch warm-up it had before), lrX (e.g. lr3e-4: --lr and
-# --emb-lr X, backbone and heads).
+# --emb-lr X, backbone and heads), emblrX (--emb-lr X: the heads only), momX (e.g. mom0.99: the
+# teacher's EMA momentum).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -52,6 +53,8 @@ variant_flags() {
     no-warmup) echo "--warmup-epochs 0" ;;   # the default since 2026-12-03
     warmup) echo "--warmup-epochs 0.25" ;;   # the default until then
     lr*) echo "--lr ${1#lr} --emb-lr ${1#lr}" ;;
+    mom*) echo "--momentum ${1#mom}" ;;
+    emblr*) echo "--emb-lr ${1#emblr}" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
