@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, RgbImage};
+use fast_image_resize::{FilterType, IntoImageView, IntoImageViewMut, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageBuffer, Pixel, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// Largest input side (`crop`) a model may ask for, and largest `resize`: 16k pixels, far
@@ -167,8 +167,16 @@ pub fn into_rgb8(img: DynamicImage) -> RgbImage {
 
 /// Resizes `img` to `width` x `height` with a triangle (bilinear) filter whose support
 /// widens with the shrink factor, as PIL's and torchvision's antialiased resize do.
-/// The one resize of the project: training views, evaluation and serving all use it.
-pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+/// The one resize of the project: training views, evaluation and serving all use it, on RGB
+/// images (and the server's thumbnails of grey ones on grey pixels).
+pub fn resize<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    width: u32,
+    height: u32,
+) -> ImageBuffer<P, Vec<u8>>
+where
+    ImageBuffer<P, Vec<u8>>: IntoImageView + IntoImageViewMut,
+{
     let (w, h) = img.dimensions();
     resize_region(img, [0.0, 0.0, w as f64, h as f64], width, height)
 }
@@ -177,8 +185,16 @@ pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// `img` to `width` x `height`, as [`resize`] does (SIMD where the CPU has it). The region
 /// is clipped to the image: a region computed in floats may overshoot its edge by a
 /// rounding error (fuzzing found a centre crop that did), which the resizer refuses.
-pub fn resize_region(img: &RgbImage, region: [f64; 4], width: u32, height: u32) -> RgbImage {
-    let mut out = RgbImage::new(width.max(1), height.max(1));
+pub fn resize_region<P: Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    region: [f64; 4],
+    width: u32,
+    height: u32,
+) -> ImageBuffer<P, Vec<u8>>
+where
+    ImageBuffer<P, Vec<u8>>: IntoImageView + IntoImageViewMut,
+{
+    let mut out = ImageBuffer::new(width.max(1), height.max(1));
     if img.width() == 0 || img.height() == 0 {
         return out;
     }
@@ -189,7 +205,9 @@ pub fn resize_region(img: &RgbImage, region: [f64; 4], width: u32, height: u32) 
     let usable = left.is_finite() && top.is_finite() && w > 0.0 && h > 0.0;
     let [left, top, w, h] = if usable { [left, top, w, h] } else { [0.0, 0.0, iw, ih] };
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, w, h);
-    Resizer::new().resize(img, &mut out, &options).expect("an RGB8 to RGB8 resize of a non-empty image cannot fail");
+    Resizer::new()
+        .resize(img, &mut out, &options)
+        .expect("a resize of a non-empty image into one of its pixel type cannot fail");
     out
 }
 

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::io::Cursor;
 
 use contract::{ContractError, DecodeLimits};
-use image::DynamicImage;
+use image::{DynamicImage, ImageBuffer};
 
 use crate::{Error, Result};
 
@@ -34,24 +34,51 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, min_side: u32) -> Result<Dyna
 }
 
 /// A small JPEG of the image for result pages: at most [`THUMBNAIL_SIDE`] on its longer
-/// side, the aspect ratio kept, never enlarged.
+/// side, the aspect ratio kept, never enlarged. A grey image gives a grey JPEG (one
+/// channel: a third of the encoding work and a smaller file).
 pub fn thumbnail_jpeg(img: &DynamicImage) -> Result<Vec<u8>> {
-    let (w, h) = (img.width(), img.height());
-    let rgb = contract::rgb8(img);
-    let small = if w.max(h) > THUMBNAIL_SIDE {
-        let scale = THUMBNAIL_SIDE as f64 / w.max(h) as f64;
-        let side = |n: u32| ((n as f64 * scale).round() as u32).clamp(1, THUMBNAIL_SIDE);
-        Cow::Owned(contract::resize(&rgb, side(w), side(h)))
+    let grey = matches!(
+        img,
+        DynamicImage::ImageLuma8(_)
+            | DynamicImage::ImageLumaA8(_)
+            | DynamicImage::ImageLuma16(_)
+            | DynamicImage::ImageLumaA16(_)
+    );
+    if grey {
+        let luma = match img {
+            DynamicImage::ImageLuma8(g) => Cow::Borrowed(g),
+            other => Cow::Owned(other.to_luma8()),
+        };
+        encode_jpeg(&shrink(luma), jpeg_encoder::ColorType::Luma)
     } else {
-        rgb
-    };
+        encode_jpeg(&shrink(contract::rgb8(img)), jpeg_encoder::ColorType::Rgb)
+    }
+}
+
+/// `img` resized to at most [`THUMBNAIL_SIDE`] on its longer side, or itself when smaller.
+fn shrink<P: image::Pixel<Subpixel = u8>>(img: Cow<'_, ImageBuffer<P, Vec<u8>>>) -> Cow<'_, ImageBuffer<P, Vec<u8>>>
+where
+    ImageBuffer<P, Vec<u8>>: fast_image_resize::IntoImageView + fast_image_resize::IntoImageViewMut,
+{
+    let (w, h) = img.dimensions();
+    if w.max(h) <= THUMBNAIL_SIDE {
+        return img;
+    }
+    let scale = THUMBNAIL_SIDE as f64 / w.max(h) as f64;
+    let side = |n: u32| ((n as f64 * scale).round() as u32).clamp(1, THUMBNAIL_SIDE);
+    Cow::Owned(contract::resize(&img, side(w), side(h)))
+}
+
+fn encode_jpeg<P: image::Pixel<Subpixel = u8>>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    color: jpeg_encoder::ColorType,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let (tw, th) = small.dimensions();
     let encode_error = |e: jpeg_encoder::EncodingError| Error::Inference(format!("cannot encode a thumbnail: {e}"));
     // THUMBNAIL_SIDE keeps both sides far under the format's 65,535.
     let side = |n: u32| u16::try_from(n).expect("a thumbnail side fits in u16");
     jpeg_encoder::Encoder::new(&mut out, 85)
-        .encode(small.as_raw(), side(tw), side(th), jpeg_encoder::ColorType::Rgb)
+        .encode(img.as_raw(), side(img.width()), side(img.height()), color)
         .map_err(encode_error)?;
     Ok(out)
 }
@@ -77,5 +104,22 @@ mod tests {
         assert!(matches!(decode_image(&ok[..ok.len() / 2], 1000, 0), Err(Error::NotAnImage { .. })));
         let thumb = thumbnail_jpeg(&decode_image(&ok, 1000, 0).unwrap()).unwrap();
         assert_eq!(&thumb[..2], &[0xFF, 0xD8]);
+    }
+
+    #[test]
+    fn thumbnails_keep_grey_images_grey_and_shrink_large_ones() {
+        let thumb = |img: DynamicImage| image::load_from_memory(&thumbnail_jpeg(&img).unwrap()).unwrap();
+        let grey = image::GrayImage::from_fn(400, 200, |x, _| image::Luma([(x % 256) as u8]));
+        let t = thumb(DynamicImage::ImageLuma8(grey.clone()));
+        assert!(matches!(t, DynamicImage::ImageLuma8(_)), "a grey image gives a one-channel JPEG: {:?}", t.color());
+        assert_eq!((t.width(), t.height()), (THUMBNAIL_SIDE, THUMBNAIL_SIDE / 2));
+        let t = thumb(DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_fn(30, 20, |_, _| image::LumaA([9, 200]))));
+        assert!(matches!(t, DynamicImage::ImageLuma8(_)));
+        assert_eq!((t.width(), t.height()), (30, 20), "never enlarged");
+        let t = thumb(DynamicImage::ImageRgb8(image::RgbImage::from_pixel(500, 1000, image::Rgb([200, 10, 10]))));
+        assert!(matches!(t, DynamicImage::ImageRgb8(_)));
+        assert_eq!((t.width(), t.height()), (THUMBNAIL_SIDE / 2, THUMBNAIL_SIDE));
+        let red = t.as_rgb8().unwrap().get_pixel(40, 80).0;
+        assert!(red[0] > 150 && red[1] < 60, "colour kept: {red:?}");
     }
 }
