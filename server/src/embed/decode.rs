@@ -37,21 +37,13 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, min_side: u32) -> Result<Dyna
 /// side, the aspect ratio kept, never enlarged. A grey image gives a grey JPEG (one
 /// channel: a third of the encoding work and a smaller file).
 pub fn thumbnail_jpeg(img: &DynamicImage) -> Result<Vec<u8>> {
-    let grey = matches!(
-        img,
-        DynamicImage::ImageLuma8(_)
-            | DynamicImage::ImageLumaA8(_)
-            | DynamicImage::ImageLuma16(_)
-            | DynamicImage::ImageLumaA16(_)
-    );
-    if grey {
-        let luma = match img {
-            DynamicImage::ImageLuma8(g) => Cow::Borrowed(g),
-            other => Cow::Owned(other.to_luma8()),
-        };
-        encode_jpeg(&shrink(luma), jpeg_encoder::ColorType::Luma)
-    } else {
-        encode_jpeg(&shrink(contract::rgb8(img)), jpeg_encoder::ColorType::Rgb)
+    use jpeg_encoder::ColorType::{Luma, Rgb};
+    match img {
+        DynamicImage::ImageLuma8(g) => encode_jpeg(&shrink(Cow::Borrowed(g)), Luma),
+        DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLuma16(_) | DynamicImage::ImageLumaA16(_) => {
+            encode_jpeg(&shrink(Cow::Owned(img.to_luma8())), Luma)
+        }
+        _ => encode_jpeg(&shrink(contract::rgb8(img)), Rgb),
     }
 }
 
@@ -69,6 +61,7 @@ where
     Cow::Owned(contract::resize(&img, side(w), side(h)))
 }
 
+/// `img` as a JPEG of quality 85, its pixels read as `color`.
 fn encode_jpeg<P: image::Pixel<Subpixel = u8>>(
     img: &ImageBuffer<P, Vec<u8>>,
     color: jpeg_encoder::ColorType,
@@ -110,7 +103,7 @@ mod tests {
     fn thumbnails_keep_grey_images_grey_and_shrink_large_ones() {
         let thumb = |img: DynamicImage| image::load_from_memory(&thumbnail_jpeg(&img).unwrap()).unwrap();
         let grey = image::GrayImage::from_fn(400, 200, |x, _| image::Luma([(x % 256) as u8]));
-        let t = thumb(DynamicImage::ImageLuma8(grey.clone()));
+        let t = thumb(DynamicImage::ImageLuma8(grey));
         assert!(matches!(t, DynamicImage::ImageLuma8(_)), "a grey image gives a one-channel JPEG: {:?}", t.color());
         assert_eq!((t.width(), t.height()), (THUMBNAIL_SIDE, THUMBNAIL_SIDE / 2));
         let t = thumb(DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_fn(30, 20, |_, _| image::LumaA([9, 200]))));
