@@ -22,14 +22,22 @@ pub fn min_side(preprocess: &contract::Preprocess) -> u32 {
 
 /// Decodes an uploaded image, refusing more than `max_pixels` pixels before decoding them;
 /// a JPEG of more than twice `min_side` on its shorter side is decoded at a reduced scale
-/// (see [`contract::decode_bytes_scaled`]).
+/// (see [`contract::decode_bytes_scaled`]). The result is 8-bit grey when the file is grey
+/// without alpha, 8-bit RGB otherwise: converted once here, so that the preprocessing and
+/// the thumbnail both read it as it is (and a grey image keeps a grey thumbnail).
 pub fn decode_image(bytes: &[u8], max_pixels: u64, min_side: u32) -> Result<DynamicImage> {
-    contract::decode_bytes_scaled(bytes, "the body", DecodeLimits::new(max_pixels), min_side).map_err(|e| match e {
-        ContractError::ImageTooLarge { width, height, pixels, limit, .. } => {
-            Error::ImageTooLarge { width, height, pixels, limit }
-        }
-        ContractError::NotAnImage { reason, .. } => Error::NotAnImage { reason },
-        other => Error::NotAnImage { reason: other.to_string() },
+    let img = contract::decode_bytes_scaled(bytes, "the body", DecodeLimits::new(max_pixels), min_side).map_err(
+        |e| match e {
+            ContractError::ImageTooLarge { width, height, pixels, limit, .. } => {
+                Error::ImageTooLarge { width, height, pixels, limit }
+            }
+            ContractError::NotAnImage { reason, .. } => Error::NotAnImage { reason },
+            other => Error::NotAnImage { reason: other.to_string() },
+        },
+    )?;
+    Ok(match img {
+        grey @ DynamicImage::ImageLuma8(_) => grey,
+        other => DynamicImage::ImageRgb8(contract::into_rgb8(other)),
     })
 }
 
@@ -97,6 +105,30 @@ mod tests {
         assert!(matches!(decode_image(&ok[..ok.len() / 2], 1000, 0), Err(Error::NotAnImage { .. })));
         let thumb = thumbnail_jpeg(&decode_image(&ok, 1000, 0).unwrap()).unwrap();
         assert_eq!(&thumb[..2], &[0xFF, 0xD8]);
+    }
+
+    #[test]
+    fn decoding_gives_grey_or_rgb_so_a_grey_file_keeps_a_grey_thumbnail() {
+        let encode = |img: DynamicImage, format| {
+            let mut out = Cursor::new(Vec::new());
+            img.write_to(&mut out, format).unwrap();
+            out.into_inner()
+        };
+        let grey = encode(
+            DynamicImage::ImageLuma8(image::GrayImage::from_pixel(30, 20, image::Luma([90]))),
+            image::ImageFormat::Png,
+        );
+        let img = decode_image(&grey, 1000, 0).unwrap();
+        assert!(matches!(img, DynamicImage::ImageLuma8(_)), "{:?}", img.color());
+        let thumb = image::load_from_memory(&thumbnail_jpeg(&img).unwrap()).unwrap();
+        assert!(matches!(thumb, DynamicImage::ImageLuma8(_)), "{:?}", thumb.color());
+        let rgba = image::RgbaImage::from_pixel(30, 20, image::Rgba([200, 10, 10, 128]));
+        let img = decode_image(&encode(DynamicImage::ImageRgba8(rgba), image::ImageFormat::Png), 1000, 0).unwrap();
+        assert!(matches!(img, DynamicImage::ImageRgb8(_)), "alpha dropped once, at decoding: {:?}", img.color());
+        let grey_alpha = image::GrayAlphaImage::from_pixel(30, 20, image::LumaA([90, 10]));
+        let img =
+            decode_image(&encode(DynamicImage::ImageLumaA8(grey_alpha), image::ImageFormat::Png), 1000, 0).unwrap();
+        assert!(matches!(img, DynamicImage::ImageRgb8(_)), "{:?}", img.color());
     }
 
     #[test]

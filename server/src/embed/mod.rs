@@ -76,8 +76,7 @@ impl Embedder {
         let (max_pixels, min_side) = (self.max_pixels, min_side(&preprocess));
         let small = contract::header_pixels(&bytes).is_some_and(|p| p <= INLINE_DECODE_PIXELS);
         let prepare = move || -> Result<_> {
-            // To RGB once, for both the model input and the thumbnail.
-            let img = image::DynamicImage::ImageRgb8(contract::into_rgb8(decode_image(&bytes, max_pixels, min_side)?));
+            let img = decode_image(&bytes, max_pixels, min_side)?;
             let thumb = if with_thumbnail { Some(thumbnail_jpeg(&img)?) } else { None };
             Ok((preprocess.apply(&img), thumb))
         };

@@ -596,10 +596,7 @@ pub(crate) fn prepare_all(
                 let handle = s.spawn(move || {
                     part.iter()
                         .map(|bytes| {
-                            // To RGB once, for both the model input and the thumbnail.
-                            let img = image::DynamicImage::ImageRgb8(contract::into_rgb8(decode_image(
-                                bytes, max_pixels, min_side,
-                            )?));
+                            let img = decode_image(bytes, max_pixels, min_side)?;
                             Ok((preprocess.apply(&img), thumbnail_jpeg(&img)?))
                         })
                         .collect::<Vec<_>>()
