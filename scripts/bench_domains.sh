@@ -17,7 +17,7 @@
 # itself since 2026-12-03, warmup is the quarter-epoch warm-up it had before), lrX (e.g. lr3e-4: --lr and
 # --emb-lr X, backbone and heads), emblrX (--emb-lr X: the heads only), momX (e.g. mom0.99: the
 # teacher's EMA momentum), batchX (--batch-size X), dimX (--dim X: the served embedding's
-# dimension).
+# dimension), cropX (--crop-scale X: the smallest crop area of a training view).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -58,6 +58,7 @@ variant_flags() {
     emblr*) echo "--emb-lr ${1#emblr}" ;;
     batch*) echo "--batch-size ${1#batch}" ;;
     dim*) echo "--dim ${1#dim}" ;;
+    crop*) echo "--crop-scale ${1#crop}" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }

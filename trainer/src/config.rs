@@ -80,6 +80,10 @@ pub struct StmlConfig {
     pub view: usize,
     /// EMA momentum of the teacher.
     pub momentum: f64,
+    /// Smallest area fraction of a training view's random crop (RandomResizedCrop's
+    /// `scale = (crop_scale, 1)`).
+    #[serde(default = "paper_crop_scale")]
+    pub crop_scale: f64,
     /// Use the true labels as W instead of STML's pseudo labels (supervised upper bound).
     #[serde(default)]
     pub supervised: bool,
@@ -138,6 +142,13 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
 }
 
+fn paper_crop_scale() -> f64 {
+    PAPER_CROP_SCALE
+}
+
+/// The paper's smallest crop area of a training view.
+pub const PAPER_CROP_SCALE: f64 = 0.16;
+
 fn paper_head_init() -> HeadInit {
     HeadInit::Orthogonal
 }
@@ -195,7 +206,15 @@ impl TrainConfig {
             sampling_size: 256,
             model,
             weights: None,
-            stml: StmlConfig { sigma: 3.0, delta: 1.0, num_neighbors: 5, view: 2, momentum: 0.999, supervised: false },
+            stml: StmlConfig {
+                sigma: 3.0,
+                delta: 1.0,
+                num_neighbors: 5,
+                view: 2,
+                momentum: 0.999,
+                crop_scale: PAPER_CROP_SCALE,
+                supervised: false,
+            },
             optim: OptimConfig {
                 optimizer: Algorithm::AdamP,
                 lr: 1e-4,
@@ -250,6 +269,9 @@ impl TrainConfig {
         }
         if s.sigma <= 0.0 || !s.sigma.is_finite() {
             return bad(format!("--sigma must be positive, got {}", s.sigma));
+        }
+        if !(s.crop_scale > 0.0 && s.crop_scale <= 1.0) {
+            return bad(format!("--crop-scale must be in (0, 1], got {}", s.crop_scale));
         }
         if !(0.0..=1.0).contains(&s.momentum) {
             return bad(format!("--momentum must be in [0, 1], got {}", s.momentum));

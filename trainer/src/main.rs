@@ -146,6 +146,10 @@ struct FitArgs {
     /// EMA momentum m of the teacher [default: 0.999; paper: 0.999, 0.9 for SOP].
     #[arg(long)]
     momentum: Option<f64>,
+    /// Smallest area fraction of the random crop of a training view (RandomResizedCrop's
+    /// scale (MIN, 1)) [default: 0.16; paper: 0.16].
+    #[arg(long)]
+    crop_scale: Option<f64>,
     /// Learning rate of the backbone [default: 5e-4; paper: 1e-4].
     #[arg(long)]
     lr: Option<f64>,
@@ -343,6 +347,7 @@ fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainCo
     set!(s.num_neighbors, a.num_neighbors);
     set!(s.view, a.view);
     set!(s.momentum, a.momentum);
+    set!(s.crop_scale, a.crop_scale);
     s.supervised |= a.supervised;
     let o = &mut c.optim;
     set!(o.lr, a.lr);

@@ -74,6 +74,12 @@ fn bad_hyper_parameters_are_refused_before_work() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--momentum must be in [0, 1], got 1.5"), "{err}");
+    for bad in ["0", "1.5", "NaN"] {
+        let o = small_fit(dir.path(), &dir.path().join("run")).args(["--crop-scale", bad]).output().unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("--crop-scale must be in (0, 1], got {bad}")), "{err}");
+    }
 }
 
 #[test]

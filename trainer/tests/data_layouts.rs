@@ -439,26 +439,31 @@ fn decode_grey_corrupt_and_bomb() {
 
 #[test]
 fn random_resized_crop_stays_in_its_ranges() {
-    let crop = RandomResizedCrop::new(16);
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let (w, h) = (200u32, 120u32);
-    let mut distinct = std::collections::HashSet::new();
-    for _ in 0..2000 {
-        let b = crop.params(w, h, &mut rng);
-        assert!(b.w >= 1 && b.h >= 1 && b.x + b.w <= w && b.y + b.h <= h, "{b:?}");
-        let area = (b.w * b.h) as f64 / (w * h) as f64;
-        // Rounding each side to whole pixels moves area and ratio slightly.
-        assert!((0.15..=1.0).contains(&area), "area fraction {area}");
-        let ratio = b.w as f64 / b.h as f64;
-        assert!((0.72..=1.39).contains(&ratio), "ratio {ratio}");
-        distinct.insert((b.x, b.y, b.w, b.h));
+    for min_scale in [trainer::config::PAPER_CROP_SCALE, 0.4] {
+        let crop = RandomResizedCrop::new(16, min_scale);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (w, h) = (200u32, 120u32);
+        let mut distinct = std::collections::HashSet::new();
+        let mut smallest = 1f64;
+        for _ in 0..2000 {
+            let b = crop.params(w, h, &mut rng);
+            assert!(b.w >= 1 && b.h >= 1 && b.x + b.w <= w && b.y + b.h <= h, "{b:?}");
+            let area = (b.w * b.h) as f64 / (w * h) as f64;
+            // Rounding each side to whole pixels moves area and ratio slightly.
+            assert!((min_scale - 0.01..=1.0).contains(&area), "area fraction {area} under {min_scale}");
+            smallest = smallest.min(area);
+            let ratio = b.w as f64 / b.h as f64;
+            assert!((0.72..=1.39).contains(&ratio), "ratio {ratio}");
+            distinct.insert((b.x, b.y, b.w, b.h));
+        }
+        assert!(smallest < min_scale + 0.02, "the smallest crops reach {min_scale}: {smallest}");
+        assert!(distinct.len() > 1000, "crops should vary: {}", distinct.len());
     }
-    assert!(distinct.len() > 1000, "crops should vary: {}", distinct.len());
 }
 
 #[test]
 fn random_resized_crop_falls_back_to_the_centre() {
-    let crop = RandomResizedCrop::new(8);
+    let crop = RandomResizedCrop::new(8, trainer::config::PAPER_CROP_SCALE);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     // No box of >= 16% of a 100x1 strip with ratio <= 4/3 fits: torchvision's fallback
     // keeps the full height and width round(1 * 4/3) = 1, centred.
@@ -500,7 +505,7 @@ fn transforms_match_their_definitions() {
     imageops::flip_horizontal_in_place(&mut resized);
     assert_eq!(flip.apply(&img, &mut rng), pre.normalize(&resized));
 
-    let train = Transform::train(&pre);
+    let train = Transform::train(&pre, trainer::config::PAPER_CROP_SCALE);
     assert_eq!(train.output_size(), 16);
     let a = train.apply(&img, &mut sample_rng(1, 2, 3, 4, 0));
     assert_eq!(a.len(), 3 * 16 * 16);
@@ -564,7 +569,7 @@ fn loader_yields_view_major_batches_in_order() {
 fn loader_is_deterministic_whatever_the_threads() {
     let dir = tempfile::tempdir().unwrap();
     let d = loader_dataset(dir.path());
-    let train = Transform::train(&Preprocess::imagenet(12, 10));
+    let train = Transform::train(&Preprocess::imagenet(12, 10), trainer::config::PAPER_CROP_SCALE);
     let batches = vec![vec![0, 1, 2, 3], vec![4, 0]];
     let opts = |threads, seed| LoaderOptions { views: 2, threads, prefetch: 2, seed, epoch: 3, cache: None };
     let (one, _) = run(&d, batches.clone(), &train, opts(1, 5));

@@ -43,9 +43,9 @@ pub struct RandomResizedCrop {
 }
 
 impl RandomResizedCrop {
-    /// STML's training crop: scale (0.16, 1), ratio (3/4, 4/3).
-    pub fn new(size: u32) -> Self {
-        Self { size, scale: (0.16, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) }
+    /// STML's training crop: scale (`min_scale`, 1) (the paper: 0.16), ratio (3/4, 4/3).
+    pub fn new(size: u32, min_scale: f64) -> Self {
+        Self { size, scale: (min_scale, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) }
     }
 
     /// The crop box for a `width` x `height` image, as torchvision's `get_params`:
@@ -112,10 +112,11 @@ pub enum Transform {
 }
 
 impl Transform {
-    /// STML's training view at the model's input size (`preprocess.crop`).
-    pub fn train(preprocess: &Preprocess) -> Self {
+    /// STML's training view at the model's input size (`preprocess.crop`), its random crop
+    /// keeping at least `min_scale` of the image's area.
+    pub fn train(preprocess: &Preprocess, min_scale: f64) -> Self {
         Transform::Train {
-            crop: RandomResizedCrop::new(preprocess.crop),
+            crop: RandomResizedCrop::new(preprocess.crop, min_scale),
             flip_p: HFLIP_P,
             preprocess: preprocess.clone(),
         }

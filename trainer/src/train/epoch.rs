@@ -206,7 +206,12 @@ impl Epochs<'_> {
             epoch: epoch as u64,
             cache: Some(self.cache.clone()),
         };
-        let mut loader = Loader::new(self.data.train.clone(), batches, Transform::train(&self.preprocess), options)?;
+        let mut loader = Loader::new(
+            self.data.train.clone(),
+            batches,
+            Transform::train(&self.preprocess, self.cfg.stml.crop_scale),
+            options,
+        )?;
         let pb = contract::progress::bar((n * cfg.optim.batch_size) as u64, &format!("epoch {}", epoch + 1), "img");
         let t0 = Instant::now();
         let (mut sums, mut steps, mut images, mut lr_scale) = ([0.0f64; 4], 0usize, 0usize, 1.0);
