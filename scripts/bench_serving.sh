@@ -144,8 +144,12 @@ for g in $GALLERIES; do
     for b in 8 32; do
       "$ORT" --model "$MODEL" --batch "$b" --seconds "$ORT_SECONDS" --repeats 1 --streams > "$LOG/$g-orts-$r-b$b"
     done
+    # Keep-alive first in odd repeats, a new connection per request first in even ones, so
+    # that the box's drift within a repeat does not favour one of the two.
+    order="0 1"
+    [ $((r % 2)) = 0 ] && order="1 0"
     for c in $CONCURRENCY; do
-      for close in 0 1; do
+      for close in $order; do
         load "$RUST_URL" "$c" "$close" "$LOG/$g-rust-$r-c$c-close$close"
         load "$PY_URL" "$c" "$close" "$LOG/$g-python-$r-c$c-close$close"
       done
