@@ -67,7 +67,7 @@ struct FitArgs {
     #[arg(long)]
     out: PathBuf,
     /// Defaults to start from: `default` (the paper's method started at the pretrained
-    /// feature: --head-init pca, --bn-freeze, --lr and --emb-lr 5e-4) or `paper` (the paper's
+    /// feature: --head-init pca, --bn-freeze, --lr and --emb-lr 5e-4, --crop-scale 0.08) or `paper` (the paper's
     /// settings exactly).
     #[arg(long, value_enum, default_value = "default")]
     preset: Preset,
@@ -147,7 +147,7 @@ struct FitArgs {
     #[arg(long)]
     momentum: Option<f64>,
     /// Smallest area fraction of the random crop of a training view (RandomResizedCrop's
-    /// scale (MIN, 1)) [default: 0.16; paper: 0.16].
+    /// scale (MIN, 1)) [default: 0.08; paper: 0.16].
     #[arg(long)]
     crop_scale: Option<f64>,
     /// Learning rate of the backbone [default: 5e-4; paper: 1e-4].

@@ -100,8 +100,12 @@ mod tests {
     fn presets_differ_only_where_documented() {
         let d = TrainConfig::preset(crate::config::Preset::Default, "x".into());
         let p = TrainConfig::preset(crate::config::Preset::Paper, "x".into());
-        assert_eq!(config_diff(&p, &d).unwrap(), ["head_init", "optim.bn_freeze", "optim.emb_lr", "optim.lr"]);
+        assert_eq!(
+            config_diff(&p, &d).unwrap(),
+            ["head_init", "optim.bn_freeze", "optim.emb_lr", "optim.lr", "stml.crop_scale"]
+        );
         assert_eq!(p.head_init, HeadInit::Orthogonal);
+        assert_eq!(p.stml.crop_scale, crate::config::PAPER_CROP_SCALE);
         assert!(!p.optim.bn_freeze && p.optim.warmup_epochs == 0.0);
     }
 }
