@@ -8,11 +8,6 @@ use clap::{Args, Parser, Subcommand};
 use server::gallery::IndexKind;
 use server::{indexer, serve, Settings};
 
-/// mimalloc instead of glibc's malloc: the per-batch input tensors and decoded images are
-/// large, short-lived allocations that glibc hands back to the kernel and faults in again.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "server", version, about = "Image similarity search with a self-taught embedding")]
 struct Cli {
