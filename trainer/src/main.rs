@@ -67,8 +67,8 @@ struct FitArgs {
     #[arg(long)]
     out: PathBuf,
     /// Defaults to start from: `default` (the paper's method started at the pretrained
-    /// feature: --head-init pca, --bn-freeze, --lr and --emb-lr 5e-4, --crop-scale 0.08) or `paper` (the paper's
-    /// settings exactly).
+    /// feature: --head-init pca, --bn-freeze, --lr and --emb-lr 5e-4, --crop-scale 0.08) or
+    /// `paper` (the paper's settings exactly).
     #[arg(long, value_enum, default_value = "default")]
     preset: Preset,
     /// TOML file with any of the settings below (a run's config.toml is a complete example);
