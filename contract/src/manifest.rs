@@ -19,11 +19,12 @@ pub const INPUT_NAME: &str = "image";
 pub enum Output {
     /// The backbone's pooled feature (global average + max pooling).
     Pooled,
-    /// The student's target embedding head `f` (the one that is exported).
+    /// The student's target embedding head `f` (the paper's exported one).
     F,
     /// The auxiliary, larger head `g` (student and teacher).
     G,
-    /// What an exported model outputs: `f`, or the pooled feature of a pretrained model.
+    /// What an exported model outputs: the served head (`f` or `g`), or the pooled feature
+    /// of a pretrained model.
     Embedding,
     /// ImageNet class scores of a pretrained backbone.
     Logits,

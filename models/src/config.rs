@@ -13,6 +13,45 @@ pub const HEAD_F: &str = "head_f";
 /// Name of the auxiliary, larger head (`g` in docs/algorithm.md).
 pub const HEAD_G: &str = "head_g";
 
+/// Which of the student's heads is evaluated, exported and served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    /// `f` (`dim`-d): the paper's embedding. Runs written before the choice existed
+    /// served it, so a config without the key reads as `f`.
+    #[default]
+    F,
+    /// `g` (`g_dim`-d): the wide head that is trained on the teacher's soft labels directly.
+    G,
+}
+
+impl Head {
+    /// The graph output of this head.
+    pub const fn output(self) -> Output {
+        match self {
+            Self::F => Output::F,
+            Self::G => Output::G,
+        }
+    }
+}
+
+impl std::fmt::Display for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.output().name())
+    }
+}
+
+impl std::str::FromStr for Head {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f" => Ok(Self::F),
+            "g" => Ok(Self::G),
+            _ => Err(format!("unknown head {s:?}: f (the paper's d-dimensional embedding) or g (the wide one)")),
+        }
+    }
+}
+
 /// Builds the STML networks of one architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -26,11 +65,22 @@ pub struct ModelConfig {
     /// L2-normalise the student's `f` and `g` outputs.
     #[serde(default)]
     pub student_norm: bool,
+    /// The head that is evaluated, exported and served.
+    #[serde(default)]
+    pub served_head: Head,
 }
 
 impl ModelConfig {
     pub fn new(arch: Arch, dim: usize) -> Self {
-        Self { arch, dim, g_dim: 1024, image_size: arch.preprocess().crop, student_norm: false }
+        Self { arch, dim, g_dim: 1024, image_size: arch.preprocess().crop, student_norm: false, served_head: Head::F }
+    }
+
+    /// Dimension of the served head's embedding.
+    pub fn served_dim(&self) -> usize {
+        match self.served_head {
+            Head::F => self.dim,
+            Head::G => self.g_dim,
+        }
     }
 
     /// Evaluation preprocessing at this config's input size.
@@ -73,12 +123,13 @@ impl ModelConfig {
         self.heads(false, true, false)
     }
 
-    /// What is exported and served: outputs `embedding` = `f`, optionally L2-normalised.
+    /// What is exported and served: outputs `embedding` = the served head, optionally
+    /// L2-normalised.
     pub fn export_graph(&self, normalize: bool) -> Graph {
-        let mut g = self.heads(true, false, normalize || self.student_norm);
-        // `heads(true, ..)` always ends in the `f` output: rename it.
+        let head = self.served_head;
+        let mut g = self.heads(head == Head::F, head == Head::G, normalize || self.student_norm);
         for (name, _) in &mut g.outputs {
-            if name == Output::F.name() {
+            if name == head.output().name() {
                 *name = Output::Embedding.name().to_string();
             }
         }

@@ -16,7 +16,7 @@ pub mod onnx;
 pub mod weights;
 
 pub use arch::Arch;
-pub use config::{ModelConfig, HEAD_F, HEAD_G, HEAD_PREFIX};
+pub use config::{Head, ModelConfig, HEAD_F, HEAD_G, HEAD_PREFIX};
 pub use contract::{manifest, preprocess};
 pub use contract::{ChannelOrder, Distance, Manifest, Output, Preprocess, Provenance};
 pub use error::{Error, Result};

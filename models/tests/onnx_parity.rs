@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use models::manifest::MANIFEST_FORMAT;
 use models::net::Network;
 use models::weights::Weights;
-use models::{onnx, Arch, Distance, Manifest, ModelConfig, Output, Preprocess, Provenance};
+use models::{onnx, Arch, Distance, Head, Manifest, ModelConfig, Output, Preprocess, Provenance};
 use ort::session::Session;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -93,7 +93,7 @@ fn manifest(arch: Arch, cfg: &ModelConfig, normalized: bool) -> Manifest {
     Manifest {
         format: MANIFEST_FORMAT.to_string(),
         arch: arch.name().to_string(),
-        embedding_dim: cfg.dim,
+        embedding_dim: cfg.served_dim(),
         normalized,
         distance: if normalized { Distance::Cosine } else { Distance::Euclidean },
         input_name: INPUT.to_string(),
@@ -104,10 +104,15 @@ fn manifest(arch: Arch, cfg: &ModelConfig, normalized: bool) -> Manifest {
     }
 }
 
-/// Must-show 1 for one architecture at input size `size`.
+/// Must-show 1 for one architecture at input size `size`, serving `f`.
 fn parity(arch: Arch, size: u32) {
+    parity_of(ModelConfig { image_size: size, ..ModelConfig::new(arch, DIM) });
+}
+
+/// The exported file of `cfg` (its served head) computes what libtorch computes.
+fn parity_of(cfg: ModelConfig) {
+    let (arch, size, dim) = (cfg.arch, cfg.image_size, cfg.served_dim());
     let dir = tempfile::tempdir().expect("temporary folder");
-    let cfg = ModelConfig { image_size: size, ..ModelConfig::new(arch, DIM) };
     for normalize in [false, true] {
         let graph = cfg.export_graph(normalize);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -126,15 +131,15 @@ fn parity(arch: Arch, size: u32) {
             let want = net.forward(&xs, false).expect("tch forward");
             let want = to_vec(want.get(Output::Embedding).expect("embedding"));
             let (shape, got) = run(&mut session, "embedding", to_vec(&xs), [batch, 3, s, s]);
-            assert_eq!(shape, [batch, DIM], "{what}: output shape");
+            assert_eq!(shape, [batch, dim], "{what}: output shape");
             assert_close(&what, &want, &got);
             // Guard against a vacuous pass: real, per-image outputs.
             assert!(want.iter().any(|v| v.abs() > 1e-3), "{what}: output is all zeros");
             if batch > 1 {
-                assert_ne!(want[..DIM], want[DIM..2 * DIM], "{what}: images give the same output");
+                assert_ne!(want[..dim], want[dim..2 * dim], "{what}: images give the same output");
             }
             if normalize {
-                for row in got.chunks(DIM) {
+                for row in got.chunks(dim) {
                     let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
                     assert!((norm - 1.0).abs() < 1e-4, "{what}: row norm {norm}");
                 }
@@ -146,6 +151,18 @@ fn parity(arch: Arch, size: u32) {
 #[test]
 fn mobilenet_v2_onnx_matches_tch() {
     parity(Arch::MobilenetV2, 64);
+}
+
+/// The default preset serves the wide head `g`: the file holds `g` (and not `f`) and
+/// outputs its `g_dim` values.
+#[test]
+fn mobilenet_v2_serving_g_onnx_matches_tch() {
+    let cfg =
+        ModelConfig { image_size: 64, g_dim: 48, served_head: Head::G, ..ModelConfig::new(Arch::MobilenetV2, DIM) };
+    let heads: Vec<String> =
+        cfg.export_graph(false).params().into_iter().map(|p| p.name).filter(|n| n.starts_with("head_")).collect();
+    assert_eq!(heads, ["head_g.weight", "head_g.bias"]);
+    parity_of(cfg);
 }
 
 #[test]

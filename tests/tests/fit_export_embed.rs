@@ -51,15 +51,20 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
         threads: 2,
         device: DeviceKind::Cpu,
         image_size: None,
+        head: None,
     };
     let report = trainer::commands::eval::eval_run(&run_dir, &opts).expect("eval");
     assert_eq!(report.recall, eval.recall);
 
     // Export, then embed the test images with ONNX Runtime through the manifest only.
     let onnx_path = dir.path().join("model.onnx");
-    let manifest = trainer::commands::export::export_run(&run_dir, &onnx_path, false).expect("export");
+    let manifest = trainer::commands::export::export_run(&run_dir, &onnx_path, false, None).expect("export");
     assert_eq!(models::onnx::read_manifest(&onnx_path).expect("manifest"), manifest);
-    assert_eq!(manifest.embedding_dim, 16);
+    // The default preset serves the wide head g (tiny_config: f 16-d, g 32-d); f on request.
+    assert_eq!(manifest.embedding_dim, 32);
+    let f_path = dir.path().join("model-f.onnx");
+    let f = trainer::commands::export::export_run(&run_dir, &f_path, false, Some(models::Head::F)).expect("export f");
+    assert_eq!(f.embedding_dim, 16);
     assert_eq!(manifest.preprocess.crop, 32);
 
     let test = Arc::new(data::load(&data_dir, data::Format::Auto, Split::All).unwrap());
@@ -71,7 +76,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
         &net,
         &test,
         &EmbedOptions {
-            output: contract::Output::F,
+            output: contract::Output::G,
             transform: Transform::eval(&cfg.model.preprocess()),
             batch_size: 7,
             threads: 2,
@@ -97,7 +102,7 @@ fn fit_eval_export_and_server_embeds_like_the_trainer() {
         let img = server::embed::decode_image(&bytes, 1 << 24, server::embed::min_side(&manifest.preprocess)).unwrap();
         let x = model.manifest().preprocess.apply(&img);
         let y = model.embed(x, 1).unwrap().remove(0);
-        let expect = &ours.vectors[row * 16..(row + 1) * 16];
+        let expect = &ours.vectors[row * 32..(row + 1) * 32];
         assert_eq!(y.len(), expect.len());
         for (a, b) in y.iter().zip(expect) {
             worst = worst.max((a - b).abs());

@@ -21,7 +21,7 @@ fn tiny_fit(data: &Path, run: &Path) -> trainer::commands::fit::FitSummary {
 }
 
 fn export(run: &Path, out: &Path) -> PathBuf {
-    trainer::commands::export::export_run(run, out, false).expect("export");
+    trainer::commands::export::export_run(run, out, false, None).expect("export");
     out.to_path_buf()
 }
 

@@ -25,7 +25,7 @@ enum Command {
     Fit(Box<FitArgs>),
     /// Report Recall@K, NMI and MAP@R of a run (or of a pretrained backbone) on labelled data.
     Eval(EvalArgs),
-    /// Export a run's student `f` embedding to ONNX, manifest included.
+    /// Export a run's served embedding (`g` by default, `f` in the paper) to ONNX, manifest included.
     Export(ExportArgs),
     /// Write a dataset split's images as PNG files, one subfolder per class (e.g. to index
     /// Fashion-MNIST's test classes with `server index`).
@@ -67,8 +67,8 @@ struct FitArgs {
     #[arg(long)]
     out: PathBuf,
     /// Defaults to start from: `default` (the paper's method started at the pretrained
-    /// feature: --head-init pca, --bn-freeze, --lr and --emb-lr 5e-4, --crop-scale 0.08) or
-    /// `paper` (the paper's settings exactly).
+    /// feature: --head-init pca, --bn-freeze, --lr and --emb-lr 5e-4, --crop-scale 0.08,
+    /// --served-head g) or `paper` (the paper's settings exactly).
     #[arg(long, value_enum, default_value = "default")]
     preset: Preset,
     /// TOML file with any of the settings below (a run's config.toml is a complete example);
@@ -76,7 +76,8 @@ struct FitArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in --out from its latest checkpoint. Flags may raise --epochs or
-    /// change --eval-every, --threads, --device, --eval-limit; any other change is refused.
+    /// change --eval-every, --threads, --device, --eval-limit, --served-head; any other
+    /// change is refused.
     #[arg(long)]
     resume: bool,
     /// Dataset layout of --data [default: auto, detected].
@@ -111,13 +112,18 @@ struct FitArgs {
     /// Backbone weights (safetensors) [default: the pretrained file set-up installed].
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Dimension of the target embedding f, the one exported and served [default: 128;
-    /// paper: 64, 128 or 512].
+    /// Dimension of the target embedding f, distilled from g [default: 128; paper: 64, 128
+    /// or 512].
     #[arg(long)]
     dim: Option<usize>,
-    /// Dimension of the auxiliary embedding g, used only in training [default: 1024; paper: 1024].
+    /// Dimension of the wide embedding g, trained on the teacher's soft labels [default:
+    /// 1024; paper: 1024].
     #[arg(long)]
     g_dim: Option<usize>,
+    /// The head that is evaluated, exported and served: g (--g-dim wide, the better one on
+    /// every development run) or f (--dim, smaller vectors) [default: g; paper: f].
+    #[arg(long)]
+    served_head: Option<models::Head>,
     /// How f and g start: pca (principal components of the pretrained pooled feature of the
     /// training images) or orthogonal (random) [default: pca; paper: orthogonal].
     #[arg(long, value_enum)]
@@ -242,6 +248,9 @@ struct EvalArgs {
     /// Use cosine instead of Euclidean distance.
     #[arg(long)]
     cosine: bool,
+    /// Evaluate a run with this head, f or g [default: the head the run serves].
+    #[arg(long, conflicts_with = "arch")]
+    head: Option<models::Head>,
     /// Print one JSON object with the figures on stdout, nothing else.
     #[arg(long)]
     json: bool,
@@ -262,6 +271,10 @@ struct ExportArgs {
     /// L2-normalise the exported embedding (and serve it with cosine distance).
     #[arg(long)]
     normalize: bool,
+    /// Export this head, f (--dim values) or g (--g-dim values) [default: the head the run
+    /// serves].
+    #[arg(long)]
+    head: Option<models::Head>,
 }
 
 /// The configuration of `fit`: `base` (a resumed run's own), or --config, or the preset;
@@ -310,6 +323,7 @@ fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainCo
             c.model = models::ModelConfig::new(arch, keep.dim);
             c.model.g_dim = keep.g_dim;
             c.model.student_norm = keep.student_norm;
+            c.model.served_head = keep.served_head;
         }
     }
     if a.weights.is_some() {
@@ -330,6 +344,9 @@ fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainCo
     }
     if let Some(v) = a.student_norm {
         m.student_norm = v;
+    }
+    if let Some(v) = a.served_head {
+        m.served_head = v;
     }
     if let Some(v) = a.sampling_size {
         c.sampling_size = v;
@@ -406,6 +423,7 @@ fn main() -> anyhow::Result<()> {
                 threads: a.threads,
                 device: a.device,
                 image_size: a.image_size,
+                head: a.head,
             };
             let report = match (a.run, a.arch) {
                 (Some(run), None) => trainer::commands::eval::eval_run(&run, &opts)?,
@@ -425,7 +443,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("wrote {n} images to {}", a.out.display());
         }
         Command::Export(a) => {
-            let m = trainer::commands::export::export_run(&a.run, &a.out, a.normalize)?;
+            let m = trainer::commands::export::export_run(&a.run, &a.out, a.normalize, a.head)?;
             eprintln!(
                 "exported {} ({}, d = {}, {} distance) to {}",
                 m.provenance.run_id,

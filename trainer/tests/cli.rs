@@ -128,6 +128,51 @@ fn fit_skips_corrupt_images_eval_json_is_pure_and_resume_continues() {
     assert_eq!(lines, 2);
 }
 
+/// Runs `trainer export` (with `extra` flags) and returns what it printed.
+fn export(run: &Path, out: &Path, extra: &[&str]) -> String {
+    let o = trainer().args(["export", "--run"]).arg(run).arg("--out").arg(out).args(extra).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn the_served_head_is_g_unless_told_and_may_change_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fixture(&data);
+    let out = dir.path().join("run");
+    let o = small_fit(&data, &out).args(["--served-head", "h"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--served-head") && err.contains("unknown head \"h\""), "{err}");
+    let o = small_fit(&data, &out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("(f 8-d, g 16-d, g served)"), "{err}");
+
+    // small_fit: f 8-d, g 16-d. The default exports g; `--head f` the paper's f.
+    assert!(export(&out, &dir.path().join("g.onnx"), &[]).contains("d = 16"));
+    assert!(export(&out, &dir.path().join("f.onnx"), &["--head", "f"]).contains("d = 8"));
+    let eval = |head: &str| {
+        let o = trainer()
+            .args(["eval", "--json", "--threads", "2", "--device", "cpu", "--head", head, "--run"])
+            .arg(&out)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["map_at_r"].as_f64().unwrap()
+    };
+    assert_ne!(eval("f"), eval("g"), "--head picks another embedding");
+
+    // Serving the other head changes no training: a resumed run may switch.
+    let o = trainer().args(["fit", "--resume", "--served-head", "f", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("served_head = \"f\""));
+    assert!(export(&out, &dir.path().join("f2.onnx"), &[]).contains("d = 8"));
+}
+
 #[test]
 fn resume_applies_more_epochs_and_refuses_other_changes() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! `trainer eval`: retrieval figures of a run's student `f` embedding, or of a pretrained
+//! `trainer eval`: retrieval figures of a run's served embedding (or its other head), or of a pretrained
 //! backbone's pooled feature (the baseline every run is compared with), on the test split
 //! of labelled data.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use contract::Output;
 use models::net::Network;
-use models::{Arch, ModelConfig};
+use models::{Arch, Head, ModelConfig};
 use tch::nn::VarStore;
 
 pub use crate::eval::EvalReport;
@@ -34,6 +34,8 @@ pub struct EvalOptions {
     pub device: DeviceKind,
     /// Input size for a backbone evaluation (default: the architecture's).
     pub image_size: Option<u32>,
+    /// The student head a run is evaluated with (default: the one it serves).
+    pub head: Option<Head>,
 }
 
 fn test_split(opts: &EvalOptions, seed: u64) -> Result<Arc<Dataset>> {
@@ -73,7 +75,8 @@ pub fn eval_run(run: &Path, opts: &EvalOptions) -> Result<EvalReport> {
     let net = Network::new(&vs.root(), cfg.model.student_graph());
     net.load_file(&ck.join(STUDENT), cfg.model.arch.name(), &[], &|_| false)?;
     let ds = test_split(opts, cfg.seed + 1)?;
-    let e = embed_eval(&net, &ds, &cfg.model.preprocess(), Output::F, threads, device, Some("eval"))?;
+    let head = opts.head.unwrap_or(cfg.model.served_head);
+    let e = embed_eval(&net, &ds, &cfg.model.preprocess(), head.output(), threads, device, Some("eval"))?;
     evaluate_embeddings(&e, &ds, &opts.ks, opts.distance())
 }
 

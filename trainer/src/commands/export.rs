@@ -1,9 +1,10 @@
-//! `trainer export`: the student's `f` embedding of a run, as an ONNX file whose manifest
-//! tells the server everything it needs.
+//! `trainer export`: the student's served embedding of a run (`g` by default, `f` in the
+//! paper), as an ONNX file whose manifest tells the server everything it needs.
 
 use std::path::Path;
 
 use contract::{Distance, Manifest, Output, Provenance, INPUT_NAME, MANIFEST_FORMAT};
+use models::Head;
 
 use crate::error::{Result, TrainError};
 use crate::run::{RunDir, STUDENT};
@@ -13,10 +14,14 @@ pub fn git_commit() -> String {
     option_env!("STML_GIT_COMMIT").unwrap_or("unknown").to_string()
 }
 
-/// Exports the latest checkpoint of `run` to `out`; returns the manifest written.
-pub fn export_run(run: &Path, out: &Path, normalize: bool) -> Result<Manifest> {
+/// Exports the latest checkpoint of `run` to `out`, its `head` or else the head the run
+/// serves; returns the manifest written.
+pub fn export_run(run: &Path, out: &Path, normalize: bool, head: Option<Head>) -> Result<Manifest> {
     let run = RunDir::open(run)?;
-    let cfg = run.config()?;
+    let mut cfg = run.config()?;
+    if let Some(h) = head {
+        cfg.model.served_head = h;
+    }
     let ck = run.latest_checkpoint().ok_or_else(|| TrainError::Run {
         path: run.root.clone(),
         reason: "has no checkpoint yet; let `trainer fit` finish at least one epoch".into(),
@@ -34,7 +39,7 @@ pub fn export_run(run: &Path, out: &Path, normalize: bool) -> Result<Manifest> {
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         arch: cfg.model.arch.name().into(),
-        embedding_dim: cfg.model.dim,
+        embedding_dim: cfg.model.served_dim(),
         normalized,
         distance: if normalized { Distance::Cosine } else { Distance::Euclidean },
         input_name: INPUT_NAME.into(),
@@ -45,9 +50,10 @@ pub fn export_run(run: &Path, out: &Path, normalize: bool) -> Result<Manifest> {
             git_commit: git_commit(),
             created: chrono::Utc::now().to_rfc3339(),
             notes: format!(
-                "STML, {} epochs of {}, data {}",
+                "STML, {} epochs of {}, head {}, data {}",
                 state.epochs_done,
                 cfg.optim.epochs,
+                cfg.model.served_head,
                 cfg.data.path.display()
             ),
         },

@@ -23,16 +23,17 @@ pub fn evaluate_embeddings(e: &Embedded, ds: &Dataset, ks: &[usize], distance: D
     Ok(evaluate(&e.vectors, e.dim, &labels, &ks, distance)?)
 }
 
-/// Embeds `test` with the student's `f` head and evaluates retrieval (Euclidean, the
-/// protocol's distance).
+/// Embeds `test` with the student's `head` output (`f` or `g`) and evaluates retrieval
+/// (Euclidean, the protocol's distance).
 pub fn evaluate_student(
     student: &Network,
+    head: Output,
     test: &Arc<Dataset>,
     pre: &Preprocess,
     ks: &[usize],
     threads: usize,
     device: Device,
 ) -> Result<EvalReport> {
-    let e = embed_eval(student, test, pre, Output::F, threads, device, Some("eval"))?;
+    let e = embed_eval(student, test, pre, head, threads, device, Some("eval"))?;
     evaluate_embeddings(&e, test, ks, Distance::Euclidean)
 }

@@ -50,16 +50,18 @@ pub fn curves(run: &RunDir) -> Result<()> {
     Ok(())
 }
 
-/// Draws `retrieval.png`: 8 test queries (spread over classes) and their top-5 results.
+/// Draws `retrieval.png`: 8 test queries (spread over classes) and their top-5 results in
+/// the student's `head` embedding.
 pub fn retrieval_grid(
     run: &RunDir,
     student: &Network,
+    head: Output,
     test: &Arc<Dataset>,
     pre: &Preprocess,
     threads: usize,
     device: Device,
 ) -> Result<()> {
-    let e = embed_eval(student, test, pre, Output::F, threads, device, None)?;
+    let e = embed_eval(student, test, pre, head, threads, device, None)?;
     let n = e.kept.len();
     if n < 2 {
         return Ok(());

@@ -257,6 +257,7 @@ impl Epochs<'_> {
         let Some(eval) = self.data.eval.as_ref().filter(|_| last || due) else { return Ok(None) };
         let report = evaluate_student(
             &self.nets.student,
+            self.cfg.model.served_head.output(),
             eval,
             &self.preprocess,
             &self.cfg.recall_ks,

@@ -75,7 +75,8 @@ pub fn train_run(run: &RunDir, cfg: &TrainConfig, data: &RunData, checkpoint: Op
         trained.eval = report.or(trained.eval);
     }
     if let Some(eval) = &data.eval {
-        crate::run::report::retrieval_grid(run, &nets.student, eval, &epochs.preprocess, threads, device)?;
+        let head = cfg.model.served_head.output();
+        crate::run::report::retrieval_grid(run, &nets.student, head, eval, &epochs.preprocess, threads, device)?;
     }
     Ok(trained)
 }
@@ -84,10 +85,11 @@ pub fn train_run(run: &RunDir, cfg: &TrainConfig, data: &RunData, checkpoint: Op
 fn log_plan(cfg: &TrainConfig, data: &RunData, device: tch::Device) {
     let train = &data.train;
     info!(
-        "training {} (d = {}, g = {}) on {} images of {} ({}), {}",
+        "training {} (f {}-d, g {}-d, {} served) on {} images of {} ({}), {}",
         cfg.model.arch,
         cfg.model.dim,
         cfg.model.g_dim,
+        cfg.model.served_head,
         train.len(),
         cfg.data.path.display(),
         train.format,

@@ -1,5 +1,6 @@
 //! What `--resume` may change: a resumed run takes more epochs, another evaluation
-//! cadence or another device; any other changed setting would make it another run and is
+//! cadence, another device or another served head (training is the same); any other
+//! changed setting would make it another run and is
 //! refused by name.
 
 use std::path::PathBuf;
@@ -11,8 +12,8 @@ use crate::error::{Result, TrainError};
 use crate::run::RunDir;
 
 /// Settings a resumed run may change; any other difference from the run's config is refused.
-pub const RESUMABLE_KEYS: [&str; 6] =
-    ["optim.epochs", "eval_every", "checkpoint_every", "threads", "device", "data.eval_limit"];
+pub const RESUMABLE_KEYS: [&str; 7] =
+    ["optim.epochs", "eval_every", "checkpoint_every", "threads", "device", "data.eval_limit", "model.served_head"];
 
 /// The configuration a resumed run continues with, and its latest checkpoint: the run's
 /// own, or `changed` (built from the run's own plus flags) when it differs only in
@@ -102,8 +103,9 @@ mod tests {
         let p = TrainConfig::preset(crate::config::Preset::Paper, "x".into());
         assert_eq!(
             config_diff(&p, &d).unwrap(),
-            ["head_init", "optim.bn_freeze", "optim.emb_lr", "optim.lr", "stml.crop_scale"]
+            ["head_init", "model.served_head", "optim.bn_freeze", "optim.emb_lr", "optim.lr", "stml.crop_scale"]
         );
+        assert_eq!((p.model.served_head, d.model.served_head), (models::Head::F, models::Head::G));
         assert_eq!(p.head_init, HeadInit::Orthogonal);
         assert_eq!(p.stml.crop_scale, crate::config::PAPER_CROP_SCALE);
         assert!(!p.optim.bn_freeze && p.optim.warmup_epochs == 0.0);

@@ -1,6 +1,6 @@
 //! A fresh run's start: the heads initialised from the principal components of the
 //! pretrained pooled features (`--head-init pca`), and the pretrained baseline measured
-//! beside the starting `f` on the evaluation images (the epoch-0 line of metrics.jsonl).
+//! beside the starting served head on the evaluation images (the epoch-0 line of metrics.jsonl).
 
 use contract::{Distance, Output};
 use models::{HEAD_F, HEAD_G};
@@ -53,11 +53,11 @@ fn pca_heads(e: &Epochs<'_>, ema: &EmaPairs) -> Result<Embedded> {
     pooled.with_rows(&g)
 }
 
-/// The pretrained pooled feature and the starting `f` on the evaluation images.
+/// The pretrained pooled feature and the starting served head on the evaluation images.
 fn log_baseline(e: &Epochs<'_>) -> Result<()> {
     let Some(eval) = &e.data.eval else { return Ok(()) };
     let opts = EmbedOptions {
-        output: Output::F,
+        output: e.cfg.model.served_head.output(),
         transform: Transform::eval(&e.preprocess),
         batch_size: 128,
         threads: e.threads,
@@ -65,11 +65,11 @@ fn log_baseline(e: &Epochs<'_>) -> Result<()> {
         cache: None,
         label: Some("eval"),
     };
-    let both = embed_many(&e.nets.student, eval, &opts, &[Output::Pooled, Output::F])?;
+    let both = embed_many(&e.nets.student, eval, &opts, &[Output::Pooled, opts.output])?;
     let ks = &e.cfg.recall_ks;
     let baseline = evaluate_embeddings(&both[0], eval, ks, Distance::Euclidean)?;
     let start = evaluate_embeddings(&both[1], eval, ks, Distance::Euclidean)?;
     info!("pretrained pooled feature: {}", baseline.one_line());
-    info!("epoch 0 (f before training): {}", start.one_line());
+    info!("epoch 0 ({} before training): {}", e.cfg.model.served_head, start.one_line());
     e.run.log_metrics(&serde_json::json!({"epoch": 0, "step": 0, "eval": start, "baseline": baseline}))
 }
