@@ -1,13 +1,14 @@
 # Shared by the serving benchmarks (sourced; needs WORK and LOG set and the release
 # trainer built).
 
-model() { # model SIZE: a MobileNetV2 exported at SIZE px after one step, cached in WORK
+model() { # model SIZE: a MobileNetV2 exported at SIZE px after one step, cached in WORK; its 128-d f
+  # (issue 11's model; a default export serves the 1024-d g)
   local m="$WORK/model-$1.onnx"
   if [ ! -f "$m" ]; then
     echo "exporting a MobileNetV2 model at $1 px (one training step)" >&2
     rm -rf "$WORK/fit-$1"
     target/release/trainer fit --data deps/fashion-mnist --out "$WORK/fit-$1" --image-size "$1" --limit 600 \
-      --eval-limit 200 --epochs 1 --batch-size 20 --max-steps-per-epoch 1 --dim 128 > "$LOG/fit-$1.json" 2> "$LOG/fit-$1.log" \
+      --eval-limit 200 --epochs 1 --batch-size 20 --max-steps-per-epoch 1 --served-head f > "$LOG/fit-$1.json" 2> "$LOG/fit-$1.log" \
       || { echo "the fit for the $1-px model failed (out of memory?): see $LOG/fit-$1.log" >&2; return 1; }
     target/release/trainer export --run "$WORK/fit-$1" --out "$m.tmp" >&2 || return 1
     mv "$m.tmp" "$m"

@@ -50,7 +50,7 @@ if [ ! -f "$MODEL" ]; then
   cargo build --release -q -p trainer
   rm -rf "$WORK/fit-$IMAGE_SIZE"
   target/release/trainer fit --data deps/fashion-mnist --out "$WORK/fit-$IMAGE_SIZE" --image-size "$IMAGE_SIZE" \
-    --limit 600 --eval-limit 200 --epochs 1 --batch-size 60 --max-steps-per-epoch 1 --dim 128 \
+    --limit 600 --eval-limit 200 --epochs 1 --batch-size 60 --max-steps-per-epoch 1 --served-head f \
     > "$LOG/fit.json" 2> "$LOG/fit.log"
   target/release/trainer export --run "$WORK/fit-$IMAGE_SIZE" --out "$MODEL.tmp" >&2
   mv "$MODEL.tmp" "$MODEL"

@@ -26,7 +26,7 @@ if [ ! -f "$RUN/model.onnx" ]; then
   mkdir -p "$RUN"
   echo "== 1/4 fitting STML on Fashion-MNIST classes 0-4 without labels (short CPU schedule, a few minutes)"
   "$T" fit --data deps/fashion-mnist --out "$RUN/fit" --image-size 64 --limit 3000 --eval-limit 2000 \
-    --epochs 2 --batch-size 60 --max-steps-per-epoch 25 --dim 128 --bn-freeze > "$RUN/fit.json"
+    --epochs 2 --batch-size 60 --max-steps-per-epoch 25 --bn-freeze > "$RUN/fit.json"
   echo "== 2/4 exporting $RUN/model.onnx"
   "$T" export --run "$RUN/fit" --out "$RUN/model.onnx"
 fi
