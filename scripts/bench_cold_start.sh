@@ -11,12 +11,14 @@
 #
 #   bash scripts/bench_cold_start.sh                  # N=100000, ~4 minutes on 2 cores
 #   SKIP_SETUP=1 N=20000 REPEATS=1 bash scripts/bench_cold_start.sh
+#   SKIP_SETUP=1 HEAD=g bash scripts/bench_cold_start.sh     # 1024-d vectors (the default export)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 N="${N:-100000}"
 REPEATS="${REPEATS:-3}"
+HEAD="${HEAD:-f}"   # f: issue 11's 128-d model; g: the 1024-d vectors a default fit serves
 WORK="${WORK:-target/bench_serving}"
 LOG="$WORK/logs-cold-start"
 
@@ -26,8 +28,9 @@ mkdir -p "$WORK" "$LOG"
 # shellcheck source=scripts/bench_lib.sh
 source scripts/bench_lib.sh
 
-MODEL="$(model 96)"
+MODEL="$(model 96 "$HEAD")"
 INDEX="$WORK/synthetic-$N"
+[ "$HEAD" = f ] || INDEX="$WORK/synthetic-$N-$HEAD"
 if [ ! -f "$INDEX/.complete" ]; then
   rm -rf "$INDEX"
   echo "writing $N synthetic items to $INDEX" >&2

@@ -1,16 +1,19 @@
 # Shared by the serving benchmarks (sourced; needs WORK and LOG set and the release
 # trainer built).
 
-model() { # model SIZE: a MobileNetV2 exported at SIZE px after one step, cached in WORK; its 128-d f
-  # (issue 11's model; a default export serves the 1024-d g)
-  local m="$WORK/model-$1.onnx"
+model() { # model SIZE [HEAD]: a MobileNetV2 exported at SIZE px after one step, cached in
+  # WORK; HEAD f (the default here: issue 11's 128-d model) or g (the 1024-d head a default
+  # fit serves)
+  local head="${2:-f}" m="$WORK/model-$1.onnx" fit="$WORK/fit-$1"
+  [ "$head" = f ] || { m="$WORK/model-$1-$head.onnx"; fit="$WORK/fit-$1-$head"; }
   if [ ! -f "$m" ]; then
-    echo "exporting a MobileNetV2 model at $1 px (one training step)" >&2
-    rm -rf "$WORK/fit-$1"
-    target/release/trainer fit --data deps/fashion-mnist --out "$WORK/fit-$1" --image-size "$1" --limit 600 \
-      --eval-limit 200 --epochs 1 --batch-size 20 --max-steps-per-epoch 1 --served-head f > "$LOG/fit-$1.json" 2> "$LOG/fit-$1.log" \
-      || { echo "the fit for the $1-px model failed (out of memory?): see $LOG/fit-$1.log" >&2; return 1; }
-    target/release/trainer export --run "$WORK/fit-$1" --out "$m.tmp" >&2 || return 1
+    echo "exporting a MobileNetV2 model at $1 px, head $head (one training step)" >&2
+    rm -rf "$fit"
+    target/release/trainer fit --data deps/fashion-mnist --out "$fit" --image-size "$1" --limit 600 \
+      --eval-limit 200 --epochs 1 --batch-size 20 --max-steps-per-epoch 1 --served-head "$head" \
+      > "$LOG/fit-$1-$head.json" 2> "$LOG/fit-$1-$head.log" \
+      || { echo "the fit for the $1-px model failed (out of memory?): see $LOG/fit-$1-$head.log" >&2; return 1; }
+    target/release/trainer export --run "$fit" --out "$m.tmp" >&2 || return 1
     mv "$m.tmp" "$m"
   fi
   echo "$m"
