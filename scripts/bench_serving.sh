@@ -16,8 +16,8 @@
 #
 # Galleries: png96 (the fonts domain's 4,795 unseen-class 128-px PNGs, a 96-px model) and
 # jpg224 (JPEG_COUNT 1-megapixel JPEGs made from them by scripts/make_jpeg_gallery.py, a
-# 224-px model). Models: MobileNetV2, d = 128, exported after one training step (speed does
-# not depend on training). Needs root for `apt-get install wrk` if wrk is missing.
+# 224-px model). Models: MobileNetV2, d = 128 (its `f`), exported after one training step
+# (speed does not depend on training); HEAD=g serves the 1024-d `g` a default fit exports. Needs root for `apt-get install wrk` if wrk is missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -106,7 +106,7 @@ load() { # load URL CONCURRENCY CLOSE OUTFILE
 
 for g in $GALLERIES; do
   case "$g" in png96) size=96 ;; jpg224) size=224 ;; *) echo "unknown gallery $g" >&2; exit 2 ;; esac
-  MODEL="$(model "$size")"
+  MODEL="$(model "$size" "${HEAD:-f}")"
   IMAGES="$(gallery "$g")"
   QUERIES="$WORK/queries-$g.txt"
   find "$IMAGES" -type f | sort | awk 'NR % 37 == 1 && n++ < 64' > "$QUERIES"
