@@ -1,7 +1,7 @@
 //! The `trainer` command line: clear errors before any work, `--json` output, corrupt
 //! images skipped and counted, `--resume`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn trainer() -> Command {
@@ -101,15 +101,7 @@ fn fit_skips_corrupt_images_eval_json_is_pure_and_resume_continues() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
 
     // --json prints exactly one JSON object on stdout.
-    let o = trainer()
-        .args(["eval", "--json", "--threads", "2", "--device", "cpu", "--run"])
-        .arg(&out)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    let v = eval_json(&out, &data, &[]);
     assert_eq!(v["recall"][0][0], 1);
     let r1 = v["recall"][0][1].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&r1));
@@ -128,6 +120,20 @@ fn fit_skips_corrupt_images_eval_json_is_pure_and_resume_continues() {
     assert_eq!(lines, 2);
 }
 
+/// Runs `trainer eval --json` on a run (with `extra` flags) and returns its one JSON object.
+fn eval_json(run: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
+    let o = trainer()
+        .args(["eval", "--json", "--threads", "2", "--device", "cpu", "--run"])
+        .arg(run)
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("stdout is one JSON object")
+}
+
 /// Runs `trainer export` (with `extra` flags) and returns what it printed.
 fn export(run: &Path, out: &Path, extra: &[&str]) -> String {
     let o = trainer().args(["export", "--run"]).arg(run).arg("--out").arg(out).args(extra).output().unwrap();
@@ -135,36 +141,32 @@ fn export(run: &Path, out: &Path, extra: &[&str]) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// The fixture in `dir/data` and a finished `small_fit` of it in `dir/run`; returns both
+/// paths and the fit's log.
+fn fitted(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let (data, out) = (dir.join("data"), dir.join("run"));
+    fixture(&data);
+    let o = small_fit(&data, &out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    (data, out, err)
+}
+
 #[test]
 fn the_served_head_is_g_unless_told_and_may_change_on_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    fixture(&data);
-    let out = dir.path().join("run");
-    let o = small_fit(&data, &out).args(["--served-head", "h"]).output().unwrap();
+    let (data, out, log) = fitted(dir.path());
+    assert!(log.contains("(f 8-d, g 16-d, g served)"), "{log}");
+    let o = small_fit(&data, &dir.path().join("run2")).args(["--served-head", "h"]).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--served-head") && err.contains("unknown head \"h\""), "{err}");
-    let o = small_fit(&data, &out).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    assert!(err.contains("(f 8-d, g 16-d, g served)"), "{err}");
 
     // small_fit: f 8-d, g 16-d. The default exports g; `--head f` the paper's f.
     assert!(export(&out, &dir.path().join("g.onnx"), &[]).contains("d = 16"));
     assert!(export(&out, &dir.path().join("f.onnx"), &["--head", "f"]).contains("d = 8"));
-    let eval = |head: &str| {
-        let o = trainer()
-            .args(["eval", "--json", "--threads", "2", "--device", "cpu", "--head", head, "--run"])
-            .arg(&out)
-            .arg("--data")
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["map_at_r"].as_f64().unwrap()
-    };
-    assert_ne!(eval("f"), eval("g"), "--head picks another embedding");
+    let map = |head: &str| eval_json(&out, &data, &["--head", head])["map_at_r"].as_f64().unwrap();
+    assert_ne!(map("f"), map("g"), "--head picks another embedding");
 
     // Serving the other head changes no training: a resumed run may switch.
     let o = trainer().args(["fit", "--resume", "--served-head", "f", "--out"]).arg(&out).output().unwrap();
@@ -176,11 +178,7 @@ fn the_served_head_is_g_unless_told_and_may_change_on_resume() {
 #[test]
 fn resume_applies_more_epochs_and_refuses_other_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    fixture(&data);
-    let out = dir.path().join("run");
-    let o = small_fit(&data, &out).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, out, _) = fitted(dir.path());
 
     // A changed hyper-parameter would make it another run: refused, naming the setting.
     let o = trainer().args(["fit", "--resume", "--lr", "0.5", "--out"]).arg(&out).output().unwrap();
