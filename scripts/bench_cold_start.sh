@@ -21,6 +21,7 @@ REPEATS="${REPEATS:-3}"
 HEAD="${HEAD:-f}"   # f: issue 11's 128-d model; g: the 1024-d vectors a default fit serves
 WORK="${WORK:-target/bench_serving}"
 LOG="$WORK/logs-cold-start"
+[ "$HEAD" = f ] || LOG="$LOG-$HEAD"
 
 [ -n "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 cargo build --release -q -p trainer -p server --bin trainer --bin server --example synthetic_collection

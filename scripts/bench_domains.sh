@@ -11,13 +11,14 @@
 #
 # Domains: fonts (scripts/make_fonts_dataset.sh: 600 + 600 characters x 8 fonts) and
 # fmnist (Fashion-MNIST: 6,000 training images of classes 0-4, 5,000 test images of 5-9).
-# Variants: default (the product's defaults), paper (--preset paper), supervised (true
+# Variants: default (the product's defaults), served-f (the defaults serving the 128-d f,
+# as they did until 2026-12-07), paper (--preset paper), supervised (true
 # labels as W), semi10 (10 % of training images labelled), no-pca, no-bn-freeze,
 # no-warmup (the default preset with one change undone; no-warmup has been the default
 # itself since 2026-12-03, warmup is the quarter-epoch warm-up it had before), lrX (e.g. lr3e-4: --lr and
 # --emb-lr X, backbone and heads), emblrX (--emb-lr X: the heads only), momX (e.g. mom0.99: the
-# teacher's EMA momentum), batchX (--batch-size X), dimX (--dim X: the served embedding's
-# dimension), cropX (--crop-scale X: the smallest crop area of a training view).
+# teacher's EMA momentum), batchX (--batch-size X), dimX (--dim X --served-head f: an
+# X-d `f`, served), cropX (--crop-scale X: the smallest crop area of a training view).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -46,6 +47,7 @@ domain_flags() {
 variant_flags() {
   case "$1" in
     default) echo "" ;;
+    served-f) echo "--served-head f" ;;   # the paper's served head (the default until 2026-12-07)
     paper) echo "--preset paper" ;;
     supervised) echo "--supervised" ;;
     semi10) echo "--label-fraction 0.1" ;;
@@ -57,7 +59,7 @@ variant_flags() {
     mom*) echo "--momentum ${1#mom}" ;;
     emblr*) echo "--emb-lr ${1#emblr}" ;;
     batch*) echo "--batch-size ${1#batch}" ;;
-    dim*) echo "--dim ${1#dim}" ;;
+    dim*) echo "--dim ${1#dim} --served-head f" ;;
     crop*) echo "--crop-scale ${1#crop}" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac

@@ -2,7 +2,7 @@
 # Fashion-MNIST zero-shot benchmark (protocol of ../shared/DATA.md): train WITHOUT labels on
 # classes 0-4 (train + t10k pooled), evaluate retrieval on the unseen classes 5-9.
 #   (a) the pretrained MobileNetV2 before training (pooled GAP+GMP feature)
-#   (b) STML without labels, d = 128
+#   (b) STML without labels, the defaults (the 1024-d g served; f 128-d before 2026-12-07)
 #   (c) the same pipeline with the true labels as W (supervised upper bound)
 # Settings are environment variables; the defaults fit a 2-core CPU box.
 set -euo pipefail
@@ -25,7 +25,7 @@ fi
 mkdir -p "$OUT"
 rm -rf "$OUT/stml" "$OUT/supervised"
 common=(--data deps/fashion-mnist --image-size "$IMAGE_SIZE" --limit "$LIMIT" --eval-limit "$EVAL_LIMIT"
-        --epochs "$EPOCHS" --batch-size "$BATCH" --dim 128 --device "$DEVICE" --threads "$THREADS" --eval-every 1 $EXTRA)
+        --epochs "$EPOCHS" --batch-size "$BATCH" --device "$DEVICE" --threads "$THREADS" --eval-every 1 $EXTRA)
 t0=$(date +%s)
 "$TRAINER" eval --arch mobilenet_v2 --data deps/fashion-mnist --image-size "$IMAGE_SIZE" --limit "$EVAL_LIMIT" \
   --device "$DEVICE" --threads "$THREADS" --json > "$OUT/baseline.json"

@@ -37,7 +37,7 @@ for domain in $DOMAINS; do
   if [ ! -f "$dir/model.onnx" ]; then
     rm -rf "$dir/fit"
     "$T" fit "${data[@]}" --out "$dir/fit" --image-size 64 --limit 3000 --eval-limit 2000 \
-      --epochs 2 --batch-size 60 --max-steps-per-epoch 25 --dim 128 > "$dir/fit.json"
+      --epochs 2 --batch-size 60 --max-steps-per-epoch 25 --served-head f > "$dir/fit.json"
     "$T" export --run "$dir/fit" --out "$dir/model.onnx"
   fi
   for split in train test; do

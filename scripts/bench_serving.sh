@@ -9,7 +9,8 @@
 # query files) and `wrk` POSTing gallery files to `/search?k=10`
 # at each concurrency, with keep-alive and with a new connection per request
 # (`Connection: close`), against each server in turn. The client's CPU use is reported.
-# A markdown summary (medians of the repeats) is printed and kept in WORK/summary.md.
+# A markdown summary (medians of the repeats) is printed and kept in WORK/summary.md
+# (summary-g.md for HEAD=g).
 #
 #   bash scripts/bench_serving.sh                         # both galleries, ~25 minutes on 2 cores
 #   GALLERIES=png96 REPEATS=1 DURATION=4 bash scripts/bench_serving.sh   # a quick look
@@ -17,7 +18,8 @@
 # Galleries: png96 (the fonts domain's 4,795 unseen-class 128-px PNGs, a 96-px model) and
 # jpg224 (JPEG_COUNT 1-megapixel JPEGs made from them by scripts/make_jpeg_gallery.py, a
 # 224-px model). Models: MobileNetV2, d = 128 (its `f`), exported after one training step
-# (speed does not depend on training); HEAD=g serves the 1024-d `g` a default fit exports. Needs root for `apt-get install wrk` if wrk is missing.
+# (speed does not depend on training); HEAD=g serves the 1024-d `g` a default fit exports.
+# Needs root for `apt-get install wrk` if wrk is missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -51,7 +53,10 @@ fi
 S=target/release/server
 ORT=target/release/examples/ort_throughput
 mkdir -p "$WORK"
-LOG="$WORK/logs"
+HEAD="${HEAD:-f}"
+SUFFIX=""   # HEAD=g keeps its logs, indexes and summary apart from the 128-d model's
+[ "$HEAD" = f ] || SUFFIX="-$HEAD"
+LOG="$WORK/logs$SUFFIX"
 rm -rf "$LOG"
 mkdir -p "$LOG"
 # shellcheck source=scripts/bench_lib.sh
@@ -106,7 +111,7 @@ load() { # load URL CONCURRENCY CLOSE OUTFILE
 
 for g in $GALLERIES; do
   case "$g" in png96) size=96 ;; jpg224) size=224 ;; *) echo "unknown gallery $g" >&2; exit 2 ;; esac
-  MODEL="$(model "$size" "${HEAD:-f}")"
+  MODEL="$(model "$size" "$HEAD")"
   IMAGES="$(gallery "$g")"
   QUERIES="$WORK/queries-$g.txt"
   find "$IMAGES" -type f | sort | awk 'NR % 37 == 1 && n++ < 64' > "$QUERIES"
@@ -115,14 +120,14 @@ for g in $GALLERIES; do
   echo "[$g] server index $IMAGES" >&2
   "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 > "$LOG/$g-index-ort-before"
   "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 --streams > "$LOG/$g-index-orts-before"
-  rm -rf "$WORK/index-$g"
-  RUST_LOG=info "$S" index --model "$MODEL" --images "$IMAGES" --index "$WORK/index-$g" 2> "$LOG/$g-index.log"
+  rm -rf "$WORK/index-$g$SUFFIX"
+  RUST_LOG=info "$S" index --model "$MODEL" --images "$IMAGES" --index "$WORK/index-$g$SUFFIX" 2> "$LOG/$g-index.log"
   grep -o 'images_per_second=[0-9.]*' "$LOG/$g-index.log" | tail -n1 > "$LOG/$g-index-rate"
   "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 > "$LOG/$g-index-ort-after"
   "$ORT" --model "$MODEL" --batch 16 --seconds "$ORT_SECONDS" --repeats 1 --streams > "$LOG/$g-index-orts-after"
 
   # --- serving ---------------------------------------------------------------------------
-  RUST_LOG=info "$S" serve --model "$MODEL" --index "$WORK/index-$g" --host 127.0.0.1 --port 0 2> "$LOG/$g-rust.log" &
+  RUST_LOG=info "$S" serve --model "$MODEL" --index "$WORK/index-$g$SUFFIX" --host 127.0.0.1 --port 0 2> "$LOG/$g-rust.log" &
   RUST_PID=$!
   PY_PORT="$(free_port)"
   "$VENV/bin/python" scripts/baseline_server.py --model "$MODEL" --gallery "$IMAGES" --port "$PY_PORT" \
@@ -162,4 +167,4 @@ for g in $GALLERIES; do
 done
 
 LOG="$LOG" REPEATS="$REPEATS" CONCURRENCY="$CONCURRENCY" GALLERIES="$GALLERIES" DURATION="$DURATION" \
-  python3 scripts/bench_serving_table.py | tee "$WORK/summary.md"
+  python3 scripts/bench_serving_table.py | tee "$WORK/summary$SUFFIX.md"

@@ -53,7 +53,8 @@ def images(domain, split):
     out, labels = [], []
     for c, cls in enumerate(sorted(os.listdir(root))):
         for name in sorted(os.listdir(os.path.join(root, cls))):
-            out.append(Image.open(os.path.join(root, cls, name)))
+            with Image.open(os.path.join(root, cls, name)) as im:
+                out.append(im.convert("RGB"))
             labels.append(c)
     return out, np.array(labels)
 
@@ -61,8 +62,10 @@ def images(domain, split):
 def embed(path, imgs):
     """Rows of the model's embedding: shorter side to `resize`, centre crop, normalise."""
     s = ort.InferenceSession(path)
-    meta = s.get_modelmeta().custom_metadata_map
-    pre = json.loads(meta["stml.manifest"])["preprocess"]
+    manifest = json.loads(s.get_modelmeta().custom_metadata_map["stml.manifest"])
+    pre = manifest["preprocess"]
+    if pre["channel_order"] != "rgb" or abs(pre["scale"] - 1 / 255) > 1e-6:
+        sys.exit(f"{path}: this script reads RGB models scaled by 1/255, not {pre}")
     mean, std = np.array(pre["mean"], np.float32), np.array(pre["std"], np.float32)
     rows = []
     for i in range(0, len(imgs), 64):
@@ -77,7 +80,7 @@ def embed(path, imgs):
             im = im.crop((left, top, left + pre["crop"], top + pre["crop"]))
             a = (np.asarray(im, np.float32) / 255.0 - mean) / std
             batch.append(a.transpose(2, 0, 1))
-        rows.append(s.run(None, {"image": np.stack(batch)})[0])
+        rows.append(s.run(None, {manifest["input_name"]: np.stack(batch)})[0])
     return np.concatenate(rows).astype(np.float64)
 
 

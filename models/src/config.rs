@@ -10,7 +10,7 @@ use crate::{Arch, Output, Preprocess};
 pub const HEAD_PREFIX: &str = "head_";
 /// Name of the student's target embedding head (`f` in docs/algorithm.md).
 pub const HEAD_F: &str = "head_f";
-/// Name of the auxiliary, larger head (`g` in docs/algorithm.md).
+/// Name of the wide head (`g` in docs/algorithm.md).
 pub const HEAD_G: &str = "head_g";
 
 /// Which of the student's heads is evaluated, exported and served.
@@ -54,11 +54,12 @@ impl std::str::FromStr for Head {
 
 /// Builds the STML networks of one architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub arch: Arch,
     /// Dimension of the target embedding `f`.
     pub dim: usize,
-    /// Dimension of the auxiliary embedding `g`.
+    /// Dimension of the wide embedding `g`.
     pub g_dim: usize,
     /// Network input size (square crop), e.g. 224.
     pub image_size: u32,

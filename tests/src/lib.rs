@@ -45,8 +45,8 @@ pub fn write_shapes(root: &Path, classes: usize, per_class: usize, size: u32) {
     }
 }
 
-/// A configuration small enough to fit in seconds on a CPU: 16-d, 32 px, batches of 10
-/// (2 queries with 5 neighbours), `epochs` epochs of at most 2 steps.
+/// A configuration small enough to fit in seconds on a CPU: `f` 16-d, `g` 32-d (served),
+/// 32 px, batches of 10 (2 queries with 5 neighbours), `epochs` epochs of at most 2 steps.
 pub fn tiny_config(data: &Path, epochs: usize) -> trainer::config::TrainConfig {
     let mut cfg = trainer::config::TrainConfig::defaults(data.to_path_buf());
     cfg.model.dim = 16;

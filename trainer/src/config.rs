@@ -375,5 +375,9 @@ mod tests {
         let mut text = TrainConfig::defaults("d".into()).to_toml();
         text.push_str("\nsigmaa = 3\n");
         assert!(toml::from_str::<TrainConfig>(&text).is_err());
+        // In a nested table too: a misspelt `served_head` must not quietly serve `f`.
+        let text = TrainConfig::defaults("d".into()).to_toml().replace("served_head =", "served-head =");
+        let e = toml::from_str::<TrainConfig>(&text).unwrap_err().to_string();
+        assert!(e.contains("served-head"), "{e}");
     }
 }

@@ -76,8 +76,7 @@ struct FitArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in --out from its latest checkpoint. Flags may raise --epochs or
-    /// change --eval-every, --threads, --device, --eval-limit, --served-head; any other
-    /// change is refused.
+    /// change --eval-every, --threads, --device, --eval-limit; any other change is refused.
     #[arg(long)]
     resume: bool,
     /// Dataset layout of --data [default: auto, detected].

@@ -1,6 +1,5 @@
 //! What `--resume` may change: a resumed run takes more epochs, another evaluation
-//! cadence, another device or another served head (training is the same); any other
-//! changed setting would make it another run and is
+//! cadence or another device; any other changed setting would make it another run and is
 //! refused by name.
 
 use std::path::PathBuf;
@@ -12,8 +11,8 @@ use crate::error::{Result, TrainError};
 use crate::run::RunDir;
 
 /// Settings a resumed run may change; any other difference from the run's config is refused.
-pub const RESUMABLE_KEYS: [&str; 7] =
-    ["optim.epochs", "eval_every", "checkpoint_every", "threads", "device", "data.eval_limit", "model.served_head"];
+pub const RESUMABLE_KEYS: [&str; 6] =
+    ["optim.epochs", "eval_every", "checkpoint_every", "threads", "device", "data.eval_limit"];
 
 /// The configuration a resumed run continues with, and its latest checkpoint: the run's
 /// own, or `changed` (built from the run's own plus flags) when it differs only in
@@ -27,11 +26,19 @@ pub fn resumed_config(run: &RunDir, changed: Option<TrainConfig>) -> Result<(Tra
     let diff = config_diff(&saved, &new)?;
     let refused: Vec<&str> = diff.iter().map(String::as_str).filter(|k| !RESUMABLE_KEYS.contains(k)).collect();
     if !refused.is_empty() {
+        // The run's metrics and pictures measure its served head: another one is read from
+        // the finished run instead.
+        let head = if refused.contains(&"model.served_head") {
+            "; the other head of this run is at hand without training: `trainer eval --run RUN --head f|g`, \
+             `trainer export --run RUN --head f|g`"
+        } else {
+            ""
+        };
         return Err(TrainError::Run {
             path: run.root.clone(),
             reason: format!(
                 "--resume keeps a run's settings, but these differ from its config.toml: {}; drop those \
-                 flags, or start a new run with another --out (a resumed run may change only {})",
+                 flags, or start a new run with another --out (a resumed run may change only {}){head}",
                 refused.join(", "),
                 RESUMABLE_KEYS.join(", ")
             ),
