@@ -349,25 +349,23 @@ mod tests {
         assert!(e.contains("--batch-size 121"), "{e}");
     }
 
+    /// The defaults as a config file written before the setting `key` existed.
+    fn written_without(key: &str) -> TrainConfig {
+        let text = TrainConfig::defaults("d".into()).to_toml();
+        let old: String = text.lines().filter(|l| !l.starts_with(key)).map(|l| format!("{l}\n")).collect();
+        assert_ne!(old, text, "the line to drop is there");
+        toml::from_str(&old).unwrap()
+    }
+
     #[test]
     fn a_config_written_before_crop_scale_existed_reads_as_the_paper_crop() {
-        let c = TrainConfig::defaults("d".into());
-        let text = c.to_toml();
-        let old: String = text.lines().filter(|l| !l.starts_with("crop_scale")).map(|l| format!("{l}\n")).collect();
-        assert_ne!(old, text, "the line to drop is there");
-        let back: TrainConfig = toml::from_str(&old).unwrap();
-        assert_eq!(back.stml.crop_scale, PAPER_CROP_SCALE);
+        assert_eq!(written_without("crop_scale").stml.crop_scale, PAPER_CROP_SCALE);
     }
 
     #[test]
     fn a_config_written_before_served_head_existed_serves_f() {
-        let c = TrainConfig::defaults("d".into());
-        assert_eq!(c.model.served_head, models::Head::G);
-        let text = c.to_toml();
-        let old: String = text.lines().filter(|l| !l.starts_with("served_head")).map(|l| format!("{l}\n")).collect();
-        assert_ne!(old, text, "the line to drop is there");
-        let back: TrainConfig = toml::from_str(&old).unwrap();
-        assert_eq!(back.model.served_head, models::Head::F);
+        assert_eq!(TrainConfig::defaults("d".into()).model.served_head, models::Head::G);
+        assert_eq!(written_without("served_head").model.served_head, models::Head::F);
     }
 
     #[test]
