@@ -1,20 +1,25 @@
 //! Search-only benchmark of the server's two indexes on clustered vectors: HNSW build time,
 //! then queries per second (one thread) and recall@10 against the exact index, for several
-//! `ef_search` values. No model and no HTTP: just [`HnswIndex`] and [`ExactIndex`].
+//! `ef_search` values and graph quantisations. No model and no HTTP: just [`HnswIndex`] and
+//! [`ExactIndex`]. A quantised graph ranks its candidates by full-precision vectors, which
+//! the server reads from its store and this benchmark from memory.
 //!
 //! ```text
-//! cargo run --release -p server --example index_bench -- [--n 100000] [--dim 128] [--ef 32,64,128,256]
+//! cargo run --release -p server --example index_bench -- [--n 100000] [--dim 128] [--ef 32,64,128,256] \
+//!     [--quantization f32,f16,i8]
 //! ```
 //!
 //! Prints a markdown table.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
 use contract::Distance;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use server::index::{ExactIndex, HnswIndex, HnswParams, VectorRead, VectorWrite};
+use server::index::{ExactIndex, FullVectors, HnswIndex, HnswParams, Quantization, VectorRead, VectorWrite};
 
 #[derive(Parser)]
 #[command(about = "HNSW vs exact search: build time, QPS and recall@10 on clustered vectors")]
@@ -53,6 +58,9 @@ struct Args {
     /// `euclidean` or `cosine`.
     #[arg(long, default_value = "euclidean")]
     distance: String,
+    /// Graph quantisations to measure: f32, f16, i8 (i8 with cosine only).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    quantization: Vec<String>,
     /// Also measure a Milvus collection (HNSW with the same M and ef_construction) at this
     /// address, searched through the server's Milvus gallery (needs `--features milvus`).
     #[arg(long)]
@@ -82,6 +90,15 @@ fn clustered(n: usize, dim: usize, latent: usize, clusters: usize, spread: f32, 
                 .collect()
         })
         .collect()
+}
+
+/// The full-precision vectors, in memory.
+struct Full(HashMap<u64, Vec<f32>>);
+
+impl FullVectors for Full {
+    fn full_vectors(&self, keys: &[u64]) -> Vec<Option<Vec<f32>>> {
+        keys.iter().map(|k| self.0.get(k).cloned()).collect()
+    }
 }
 
 /// Runs every query once; returns queries per second and the answers' keys.
@@ -121,11 +138,16 @@ fn main() -> anyhow::Result<()> {
     exact.insert(&items);
     let exact_build = started.elapsed().as_secs_f64();
 
-    let started = Instant::now();
-    let mut hnsw = HnswIndex::new(args.dim, metric, params, args.n);
-    hnsw.insert(&items);
-    let hnsw_build = started.elapsed().as_secs_f64();
-    anyhow::ensure!(hnsw.len() == args.n, "the graph holds {} of {} vectors", hnsw.len(), args.n);
+    let quantizations = args
+        .quantization
+        .iter()
+        .map(|q| {
+            let q: Quantization = q.parse().map_err(|e| anyhow::anyhow!("--quantization: {e}"))?;
+            q.check(metric).map_err(|e| anyhow::anyhow!("--quantization: {e}"))?;
+            Ok(q)
+        })
+        .collect::<anyhow::Result<Vec<Quantization>>>()?;
+    let full: Arc<dyn FullVectors> = Arc::new(Full(items.iter().cloned().collect()));
 
     let (exact_qps, truth) = timed_search(&exact, &queries, args.k, None);
     println!(
@@ -149,13 +171,22 @@ fn main() -> anyhow::Result<()> {
         "| exact | - | {exact_build:.2} | {:.0} | {exact_qps:.1} | 1.000 |",
         args.n as f64 / exact_build.max(1e-9)
     );
-    for &ef in &args.ef {
-        let (qps, got) = timed_search(&hnsw, &queries, args.k, Some(ef));
-        println!(
-            "| hnsw | {ef} | {hnsw_build:.1} | {:.0} | {qps:.0} | {:.3} |",
-            args.n as f64 / hnsw_build,
-            recall(&truth, &got, args.k)
-        );
+    for quantization in quantizations {
+        let params = HnswParams { quantization, ..params };
+        let started = Instant::now();
+        let mut hnsw = HnswIndex::new(args.dim, metric, params, args.n).with_full_vectors(full.clone());
+        hnsw.insert(&items);
+        let hnsw_build = started.elapsed().as_secs_f64();
+        anyhow::ensure!(hnsw.len() == args.n, "the graph holds {} of {} vectors", hnsw.len(), args.n);
+        for &ef in &args.ef {
+            let (qps, got) = timed_search(&hnsw, &queries, args.k, Some(ef));
+            println!(
+                "| hnsw {} | {ef} | {hnsw_build:.1} | {:.0} | {qps:.0} | {:.3} |",
+                quantization.name(),
+                args.n as f64 / hnsw_build,
+                recall(&truth, &got, args.k)
+            );
+        }
     }
     if let Some(uri) = &args.milvus {
         milvus_rows(&args, uri, metric, params, &items, &queries, &truth)?;

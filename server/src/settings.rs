@@ -346,6 +346,12 @@ impl Settings {
         if !(0.0..=1.0).contains(&self.hnsw.rebuild_tombstone_ratio) {
             return bad("hnsw.rebuild_tombstone_ratio must lie in 0 ..= 1");
         }
+        if self.index.backend == Backend::Milvus && self.hnsw.quantization != crate::index::Quantization::F32 {
+            return bad(
+                "hnsw.quantization applies to the embedded graph; Milvus keeps its own vectors: remove it, or \
+                        use backend = \"embedded\"",
+            );
+        }
         if !(self.rate_limit.per_second >= 0.0 && self.rate_limit.per_second.is_finite()) || self.rate_limit.burst == 0
         {
             return bad("rate_limit.per_second must be 0 (off) or positive and rate_limit.burst at least 1");
@@ -438,7 +444,11 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("server.toml");
-        std::fs::write(&file, "port = 9000\nhost = \"0.0.0.0\"\n[hnsw]\nm = 32\nef_search = 40\n").unwrap();
+        std::fs::write(
+            &file,
+            "port = 9000\nhost = \"0.0.0.0\"\n[hnsw]\nm = 32\nef_search = 40\nquantization = \"f16\"\n",
+        )
+        .unwrap();
         let s = Settings::load(
             Some(&file),
             env(&[("STML_SERVER_PORT", "9100"), ("STML_SERVER_HNSW__EF_SEARCH", "77"), ("OTHER", "x")]),
@@ -449,6 +459,7 @@ mod tests {
         assert_eq!(s.hnsw.m, 32);
         assert_eq!(s.hnsw.ef_search, 77);
         assert_eq!(s.hnsw.ef_construction, HnswParams::default().ef_construction);
+        assert_eq!(s.hnsw.quantization, crate::index::Quantization::F16);
     }
 
     #[test]
@@ -489,5 +500,10 @@ mod tests {
         std::fs::write(&file, "port = \"eighty\"").unwrap();
         let err = Settings::load(Some(&file), Vec::new()).unwrap_err().to_string();
         assert!(err.contains("bad.toml"), "{err}");
+        let err = Settings::load(None, env(&[("STML_SERVER_HNSW__QUANTIZATION", "f8")])).unwrap_err().to_string();
+        assert!(err.contains("f8") && err.contains("f16"), "{err}");
+        let milvus = env(&[("STML_SERVER_INDEX__BACKEND", "milvus"), ("STML_SERVER_HNSW__QUANTIZATION", "i8")]);
+        let err = Settings::load(None, milvus).unwrap_err().to_string();
+        assert!(err.contains("hnsw.quantization") && err.contains("embedded"), "{err}");
     }
 }

@@ -179,6 +179,17 @@ fn decode_vector(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+/// A quantised graph ranks its candidates by the stored vectors; a read that fails is
+/// logged and leaves those candidates out.
+impl crate::index::FullVectors for Store {
+    fn full_vectors(&self, keys: &[u64]) -> Vec<Option<Vec<f32>>> {
+        self.vectors_of(keys).unwrap_or_else(|e| {
+            tracing::warn!("reading stored vectors to rank search candidates failed: {e}");
+            vec![None; keys.len()]
+        })
+    }
+}
+
 impl Store {
     /// Opens (creating when absent) the database in `dir`. An index of an older
     /// [`FORMAT`] is migrated (the new tables start empty, and `server index` replaces the

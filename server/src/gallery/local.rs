@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
@@ -77,7 +77,8 @@ impl Backend {
 
 /// Durable images plus the index that searches them.
 pub struct LocalGallery {
-    store: Store,
+    /// Shared with a quantised graph, which ranks its candidates by the stored vectors.
+    store: Arc<Store>,
     live: RwLock<Live>,
     /// Serialises writers so the store and the index see changes in the same order.
     writer: Mutex<()>,
@@ -103,9 +104,13 @@ impl LocalGallery {
         hnsw: &HnswParams,
         kind: IndexKind,
     ) -> Result<Self> {
-        let store = Store::open(dir)?;
+        let store = Arc::new(Store::open(dir)?);
         store.check_spec(&spec, also)?;
         let params = *hnsw;
+        params.quantization.check(spec.distance).map_err(|reason| Error::Settings {
+            source_name: format!("the settings of the collection in {}", dir.display()),
+            reason,
+        })?;
         let backend = match kind {
             IndexKind::Exact => {
                 let mut idx = ExactIndex::new(spec.dim, spec.distance);
@@ -131,7 +136,8 @@ impl LocalGallery {
 
     /// The saved graph caught up with the store (only the vectors it lacks are read), or
     /// a graph built from every stored vector when there is no usable saved one.
-    fn restore_graph(store: &Store, dir: &Path, spec: &IndexSpec, params: HnswParams) -> Result<HnswIndex> {
+    fn restore_graph(store: &Arc<Store>, dir: &Path, spec: &IndexSpec, params: HnswParams) -> Result<HnswIndex> {
+        let full: Arc<dyn crate::index::FullVectors> = store.clone();
         let slots = store.vector_slots()?;
         let loaded = match store.graph() {
             Ok(Some(state)) => {
@@ -149,9 +155,9 @@ impl LocalGallery {
                 None
             }
         };
-        let Some(mut graph) = loaded else {
+        let Some(mut graph) = loaded.map(|g| g.with_full_vectors(full.clone())) else {
             let items = store.vectors()?;
-            let mut g = HnswIndex::new(spec.dim, spec.distance, params, items.len());
+            let mut g = HnswIndex::new(spec.dim, spec.distance, params, items.len()).with_full_vectors(full);
             g.insert(&items);
             tracing::info!(points = items.len(), "built the HNSW graph from the stored vectors");
             return Ok(g);
@@ -569,6 +575,40 @@ mod tests {
             LocalGallery::open(dir.path(), other, &hnsw, IndexKind::Hnsw),
             Err(Error::IndexModelMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_quantised_graph_answers_full_precision_distances_and_follows_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let f32s = HnswParams::default();
+        let f16s = HnswParams { quantization: crate::index::Quantization::F16, ..f32s };
+        // 1/3 is not a half-precision number: the graph's copy of c differs from c.
+        let third = 1.0f32 / 3.0;
+        {
+            let g = LocalGallery::open(dir.path(), spec(), &f32s, IndexKind::Hnsw).unwrap();
+            g.insert(vec![img("a", [0.0, 0.0]), img("c", [third, 7.0])]).unwrap();
+            g.snapshot().unwrap();
+        }
+        // Reopened with f16: the saved f32 graph is refused and rebuilt from the store;
+        // distances still come from the stored f32 vectors.
+        let g = LocalGallery::open(dir.path(), spec(), &f16s, IndexKind::Hnsw).unwrap();
+        g.insert(vec![img("b", [third, 0.0])]).unwrap();
+        let hits = g.search(&[0.0, 0.0], 3, None).unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(hits[1].distance, third);
+        assert_eq!(hits[2].distance, (third * third + 49.0).sqrt());
+        assert!(g.delete("a").unwrap());
+        assert_eq!(g.search(&[0.0, 0.0], 3, None).unwrap().len(), 2);
+        g.snapshot().unwrap();
+        drop(g);
+        let g = LocalGallery::open(dir.path(), spec(), &f16s, IndexKind::Hnsw).unwrap();
+        assert_eq!(g.search(&[0.0, 0.0], 1, None).unwrap()[0].distance, third, "the f16 graph reloads");
+        drop(g);
+        // i8 keeps directions only: refused for Euclidean vectors, with the fix.
+        let i8s = HnswParams { quantization: crate::index::Quantization::I8, ..f32s };
+        let err = LocalGallery::open(dir.path(), spec(), &i8s, IndexKind::Hnsw).err().expect("i8 refused");
+        assert!(matches!(&err, Error::Settings { reason, .. } if reason.contains("\"f16\"")), "{err}");
     }
 
     #[test]

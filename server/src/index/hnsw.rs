@@ -2,10 +2,14 @@
 //! leave search results at once: USearch marks their nodes free, still linked, and gives
 //! a later insert the free node; [`HnswIndex::rebuilt`] builds a fresh graph once free
 //! nodes pile up, since the graph walks through them for nothing.
+//!
+//! The graph may keep its copy of the vectors in half precision or as 8-bit integers
+//! ([`Quantization`]); it then finds candidates on that copy and ranks them by their
+//! full-precision vectors, read from the store ([`FullVectors`]).
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use contract::Distance;
 use serde::{Deserialize, Serialize};
@@ -24,12 +28,89 @@ pub struct HnswParams {
     pub ef_search: usize,
     /// Rebuild the graph once removed points exceed this fraction of it.
     pub rebuild_tombstone_ratio: f64,
+    /// How the graph stores its copy of each vector.
+    pub quantization: Quantization,
 }
 
 impl Default for HnswParams {
     fn default() -> Self {
-        Self { m: 16, ef_construction: 200, ef_search: 64, rebuild_tombstone_ratio: 0.2 }
+        Self {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            rebuild_tombstone_ratio: 0.2,
+            quantization: Quantization::F32,
+        }
     }
+}
+
+/// The scalar type of the graph's copy of the vectors (`[hnsw] quantization`). With `f16`
+/// or `i8` the graph takes a half or a quarter of the memory of `f32`, its search finds
+/// candidates by the approximate vectors, and the candidates are ranked by the full
+/// precision vectors of the store, so the distances answered are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    #[default]
+    F32,
+    /// IEEE half precision: any range, about three significant digits.
+    F16,
+    /// USearch scales each vector to unit length before rounding to 8 bits: only its
+    /// direction is kept, so this suits cosine distance only.
+    I8,
+}
+
+impl Quantization {
+    fn scalar(self) -> ScalarKind {
+        match self {
+            Self::F32 => ScalarKind::F32,
+            Self::F16 => ScalarKind::F16,
+            Self::I8 => ScalarKind::I8,
+        }
+    }
+
+    /// The settings' name of the scalar type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::I8 => "i8",
+        }
+    }
+
+    /// Whether a graph of this kind can serve vectors compared by `metric`.
+    pub fn check(self, metric: Distance) -> Result<(), String> {
+        if self == Self::I8 && metric != Distance::Cosine {
+            return Err("[hnsw] quantization = \"i8\" keeps only each vector's direction, which suits cosine \
+                        distance only, and this collection's model gives Euclidean vectors: use \"f16\", or a \
+                        model exported with `trainer export --normalize`"
+                .into());
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::F32, Self::F16, Self::I8]
+            .into_iter()
+            .find(|q| q.name() == s)
+            .ok_or_else(|| format!("`{s}` is not one of f32, f16, i8"))
+    }
+}
+
+/// The full-precision vectors a quantised graph ranks its candidates by (the store's).
+pub trait FullVectors: Send + Sync {
+    /// The vectors of `keys`, in order; `None` for a key without one.
+    fn full_vectors(&self, keys: &[u64]) -> Vec<Option<Vec<f32>>>;
+}
+
+/// Candidates a quantised graph ranks by full precision, for `k` wanted: enough that the
+/// rounding of the approximate distances does not push a true neighbour out.
+fn rescored_candidates(k: usize) -> usize {
+    (4 * k).max(k + 32)
 }
 
 /// The file a graph is saved to, with what it must still be when it is loaded.
@@ -123,13 +204,24 @@ pub struct HnswIndex {
     keys: HashSet<u64>,
     /// Removed keys whose nodes no insert has taken over yet.
     removed: usize,
+    /// Where a quantised graph reads full precision (`None`: the graph's own copy).
+    full: Option<Arc<dyn FullVectors>>,
 }
 
 impl HnswIndex {
     /// An empty graph sized for about `capacity` vectors.
     pub fn new(dim: usize, metric: Distance, params: HnswParams, capacity: usize) -> Self {
         let graph = Index::new(&Self::options(dim, metric, params)).expect("USearch accepts these options");
-        let mut idx = Self { graph, contexts: Contexts::new(), params, dim, metric, keys: HashSet::new(), removed: 0 };
+        let mut idx = Self {
+            graph,
+            contexts: Contexts::new(),
+            params,
+            dim,
+            metric,
+            keys: HashSet::new(),
+            removed: 0,
+            full: None,
+        };
         idx.reserve(capacity.max(1024));
         idx
     }
@@ -141,7 +233,7 @@ impl HnswIndex {
                 Distance::Euclidean => MetricKind::L2sq,
                 Distance::Cosine => MetricKind::Cos,
             },
-            quantization: ScalarKind::F32,
+            quantization: params.quantization.scalar(),
             connectivity: params.m,
             expansion_add: params.ef_construction,
             // A search's breadth is the number of results it asks for when that is
@@ -182,11 +274,28 @@ impl HnswIndex {
         self.removed > 0 && self.removed as f64 > ratio * self.graph_len() as f64
     }
 
-    /// A fresh graph holding the live vectors (taken from this graph's own copy).
+    /// Ranks the candidates of a quantised graph by the vectors `full` gives (an `f32`
+    /// graph's own copy is full precision already: it keeps using that).
+    pub fn with_full_vectors(mut self, full: Arc<dyn FullVectors>) -> Self {
+        if self.params.quantization != Quantization::F32 {
+            self.full = Some(full);
+        }
+        self
+    }
+
+    /// A fresh graph with this one's settings holding the live vectors, at full precision
+    /// where there is a [`FullVectors`] source (a quantised copy would be rounded twice),
+    /// else from this graph's own copy.
     pub fn rebuilt(&self) -> Self {
-        let live: Vec<(u64, Vec<f32>)> = self.keys.iter().filter_map(|&k| Some((k, self.vector(k)?))).collect();
+        let keys: Vec<u64> = self.keys.iter().copied().collect();
+        let vectors = match &self.full {
+            Some(full) => full.full_vectors(&keys),
+            None => keys.iter().map(|&k| self.vector(k)).collect(),
+        };
+        let live: Vec<(u64, Vec<f32>)> = keys.into_iter().zip(vectors).filter_map(|(k, v)| Some((k, v?))).collect();
         let mut fresh = Self::new(self.dim, self.metric, self.params, live.len());
         fresh.insert(&live);
+        fresh.full = self.full.clone();
         fresh
     }
 
@@ -257,6 +366,14 @@ impl HnswIndex {
                 files.file, meta.dimensions
             ));
         }
+        if meta.quantization != params.quantization.scalar() {
+            return Err(format!(
+                "graph file {} stores {:?} vectors, the settings ask for {}",
+                files.file,
+                meta.quantization,
+                params.quantization.name()
+            ));
+        }
         let mut idx = Self::new(dim, metric, params, 0);
         idx.removed = usize::try_from(meta.count_deleted).unwrap_or(0);
         idx.graph.load(path_str).map_err(|e| format!("graph file {} cannot be read: {e}", files.file))?;
@@ -313,7 +430,10 @@ impl VectorRead for HnswIndex {
         let mut v = vec![0f32; self.dim];
         let all: Vec<Neighbor> =
             self.keys.iter().filter(|&&key| accept(key)).filter_map(|&key| self.scored(query, key, &mut v)).collect();
-        nearest(all, k)
+        match &self.full {
+            Some(_) => self.rescored(query, nearest(all, rescored_candidates(k)), k),
+            None => nearest(all, k),
+        }
     }
 }
 
@@ -321,12 +441,15 @@ impl HnswIndex {
     /// One graph search of breadth `ef`, collecting only the keys `accept` lets through.
     /// USearch ranks by its own kernels (squared Euclidean, `1 - cos`), whose rounding
     /// can order near-ties differently; all `ef` found are re-scored with [`distance`],
-    /// the one every index answers in, and the nearest `k` of them kept.
+    /// the one every index answers in, and the nearest `k` of them kept. A quantised
+    /// graph searches at least [`rescored_candidates`] deep and re-scores them at full
+    /// precision.
     fn walk(&self, query: &[f32], k: usize, ef: Option<usize>, accept: Option<&Accept>) -> Vec<Neighbor> {
         if k == 0 || self.is_empty() || query.len() != self.dim {
             return Vec::new();
         }
-        let breadth = ef.unwrap_or(self.params.ef_search).max(k);
+        let depth = if self.full.is_some() { rescored_candidates(k) } else { k };
+        let breadth = ef.unwrap_or(self.params.ef_search).max(depth);
         let found = self.contexts.with(|| match accept {
             None => self.graph.search(query, breadth),
             Some(accept) => self.graph.filtered_search(query, breadth, accept),
@@ -338,8 +461,27 @@ impl HnswIndex {
                 return Vec::new();
             }
         };
+        if self.full.is_some() {
+            let found = found.keys.iter().map(|&key| Neighbor { key, distance: 0.0 }).collect();
+            return self.rescored(query, found, k);
+        }
         let mut v = vec![0f32; self.dim];
         let scored: Vec<Neighbor> = found.keys.iter().filter_map(|&key| self.scored(query, key, &mut v)).collect();
+        nearest(scored, k)
+    }
+
+    /// The nearest `k` of `candidates` by [`distance`] to their full-precision vectors; a
+    /// candidate whose vector the source lacks (deleted meanwhile) is dropped.
+    fn rescored(&self, query: &[f32], candidates: Vec<Neighbor>, k: usize) -> Vec<Neighbor> {
+        let Some(full) = &self.full else {
+            return nearest(candidates, k);
+        };
+        let keys: Vec<u64> = candidates.iter().map(|n| n.key).collect();
+        let scored = keys
+            .iter()
+            .zip(full.full_vectors(&keys))
+            .filter_map(|(&key, v)| Some(Neighbor { key, distance: distance(self.metric, query, &v?) }))
+            .collect();
         nearest(scored, k)
     }
 }
@@ -487,6 +629,9 @@ mod tests {
                 HnswIndex::load(dir.path(), &files, 4, metric, params(), &keys, bound).is_err(),
                 "another dimension"
             );
+            let f16 = HnswParams { quantization: Quantization::F16, ..params() };
+            let err = HnswIndex::load(dir.path(), &files, 3, metric, f16, &keys, bound).err().unwrap();
+            assert!(err.contains("the settings ask for f16"), "another quantization: {err}");
             // A point removed from the database after the save leaves the reloaded graph;
             // keys the database never gave make the file unusable.
             let gone = HnswIndex::load(dir.path(), &files, 3, metric, params(), &keys[1..], bound).unwrap();

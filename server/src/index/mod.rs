@@ -6,7 +6,7 @@ mod exact;
 mod hnsw;
 
 pub use exact::ExactIndex;
-pub use hnsw::{GraphFiles, HnswIndex, HnswParams};
+pub use hnsw::{FullVectors, GraphFiles, HnswIndex, HnswParams, Quantization};
 
 use contract::Distance;
 
