@@ -13,7 +13,8 @@
 # fmnist (Fashion-MNIST: 6,000 training images of classes 0-4, 5,000 test images of 5-9).
 # Variants: default (the product's defaults), served-f (the defaults serving the 128-d f,
 # as they did until 2026-12-07), paper (--preset paper), supervised (true
-# labels as W), semi10 (10 % of training images labelled), no-pca, no-bn-freeze,
+# labels as W), semi10 (10 % of training images labelled), semi10-nn and supervised-nn
+# (the same with batches from neighbours only: --known-positives false), no-pca, no-bn-freeze,
 # no-warmup (the default preset with one change undone; no-warmup has been the default
 # itself since 2026-12-03, warmup is the quarter-epoch warm-up it had before), lrX (e.g. lr3e-4: --lr and
 # --emb-lr X, backbone and heads), emblrX (--emb-lr X: the heads only), momX (e.g. mom0.99: the
@@ -51,6 +52,8 @@ variant_flags() {
     paper) echo "--preset paper" ;;
     supervised) echo "--supervised" ;;
     semi10) echo "--label-fraction 0.1" ;;
+    semi10-nn) echo "--label-fraction 0.1 --known-positives false" ;;   # neighbours-only batches (before 2026-12-07)
+    supervised-nn) echo "--supervised --known-positives false" ;;
     no-pca) echo "--head-init orthogonal" ;;
     no-bn-freeze) echo "--bn-freeze false" ;;
     no-warmup) echo "--warmup-epochs 0" ;;   # the default since 2026-12-03

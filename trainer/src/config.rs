@@ -87,6 +87,12 @@ pub struct StmlConfig {
     /// Use the true labels as W instead of STML's pseudo labels (supervised upper bound).
     #[serde(default)]
     pub supervised: bool,
+    /// With known classes (semi-supervised or supervised): an image of known class is
+    /// followed in its batch by others of its class rather than only by its nearest
+    /// neighbours (`sampler::known_positives_first`). A config written before the key
+    /// existed reads as `false`, what those runs did.
+    #[serde(default)]
+    pub known_positives: bool,
 }
 
 /// Optimisation schedule.
@@ -191,6 +197,7 @@ impl TrainConfig {
             c.optim.emb_lr = DEFAULT_LR;
             c.stml.crop_scale = DEFAULT_CROP_SCALE;
             c.model.served_head = DEFAULT_SERVED_HEAD;
+            c.stml.known_positives = true;
         }
         c
     }
@@ -227,6 +234,7 @@ impl TrainConfig {
                 momentum: 0.999,
                 crop_scale: PAPER_CROP_SCALE,
                 supervised: false,
+                known_positives: false,
             },
             optim: OptimConfig {
                 optimizer: Algorithm::AdamP,

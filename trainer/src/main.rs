@@ -194,6 +194,12 @@ struct FitArgs {
     /// [default: false].
     #[arg(long)]
     supervised: bool,
+    /// With known classes (--labels, --label-fraction, --supervised): follow an image of
+    /// known class in its batch by others of its class, so that batches hold pairs known
+    /// to match and to differ: `--known-positives` or `--known-positives false` [default:
+    /// true; paper: false, its batches come from neighbours only].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    known_positives: Option<bool>,
     /// Use at most this many training images, a seeded random subset [default: 0, all].
     #[arg(long)]
     limit: Option<usize>,
@@ -365,6 +371,7 @@ fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainCo
     set!(s.momentum, a.momentum);
     set!(s.crop_scale, a.crop_scale);
     s.supervised |= a.supervised;
+    set!(s.known_positives, a.known_positives);
     let o = &mut c.optim;
     set!(o.lr, a.lr);
     set!(o.emb_lr, a.emb_lr);

@@ -10,7 +10,7 @@ use tch::{nn, Device, Kind, Tensor};
 use trainer::optim::{Optimizer, OptimizerConfig, ParamGroup};
 use trainer::stml::ema::EmaPairs;
 use trainer::stml::loss::stml_loss;
-use trainer::stml::sampler::{epoch_batches, nearest_neighbors, nearest_neighbors_in_chunks};
+use trainer::stml::sampler::{epoch_batches, known_positives_first, nearest_neighbors, nearest_neighbors_in_chunks};
 use trainer::stml::similarity::{l2_normalize, pairwise_similarity, pseudo_labels, with_known_labels};
 use trainer::stml::{copy_into, momentum_update};
 
@@ -132,6 +132,46 @@ proptest! {
         }
         let again = epoch_batches(&knn, batch, k, &mut ChaCha8Rng::seed_from_u64(seed));
         prop_assert_eq!(&batches, &again, "same seed, same batches");
+    }
+
+    #[test]
+    fn known_classes_put_their_own_members_first(
+        n in 10usize..60,
+        k in 1usize..6,
+        classes in 1i64..6,
+        seed in any::<u64>(),
+    ) {
+        tch::manual_seed(seed as i64);
+        let emb = Tensor::randn([n as i64, 3], (Kind::Float, Device::Cpu));
+        let mut knn = nearest_neighbors(&emb, k).unwrap();
+        // Every third image is unknown; image 1 was left out of the embedding (no list).
+        let labels: Vec<i64> = (0..n as i64).map(|i| if i % 3 == 2 { -1 } else { i % classes }).collect();
+        knn[1].clear();
+        for list in &mut knn {
+            list.retain(|&j| j != 1);
+        }
+        let lists = known_positives_first(&knn, &labels, k, &mut ChaCha8Rng::seed_from_u64(seed));
+        prop_assert_eq!(lists.len(), n);
+        for (i, list) in lists.iter().enumerate() {
+            if labels[i] < 0 || knn[i].is_empty() {
+                prop_assert_eq!(list, &knn[i], "unknown classes keep their own neighbours");
+                continue;
+            }
+            prop_assert_eq!(list[0], i, "the image itself first");
+            let same: Vec<usize> = (0..n).filter(|&j| j != i && j != 1 && labels[j] == labels[i]).collect();
+            let peers = (k - 1).min(same.len());
+            let rest = knn[i].iter().filter(|j| **j != i && !list[1..=peers].contains(j)).count();
+            prop_assert_eq!(list.len(), (1 + peers + rest).min(k.max(knn[i].len())));
+            let mut seen = list.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            prop_assert_eq!(seen.len(), list.len(), "no image twice");
+            prop_assert!(!list.contains(&1), "an image without a list is never chosen");
+            prop_assert!(list[1..=peers].iter().all(|j| same.contains(j)), "known peers first: {:?}", list);
+            prop_assert!(list[1 + peers..].iter().all(|j| knn[i].contains(j)), "then its own neighbours");
+        }
+        let again = known_positives_first(&knn, &labels, k, &mut ChaCha8Rng::seed_from_u64(seed));
+        prop_assert_eq!(&lists, &again, "same seed, same lists");
     }
 }
 

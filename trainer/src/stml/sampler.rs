@@ -62,6 +62,50 @@ pub fn nearest_neighbors_in_chunks(
     })
 }
 
+/// Neighbour lists for training with some known classes (docs/algorithm.md,
+/// "Semi-supervised mode"): an image of known class is followed by up to `k - 1` other
+/// images of its class, a seeded random choice among those with a known class, and then,
+/// where its class has fewer, by its own nearest neighbours. A batch then holds pairs
+/// known to match (W = 1 within such a group) and, between the groups of different
+/// classes, pairs known to differ; images of unknown class keep their lists.
+///
+/// An image with an empty list is never chosen. Deterministic for a seeded `rng`.
+///
+/// # Shapes
+/// - `knn`: `N` neighbour lists, each starting with the image itself
+/// - `labels`: `[N]` classes, `-1` unknown
+/// - returns `N` lists of at most `max(k, len(knn[i]))` indices
+pub fn known_positives_first<R: Rng + ?Sized>(
+    knn: &[Vec<usize>],
+    labels: &[i64],
+    k: usize,
+    rng: &mut R,
+) -> Vec<Vec<usize>> {
+    let mut members: std::collections::BTreeMap<i64, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, &l) in labels.iter().enumerate().take(knn.len()) {
+        if l >= 0 && !knn[i].is_empty() {
+            members.entry(l).or_default().push(i);
+        }
+    }
+    knn.iter()
+        .enumerate()
+        .map(|(i, own)| {
+            let class = labels.get(i).filter(|&&l| l >= 0 && !own.is_empty()).and_then(|l| members.get(l));
+            let Some(class) = class else {
+                return own.clone();
+            };
+            let mut list = vec![i];
+            let peers = k.saturating_sub(1).min(class.len().saturating_sub(1));
+            // One more than needed, so that dropping the image itself still leaves enough.
+            let picked = rand::seq::index::sample(rng, class.len(), (peers + 1).min(class.len()));
+            list.extend(picked.into_iter().map(|j| class[j]).filter(|&j| j != i).take(peers));
+            list.extend(own.iter().copied().filter(|j| !list.contains(j)).collect::<Vec<_>>());
+            list.truncate(k.max(own.len()));
+            list
+        })
+        .collect()
+}
+
 /// The batches of one epoch: `floor(N / B)` batches, each of `B / K` distinct random
 /// query images, each followed by its neighbours — the first `K` entries of its `knn`
 /// list, which start with the query itself — so a batch has `(B / K) · K` entries (`B`

@@ -177,9 +177,13 @@ impl Epochs<'_> {
     fn batches(&self, sampled: &Embedded, epoch: usize) -> Result<Vec<Vec<usize>>> {
         let cfg = self.cfg;
         let g = sampled.tensor(Device::Cpu);
-        let local = sampler::nearest_neighbors(&g, cfg.stml.num_neighbors)?;
-        let knn: Vec<Vec<usize>> = local.iter().map(|row| row.iter().map(|&j| sampled.kept[j]).collect()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let mut local = sampler::nearest_neighbors(&g, cfg.stml.num_neighbors)?;
+        if let Some(known) = self.data.known.as_ref().filter(|_| cfg.stml.known_positives) {
+            let labels: Vec<i64> = sampled.kept.iter().map(|&i| known.labels[i]).collect();
+            local = sampler::known_positives_first(&local, &labels, cfg.stml.num_neighbors, &mut rng);
+        }
+        let knn: Vec<Vec<usize>> = local.iter().map(|row| row.iter().map(|&j| sampled.kept[j]).collect()).collect();
         let mut batches = sampler::epoch_batches(&knn, cfg.optim.batch_size, cfg.stml.num_neighbors, &mut rng);
         if cfg.optim.max_steps_per_epoch > 0 {
             batches.truncate(cfg.optim.max_steps_per_epoch);

@@ -110,7 +110,15 @@ mod tests {
         let p = TrainConfig::preset(crate::config::Preset::Paper, "x".into());
         assert_eq!(
             config_diff(&p, &d).unwrap(),
-            ["head_init", "model.served_head", "optim.bn_freeze", "optim.emb_lr", "optim.lr", "stml.crop_scale"]
+            [
+                "head_init",
+                "model.served_head",
+                "optim.bn_freeze",
+                "optim.emb_lr",
+                "optim.lr",
+                "stml.crop_scale",
+                "stml.known_positives"
+            ]
         );
         assert_eq!((p.model.served_head, d.model.served_head), (models::Head::F, models::Head::G));
         assert_eq!(p.head_init, HeadInit::Orthogonal);
