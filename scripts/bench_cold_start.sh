@@ -12,6 +12,7 @@
 #   bash scripts/bench_cold_start.sh                  # N=100000, ~4 minutes on 2 cores
 #   SKIP_SETUP=1 N=20000 REPEATS=1 bash scripts/bench_cold_start.sh
 #   SKIP_SETUP=1 HEAD=g bash scripts/bench_cold_start.sh     # 1024-d vectors (the default export)
+#   SKIP_SETUP=1 HEAD=g QUANT=f16 bash scripts/bench_cold_start.sh   # [hnsw] quantization = "f16"
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,9 +20,12 @@ cd "$ROOT"
 N="${N:-100000}"
 REPEATS="${REPEATS:-3}"
 HEAD="${HEAD:-f}"   # f: issue 11's 128-d model; g: the 1024-d vectors a default fit serves
+QUANT="${QUANT:-f32}"   # the graph's copy of the vectors: f32 | f16 (the models are Euclidean: no i8)
+export STML_SERVER_HNSW__QUANTIZATION="$QUANT"
 WORK="${WORK:-target/bench_serving}"
 LOG="$WORK/logs-cold-start"
 [ "$HEAD" = f ] || LOG="$LOG-$HEAD"
+[ "$QUANT" = f32 ] || LOG="$LOG-$QUANT"
 
 [ -n "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 cargo build --release -q -p trainer -p server --bin trainer --bin server --example synthetic_collection
@@ -32,6 +36,7 @@ source scripts/bench_lib.sh
 MODEL="$(model 96 "$HEAD")"
 INDEX="$WORK/synthetic-$N"
 [ "$HEAD" = f ] || INDEX="$WORK/synthetic-$N-$HEAD"
+[ "$QUANT" = f32 ] || INDEX="$INDEX-$QUANT"
 if [ ! -f "$INDEX/.complete" ]; then
   rm -rf "$INDEX"
   echo "writing $N synthetic items to $INDEX" >&2
@@ -41,7 +46,7 @@ fi
 QUERY="$(find deps/photos -type f \( -name '*.jpg' -o -name '*.png' \) | sort | head -n1)"
 
 python3 - "$MODEL" "$INDEX" "$QUERY" "$REPEATS" "$LOG" "$N" <<'PY'
-import json, re, socket, statistics, subprocess, sys, time, urllib.request
+import json, os, re, socket, statistics, subprocess, sys, time, urllib.request
 
 model, index, query, repeats, log, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 body = open(query, "rb").read()
@@ -63,7 +68,8 @@ for r in range(repeats):
     err = open(f"{log}/serve-{r}.log", "w")
     t0 = time.perf_counter()
     p = subprocess.Popen(["target/release/server", "serve", "--model", model, "--index", index,
-                          "--host", "127.0.0.1", "--port", str(port)], stderr=err, env={"RUST_LOG": "info,ort=warn", "PATH": "/usr/bin:/bin"})
+                          "--host", "127.0.0.1", "--port", str(port)], stderr=err, env={"RUST_LOG": "info,ort=warn", "PATH": "/usr/bin:/bin",
+                               "STML_SERVER_HNSW__QUANTIZATION": os.environ["STML_SERVER_HNSW__QUANTIZATION"]})
     ready = None
     while time.perf_counter() - t0 < 300:
         try:
