@@ -22,6 +22,12 @@ fn matrix(values: &[f64], rows: i64) -> Tensor {
     Tensor::from_slice(values).reshape([rows, -1]).to_kind(Kind::Float)
 }
 
+/// `n` seeded random points in 3-d, the sampler tests' embedding.
+fn random_points(n: usize, seed: u64) -> Tensor {
+    tch::manual_seed(seed as i64);
+    Tensor::randn([n as i64, 3], (Kind::Float, Device::Cpu))
+}
+
 /// A batch of `images` images seen twice, in the sampler's order: idx = [0..B, 0..B].
 fn two_view_idx(images: i64) -> Tensor {
     Tensor::arange(images, (Kind::Int64, Device::Cpu)).repeat([2])
@@ -112,8 +118,7 @@ proptest! {
         queries in 1usize..4,
         seed in any::<u64>(),
     ) {
-        tch::manual_seed(seed as i64);
-        let emb = Tensor::randn([n as i64, 3], (Kind::Float, Device::Cpu));
+        let emb = random_points(n, seed);
         let knn = nearest_neighbors_in_chunks(&emb, k, 7).unwrap();
         prop_assert_eq!(&knn, &nearest_neighbors(&emb, k).unwrap());
         let batch = k * queries;
@@ -141,8 +146,7 @@ proptest! {
         classes in 1i64..6,
         seed in any::<u64>(),
     ) {
-        tch::manual_seed(seed as i64);
-        let emb = Tensor::randn([n as i64, 3], (Kind::Float, Device::Cpu));
+        let emb = random_points(n, seed);
         let mut knn = nearest_neighbors(&emb, k).unwrap();
         // Every third image is unknown; image 1 was left out of the embedding (no list).
         let labels: Vec<i64> = (0..n as i64).map(|i| if i % 3 == 2 { -1 } else { i % classes }).collect();
