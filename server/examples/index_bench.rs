@@ -92,6 +92,8 @@ fn clustered(n: usize, dim: usize, latent: usize, clusters: usize, spread: f32, 
         .collect()
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 /// The full-precision vectors, in memory.
 struct Full(HashMap<u64, Vec<f32>>);
 
@@ -165,11 +167,12 @@ fn main() -> anyhow::Result<()> {
         params.ef_construction,
     );
     println!();
-    println!("| index | ef_search | build (s) | build (vectors/s) | QPS | recall@{} |", args.k);
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| index | ef_search | build (s) | build (vectors/s) | memory (MiB) | QPS | recall@{} |", args.k);
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| exact | - | {exact_build:.2} | {:.0} | {exact_qps:.1} | 1.000 |",
-        args.n as f64 / exact_build.max(1e-9)
+        "| exact | - | {exact_build:.2} | {:.0} | {:.0} | {exact_qps:.1} | 1.000 |",
+        args.n as f64 / exact_build.max(1e-9),
+        (args.n * args.dim * 4) as f64 / MIB
     );
     for quantization in quantizations {
         let params = HnswParams { quantization, ..params };
@@ -181,9 +184,10 @@ fn main() -> anyhow::Result<()> {
         for &ef in &args.ef {
             let (qps, got) = timed_search(&hnsw, &queries, args.k, Some(ef));
             println!(
-                "| hnsw {} | {ef} | {hnsw_build:.1} | {:.0} | {qps:.0} | {:.3} |",
+                "| hnsw {} | {ef} | {hnsw_build:.1} | {:.0} | {:.0} | {qps:.0} | {:.3} |",
                 quantization.name(),
                 args.n as f64 / hnsw_build,
+                hnsw.memory_bytes() as f64 / MIB,
                 recall(&truth, &got, args.k)
             );
         }

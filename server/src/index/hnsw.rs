@@ -259,6 +259,11 @@ impl HnswIndex {
         self.keys.contains(&key)
     }
 
+    /// Bytes the graph holds in memory (USearch's own count: vectors and links).
+    pub fn memory_bytes(&self) -> usize {
+        self.graph.memory_usage()
+    }
+
     /// Free nodes: vectors removed and not yet replaced by an insert.
     pub fn tombstones(&self) -> usize {
         self.removed
