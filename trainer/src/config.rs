@@ -371,6 +371,12 @@ mod tests {
     }
 
     #[test]
+    fn a_config_written_before_known_positives_existed_batches_by_neighbours() {
+        assert!(TrainConfig::defaults("d".into()).stml.known_positives);
+        assert!(!written_without("known_positives").stml.known_positives);
+    }
+
+    #[test]
     fn a_config_written_before_served_head_existed_serves_f() {
         assert_eq!(TrainConfig::defaults("d".into()).model.served_head, models::Head::G);
         assert_eq!(written_without("served_head").model.served_head, models::Head::F);

@@ -436,7 +436,10 @@ impl VectorRead for HnswIndex {
         let all: Vec<Neighbor> =
             self.keys.iter().filter(|&&key| accept(key)).filter_map(|&key| self.scored(query, key, &mut v)).collect();
         match &self.full {
-            Some(_) => self.rescored(query, nearest(all, rescored_candidates(k)), k),
+            Some(full) => {
+                let keys: Vec<u64> = nearest(all, rescored_candidates(k)).iter().map(|n| n.key).collect();
+                rescored(full.as_ref(), self.metric, query, &keys, k)
+            }
             None => nearest(all, k),
         }
     }
@@ -466,29 +469,24 @@ impl HnswIndex {
                 return Vec::new();
             }
         };
-        if self.full.is_some() {
-            let found = found.keys.iter().map(|&key| Neighbor { key, distance: 0.0 }).collect();
-            return self.rescored(query, found, k);
+        if let Some(full) = &self.full {
+            return rescored(full.as_ref(), self.metric, query, &found.keys, k);
         }
         let mut v = vec![0f32; self.dim];
         let scored: Vec<Neighbor> = found.keys.iter().filter_map(|&key| self.scored(query, key, &mut v)).collect();
         nearest(scored, k)
     }
+}
 
-    /// The nearest `k` of `candidates` by [`distance`] to their full-precision vectors; a
-    /// candidate whose vector the source lacks (deleted meanwhile) is dropped.
-    fn rescored(&self, query: &[f32], candidates: Vec<Neighbor>, k: usize) -> Vec<Neighbor> {
-        let Some(full) = &self.full else {
-            return nearest(candidates, k);
-        };
-        let keys: Vec<u64> = candidates.iter().map(|n| n.key).collect();
-        let scored = keys
-            .iter()
-            .zip(full.full_vectors(&keys))
-            .filter_map(|(&key, v)| Some(Neighbor { key, distance: distance(self.metric, query, &v?) }))
-            .collect();
-        nearest(scored, k)
-    }
+/// The nearest `k` of the candidate `keys` by [`distance`] to their full-precision vectors
+/// from `full`; a candidate whose vector it lacks (deleted meanwhile) is dropped.
+fn rescored(full: &dyn FullVectors, metric: Distance, query: &[f32], keys: &[u64], k: usize) -> Vec<Neighbor> {
+    let scored = keys
+        .iter()
+        .zip(full.full_vectors(keys))
+        .filter_map(|(&key, v)| Some(Neighbor { key, distance: distance(metric, query, &v?) }))
+        .collect();
+    nearest(scored, k)
 }
 
 impl HnswIndex {
