@@ -14,7 +14,8 @@
 # Variants: default (the product's defaults), served-f (the defaults serving the 128-d f,
 # as they did until 2026-12-07), paper (--preset paper), supervised (true
 # labels as W), semi10 (10 % of training images labelled), semi10-nn and supervised-nn
-# (the same with batches from neighbours only: --known-positives false), no-pca, no-bn-freeze,
+# (the same with batches from neighbours only: --known-positives false), semi10-lwX
+# (10 % labelled, --label-weight X), no-pca, no-bn-freeze,
 # no-warmup (the default preset with one change undone; no-warmup has been the default
 # itself since 2026-12-03, warmup is the quarter-epoch warm-up it had before), lrX (e.g. lr3e-4: --lr and
 # --emb-lr X, backbone and heads), emblrX (--emb-lr X: the heads only), momX (e.g. mom0.99: the
@@ -53,6 +54,7 @@ variant_flags() {
     supervised) echo "--supervised" ;;
     semi10) echo "--label-fraction 0.1" ;;
     semi10-nn) echo "--label-fraction 0.1 --known-positives false" ;;   # neighbours-only batches (before 2026-12-07)
+    semi10-lw*) echo "--label-fraction 0.1 --label-weight ${1#semi10-lw}" ;;
     supervised-nn) echo "--supervised --known-positives false" ;;
     no-pca) echo "--head-init orthogonal" ;;
     no-bn-freeze) echo "--bn-freeze false" ;;

@@ -105,7 +105,7 @@ fn step(
     clock.lap(1);
     let w = similarity::pseudo_labels(t_g.get(Output::G)?, idx, cfg.stml.sigma, k_context);
     clock.lap(2);
-    let parts = loss::stml_loss(f, g, &w, cfg.stml.delta);
+    let parts = loss::stml_loss(f, g, &w, None, cfg.stml.delta);
     clock.lap(3);
     opt.zero_grad();
     clock.lap(4);

@@ -200,6 +200,11 @@ struct FitArgs {
     /// true; paper: false, its batches come from neighbours only].
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     known_positives: Option<bool>,
+    /// With some classes known (--labels, --label-fraction): how many times a pair of two
+    /// labelled images counts in the loss against a pair the teacher labels [default: 16;
+    /// paper: 1].
+    #[arg(long)]
+    label_weight: Option<f64>,
     /// Use at most this many training images, a seeded random subset [default: 0, all].
     #[arg(long)]
     limit: Option<usize>,
@@ -372,6 +377,7 @@ fn resolve_fit(a: &FitArgs, base: Option<TrainConfig>) -> anyhow::Result<TrainCo
     set!(s.crop_scale, a.crop_scale);
     s.supervised |= a.supervised;
     set!(s.known_positives, a.known_positives);
+    set!(s.label_weight, a.label_weight);
     let o = &mut c.optim;
     set!(o.lr, a.lr);
     set!(o.emb_lr, a.emb_lr);

@@ -118,7 +118,7 @@ fn losses_and_gradients_match_reference() {
         assert_scalar_close(&n("rc_g"), &relaxed_contrastive(&emb_g, w, delta), g.f64(&n("rc_g")));
         assert_scalar_close(&n("kl"), &self_distillation(&f, &emb_g), g.f64(&n("kl")));
 
-        let parts = stml_loss(&f, &emb_g, w, delta);
+        let parts = stml_loss(&f, &emb_g, w, None, delta);
         assert_scalar_close(&n("rc_f"), &parts.rc_f, g.f64(&n("rc_f")));
         assert_scalar_close(&n("rc_g"), &parts.rc_g, g.f64(&n("rc_g")));
         assert_scalar_close(&n("kl"), &parts.kl, g.f64(&n("kl")));

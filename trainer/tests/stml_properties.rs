@@ -9,9 +9,11 @@ use rand_chacha::ChaCha8Rng;
 use tch::{nn, Device, Kind, Tensor};
 use trainer::optim::{Optimizer, OptimizerConfig, ParamGroup};
 use trainer::stml::ema::EmaPairs;
-use trainer::stml::loss::stml_loss;
+use trainer::stml::loss::{relaxed_contrastive, stml_loss, weighted_relaxed_contrastive};
 use trainer::stml::sampler::{epoch_batches, known_positives_first, nearest_neighbors, nearest_neighbors_in_chunks};
-use trainer::stml::similarity::{l2_normalize, pairwise_similarity, pseudo_labels, with_known_labels};
+use trainer::stml::similarity::{
+    known_pair_weights, l2_normalize, pairwise_similarity, pseudo_labels, with_known_labels,
+};
 use trainer::stml::{copy_into, momentum_update};
 
 fn config() -> ProptestConfig {
@@ -79,7 +81,7 @@ proptest! {
         }
         let f = f.set_requires_grad(true);
         let w = pseudo_labels(&teacher, &two_view_idx(images), 3.0, 4);
-        let parts = stml_loss(&f, &g, &w, 1.0);
+        let parts = stml_loss(&f, &g, &w, None, 1.0);
         for (name, v) in ["total", "rc_f", "rc_g", "kl"].iter().zip(parts.values()) {
             prop_assert!(v.is_finite() && v >= -1e-7, "{} = {}", name, v);
         }
@@ -137,6 +139,40 @@ proptest! {
         }
         let again = epoch_batches(&knn, batch, k, &mut ChaCha8Rng::seed_from_u64(seed));
         prop_assert_eq!(&batches, &again, "same seed, same batches");
+    }
+
+    #[test]
+    fn label_weight_reweights_only_the_pairs_of_known_class(
+        images in 2i64..7,
+        weight in 0.1f64..10.0,
+        values in prop::collection::vec(-3.0f64..3.0, 12 * 4),
+        known in prop::collection::vec(-1i64..3, 12),
+    ) {
+        let n = 2 * images;
+        let e = matrix(&values[..(n * 4) as usize], n);
+        let labels = Tensor::from_slice(&known[..n as usize]);
+        let w = with_known_labels(&pseudo_labels(&e, &two_view_idx(images), 3.0, 2), &labels);
+        let ones = Tensor::ones([n, n], (Kind::Float, Device::Cpu));
+        let plain = relaxed_contrastive(&e, &w, 1.0).double_value(&[]);
+        let equal = weighted_relaxed_contrastive(&e, &w, &(&ones * 2.5), 1.0).double_value(&[]);
+        prop_assert!((plain - equal).abs() <= 1e-5 * plain.abs().max(1.0), "equal weights: {} vs {}", equal, plain);
+
+        // By hand: the pairs of two known classes count `weight` times, the mean is over
+        // the weights (the diagonal left out).
+        let a = known_pair_weights(&labels, weight, Kind::Float);
+        let weighted = weighted_relaxed_contrastive(&e, &w, &a, 1.0).double_value(&[]);
+        let d = trainer::stml::loss::normalized_distances(&e);
+        let (mut num, mut den) = (0.0, 0.0);
+        for i in 0..n {
+            for j in (0..n).filter(|&j| j != i) {
+                let (wij, dij) = (w.double_value(&[i, j]), d.double_value(&[i, j]));
+                let aij = if known[i as usize] >= 0 && known[j as usize] >= 0 { weight } else { 1.0 };
+                prop_assert_eq!(a.double_value(&[i, j]), aij as f32 as f64);
+                num += aij * (wij * dij * dij + (1.0 - wij) * (1.0 - dij).max(0.0).powi(2));
+                den += aij;
+            }
+        }
+        prop_assert!((weighted - num / den).abs() <= 1e-4 * (num / den).abs().max(1.0), "{} vs {}", weighted, num / den);
     }
 
     #[test]

@@ -39,12 +39,33 @@ pub fn normalized_distances(e: &Tensor) -> Tensor {
 /// - returns a scalar
 pub fn relaxed_contrastive(e: &Tensor, w: &Tensor, delta: f64) -> Tensor {
     let n = e.size()[0];
-    let off_diagonal = off_diagonal(n, (e.kind(), e.device()));
+    let pairs = (n * (n - 1)).max(1) as f64;
+    pair_terms(e, w, delta).sum(e.kind()) / pairs
+}
+
+/// `RC(e, W)` with a weight `A_ij >= 0` on each pair, a weighted mean over the pairs:
+///
+/// `RC_A = Σ_{i≠j} A_ij ( W_ij D_ij² + (1 − W_ij) max(0, δ − D_ij)² ) / Σ_{i≠j} A_ij`
+///
+/// With every `A_ij` equal it is [`relaxed_contrastive`]. Used to give the pairs whose
+/// classes are known more say than those the teacher guessed (`--label-weight`).
+///
+/// # Shapes
+/// - `e`: `[N, D]`, `w`: `[N, N]`, `a`: `[N, N]`
+/// - returns a scalar
+pub fn weighted_relaxed_contrastive(e: &Tensor, w: &Tensor, a: &Tensor, delta: f64) -> Tensor {
+    let a = a * off_diagonal(e.size()[0], (e.kind(), e.device()));
+    let total = a.sum(e.kind()).clamp_min(f64::MIN_POSITIVE);
+    (pair_terms(e, w, delta) * a).sum(e.kind()) / total
+}
+
+/// The summands of `RC(e, W)`: `[N, N]`, zero on the diagonal.
+fn pair_terms(e: &Tensor, w: &Tensor, delta: f64) -> Tensor {
+    let off_diagonal = off_diagonal(e.size()[0], (e.kind(), e.device()));
     let d = normalized_distances(e);
     let pull = w * d.square();
     let push = (1.0f64 - w) * (delta - &d).relu().square();
-    let pairs = (n * (n - 1)).max(1) as f64;
-    ((pull + push) * off_diagonal).sum(e.kind()) / pairs
+    (pull + push) * off_diagonal
 }
 
 /// Self-distillation `KL(f, g)`: per row, `p = softmax(−D_g[i,:])` from the detached `g`
@@ -84,14 +105,19 @@ impl LossParts {
     }
 }
 
-/// The STML objective: `L = (RC(f, W) + RC(g, W)) / 2 + KL(f, g)`.
+/// The STML objective: `L = (RC(f, W) + RC(g, W)) / 2 + KL(f, g)`; with pair weights `A`,
+/// each `RC` is [`weighted_relaxed_contrastive`].
 ///
 /// # Shapes
 /// - `f`: `[N, d]` student `f` head, `g`: `[N, d_g]` student `g` head
 /// - `w`: `[N, N]` pseudo labels (from [`super::similarity::pseudo_labels`])
-pub fn stml_loss(f: &Tensor, g: &Tensor, w: &Tensor, delta: f64) -> LossParts {
-    let rc_f = relaxed_contrastive(f, w, delta);
-    let rc_g = relaxed_contrastive(g, w, delta);
+/// - `a`: `[N, N]` pair weights, or `None` (the paper: all equal)
+pub fn stml_loss(f: &Tensor, g: &Tensor, w: &Tensor, a: Option<&Tensor>, delta: f64) -> LossParts {
+    let rc = |e: &Tensor| match a {
+        Some(a) => weighted_relaxed_contrastive(e, w, a, delta),
+        None => relaxed_contrastive(e, w, delta),
+    };
+    let (rc_f, rc_g) = (rc(f), rc(g));
     let kl = self_distillation(f, g);
     let total = (&rc_f + &rc_g) * 0.5 + &kl;
     LossParts { total, rc_f, rc_g, kl }

@@ -13,6 +13,6 @@ pub mod sampler;
 pub mod similarity;
 
 pub use ema::{copy_into, momentum_update, EmaPairs};
-pub use loss::{relaxed_contrastive, self_distillation, stml_loss, LossParts};
+pub use loss::{relaxed_contrastive, self_distillation, stml_loss, weighted_relaxed_contrastive, LossParts};
 pub use sampler::{epoch_batches, nearest_neighbors};
 pub use similarity::{contextual_similarity, pairwise_similarity, pseudo_labels};

@@ -109,9 +109,22 @@ pub fn label_similarity(labels: &Tensor, kind: Kind) -> Tensor {
 /// - `w`: `[N, N]` pseudo labels; `labels`: `[N]` integer classes, `-1` unknown
 /// - returns `[N, N]`
 pub fn with_known_labels(w: &Tensor, labels: &Tensor) -> Tensor {
-    tch::no_grad(|| {
-        let known = labels.ge(0); // [N]
-        let both = known.unsqueeze(1).logical_and(&known.unsqueeze(0)); // [N, N]
-        label_similarity(labels, w.kind()).where_self(&both, w)
-    })
+    tch::no_grad(|| label_similarity(labels, w.kind()).where_self(&both_known(labels), w))
+}
+
+/// Pair weights for the relaxed contrastive loss: `weight` where both samples have a known
+/// class, 1 elsewhere (`--label-weight`).
+///
+/// # Shapes
+/// - `labels`: `[N]` integer classes, `-1` unknown
+/// - returns `[N, N]` of `kind`
+pub fn known_pair_weights(labels: &Tensor, weight: f64, kind: Kind) -> Tensor {
+    let ones = Tensor::ones([labels.size()[0]; 2], (kind, labels.device()));
+    (&ones * weight).where_self(&both_known(labels), &ones)
+}
+
+/// `[N, N]` booleans: both samples of the pair have a known class (`labels >= 0`).
+fn both_known(labels: &Tensor) -> Tensor {
+    let known = labels.ge(0); // [N]
+    known.unsqueeze(1).logical_and(&known.unsqueeze(0))
 }

@@ -117,7 +117,8 @@ mod tests {
                 "optim.emb_lr",
                 "optim.lr",
                 "stml.crop_scale",
-                "stml.known_positives"
+                "stml.known_positives",
+                "stml.label_weight"
             ]
         );
         assert_eq!((p.model.served_head, d.model.served_head), (models::Head::F, models::Head::G));
