@@ -13,7 +13,8 @@
 # fmnist (Fashion-MNIST: 6,000 training images of classes 0-4, 5,000 test images of 5-9).
 # Variants: default (the product's defaults), served-f (the defaults serving the 128-d f,
 # as they did until 2026-12-07), paper (--preset paper), supervised (true
-# labels as W), semi10 (10 % of training images labelled), semi10-nn and supervised-nn
+# labels as W), semi10 (10 % of training images labelled, the default preset's
+# --label-weight: 16 since 2026-12-07, 1 in the runs before), semi10-nn and supervised-nn
 # (the same with batches from neighbours only: --known-positives false), semi10-lwX
 # (10 % labelled, --label-weight X), no-pca, no-bn-freeze,
 # no-warmup (the default preset with one change undone; no-warmup has been the default
