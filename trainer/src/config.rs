@@ -96,11 +96,12 @@ pub struct StmlConfig {
     /// With known classes (semi-supervised): the weight in the relaxed contrastive loss of
     /// a pair whose two classes are known, against 1 for a pair the teacher labels
     /// (`loss::weighted_relaxed_contrastive`); 1 = the paper.
-    #[serde(default = "one")]
+    #[serde(default = "paper_label_weight")]
     pub label_weight: f64,
 }
 
-fn one() -> f64 {
+/// The paper's weight of a pair of two labelled images: every pair alike.
+fn paper_label_weight() -> f64 {
     1.0
 }
 
@@ -253,7 +254,7 @@ impl TrainConfig {
                 crop_scale: PAPER_CROP_SCALE,
                 supervised: false,
                 known_positives: false,
-                label_weight: 1.0,
+                label_weight: paper_label_weight(),
             },
             optim: OptimConfig {
                 optimizer: Algorithm::AdamP,
