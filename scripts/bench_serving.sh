@@ -8,7 +8,9 @@
 # session, 8 and 32 on all its streams at once, and the decode + preprocess time of the
 # query files) and `wrk` POSTing gallery files to `/search?k=10`
 # at each concurrency, with keep-alive and with a new connection per request
-# (`Connection: close`), against each server in turn. The client's CPU use is reported.
+# (`Connection: close`), against each server in turn, with raw ONNX Runtime's best
+# configuration measured again right before and after each load of this server (the
+# "beside" ratio). The client's CPU use is reported.
 # A markdown summary (medians of the repeats) is printed and kept in WORK/summary.md
 # (summary-g.md for HEAD=g).
 #
@@ -149,13 +151,23 @@ for g in $GALLERIES; do
     for b in 8 32; do
       "$ORT" --model "$MODEL" --batch "$b" --seconds "$ORT_SECONDS" --repeats 1 --streams > "$LOG/$g-orts-$r-b$b"
     done
+    # The box's speed drifts within minutes, so each load of this server also has raw ONNX
+    # Runtime measured right before and right after it, in this repeat's best configuration
+    # of the five above: the "beside" ratio compares the two at the same moment.
+    best_raw="$(for f in "$LOG/$g-ort-$r-b"* "$LOG/$g-orts-$r-b"*; do
+      echo "$(grep -o 'images_per_second=[0-9.]*' "$f" | cut -d= -f2) $f"; done | sort -g | tail -n1 | cut -d' ' -f2)"
+    beside_args=(--batch "${best_raw##*-b}")
+    [[ "$best_raw" == *"-orts-"* ]] && beside_args+=(--streams)
     # Keep-alive first in odd repeats, a new connection per request first in even ones, so
     # that the box's drift within a repeat does not favour one of the two.
     order="0 1"
     [ $((r % 2)) = 0 ] && order="1 0"
     for c in $CONCURRENCY; do
       for close in $order; do
+        beside="$LOG/$g-beside-$r-c$c-close$close"
+        "$ORT" --model "$MODEL" "${beside_args[@]}" --seconds "$ORT_SECONDS" --repeats 1 > "$beside-before"
         load "$RUST_URL" "$c" "$close" "$LOG/$g-rust-$r-c$c-close$close"
+        "$ORT" --model "$MODEL" "${beside_args[@]}" --seconds "$ORT_SECONDS" --repeats 1 > "$beside-after"
         load "$PY_URL" "$c" "$close" "$LOG/$g-python-$r-c$c-close$close"
       done
     done

@@ -34,6 +34,12 @@ def wrk(g, server, r, c, close):
     }
 
 
+def beside_raw(g, r, c, close):
+    """Raw ONNX Runtime's best configuration, mean of right before and right after a load."""
+    return statistics.mean(fields(f"{LOG}/{g}-beside-{r}-c{c}-close{close}-{when}")["images_per_second"]
+                           for when in ("before", "after"))
+
+
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 print(f"Machine: {os.cpu_count()} CPUs, {cpu}; {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; "
       f"load average at the end {' '.join(open('/proc/loadavg').read().split()[:3])}. "
@@ -55,18 +61,20 @@ for g in GALLERIES:
           f"at saturation >= {0.85 * best:.0f} QPS (0.85 x {best:.0f}).")
     print()
     print("| c | connections | this server: QPS (p50 / p99 ms) | Python baseline: QPS (p50 / p99 ms) "
-          "| server / Python | server / raw best | errors (server, Python) | client CPU (server, Python) |")
-    print("|---:|---|---|---|---:|---:|---|---|")
+          "| server / Python | server / raw best | server / raw beside it | errors (server, Python) "
+          "| client CPU (server, Python) |")
+    print("|---:|---|---|---|---:|---:|---:|---|---|")
     for c in CONC:
         for close in (0, 1):
             rs = [wrk(g, "rust", r, c, close) for r in range(1, REPEATS + 1)]
             ps = [wrk(g, "python", r, c, close) for r in range(1, REPEATS + 1)]
             m = lambda xs, k: med(x[k] for x in xs)  # noqa: E731
             ratio = med(a["qps"] / max(b["qps"], 1e-9) for a, b in zip(rs, ps))
+            beside = med(a["qps"] / beside_raw(g, r, c, close) for r, a in enumerate(rs, 1))
             print(f"| {c} | {'new per request' if close else 'keep-alive'} "
                   f"| {m(rs, 'qps'):.0f} ({m(rs, 'p50'):.1f} / {m(rs, 'p99'):.1f}) "
                   f"| {m(ps, 'qps'):.0f} ({m(ps, 'p50'):.1f} / {m(ps, 'p99'):.1f}) "
-                  f"| {ratio:.2f} | {m(rs, 'qps') / best:.2f} "
+                  f"| {ratio:.2f} | {m(rs, 'qps') / best:.2f} | {beside:.2f} "
                   f"| {int(sum(x['errors'] for x in rs))}, {int(sum(x['errors'] for x in ps))} "
                   f"| {100 * m(rs, 'cpu'):.0f} %, {100 * m(ps, 'cpu'):.0f} % |")
     idx = fields(f"{LOG}/{g}-index-rate").get("images_per_second", float("nan"))

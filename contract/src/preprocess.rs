@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use fast_image_resize::{FilterType, IntoImageView, IntoImageViewMut, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageBuffer, Pixel, RgbImage};
+use image::{DynamicImage, GrayImage, ImageBuffer, Pixel, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// Largest input side (`crop`) a model may ask for, and largest `resize`: 16k pixels, far
@@ -99,7 +99,15 @@ impl Preprocess {
     /// full resize, so the pixels are those of resizing the whole image and then cropping.
     pub fn resize_crop(&self, img: &DynamicImage) -> RgbImage {
         let rgb = rgb8(img);
-        let (w, h) = rgb.dimensions();
+        self.resize_crop_pixels(&rgb)
+    }
+
+    /// [`Self::resize_crop`] of pixels of any 8-bit layout, kept in it.
+    fn resize_crop_pixels<P: Pixel<Subpixel = u8>>(&self, img: &ImageBuffer<P, Vec<u8>>) -> ImageBuffer<P, Vec<u8>>
+    where
+        ImageBuffer<P, Vec<u8>>: IntoImageView + IntoImageViewMut,
+    {
+        let (w, h) = img.dimensions();
         let s = self.resize.max(self.crop) as f64;
         let (nw, nh) = if w <= h {
             (s as u32, ((h as f64) * s / (w as f64)).round().max(1.0) as u32)
@@ -110,7 +118,7 @@ impl Preprocess {
         let x0 = ((nw - self.crop) / 2) as f64;
         let y0 = ((nh - self.crop) / 2) as f64;
         let crop = self.crop as f64;
-        resize_region(&rgb, [x0 * sx, y0 * sy, crop * sx, crop * sy], self.crop, self.crop)
+        resize_region(img, [x0 * sx, y0 * sy, crop * sx, crop * sy], self.crop, self.crop)
     }
 
     /// Normalise RGB pixels into a CHW float buffer in the network's channel order.
@@ -135,7 +143,22 @@ impl Preprocess {
 
     /// The full evaluation transform: resize, centre crop, normalise. Returns `[3, crop, crop]`.
     pub fn apply(&self, img: &DynamicImage) -> Vec<f32> {
-        self.normalize(&self.resize_crop(img))
+        match img {
+            // The three channels of a grey image are equal: resizing the one is a third of
+            // the work and gives the same values.
+            DynamicImage::ImageLuma8(grey) => self.normalize_grey(&self.resize_crop_pixels(grey)),
+            _ => self.normalize(&self.resize_crop(img)),
+        }
+    }
+
+    /// [`Self::normalize`] of grey pixels, read as RGB with three equal channels.
+    fn normalize_grey(&self, grey: &GrayImage) -> Vec<f32> {
+        let plane = grey.as_raw().len();
+        let mut out = Vec::with_capacity(3 * plane);
+        for c in 0..3 {
+            out.extend(grey.as_raw().iter().map(|&v| (v as f32 * self.scale - self.mean[c]) / self.std[c]));
+        }
+        out
     }
 }
 
@@ -255,6 +278,17 @@ mod tests {
         let got = p.resize_crop(&DynamicImage::ImageRgb8(img.clone()));
         let worst = got.as_raw().iter().zip(expected.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         assert!(worst <= 1, "the one-pass crop is off by {worst}");
+    }
+
+    #[test]
+    fn a_grey_image_resized_on_its_one_channel_gives_the_values_of_its_rgb_copy() {
+        for (w, h) in [(128, 128), (97, 61), (20, 33), (300, 7)] {
+            let grey = GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 31) ^ (y * 17)) as u8]));
+            let rgb = DynamicImage::ImageRgb8(rgb8(&DynamicImage::ImageLuma8(grey.clone())).into_owned());
+            for p in [Preprocess::imagenet(110, 96), Preprocess::caffe(40, 32)] {
+                assert_eq!(p.apply(&DynamicImage::ImageLuma8(grey.clone())), p.apply(&rgb), "{w}x{h}, {p:?}");
+            }
+        }
     }
 
     #[test]

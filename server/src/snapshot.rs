@@ -4,7 +4,7 @@
 //! - `snapshot.json`: the format, the index spec, the counts;
 //! - `model.onnx`: the collection's model;
 //! - `items.jsonl`: one item a line (`id`, `metadata`, `content_hash`, `vector`, and in
-//!   base64 the JPEG `thumbnail` and the kept `original`, when there are);
+//!   base64 the `thumbnail` (JPEG or PNG) and the kept `original`, when there are);
 //! - `paths.jsonl`: the index job's per-path records.
 //!
 //! Items and path records are read in one read transaction, so a snapshot taken while

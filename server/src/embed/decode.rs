@@ -7,12 +7,17 @@ use std::borrow::Cow;
 use std::io::Cursor;
 
 use contract::{ContractError, DecodeLimits};
-use image::{DynamicImage, ImageBuffer};
+use image::{DynamicImage, ImageBuffer, ImageFormat};
 
 use crate::{Error, Result};
 
 /// Longest side of stored thumbnails.
 pub const THUMBNAIL_SIDE: u32 = 160;
+
+/// Largest file [`thumbnail`] keeps as its own thumbnail. A JPEG thumbnail of
+/// [`THUMBNAIL_SIDE`] pixels takes 5-15 KiB; the base64 of this many bytes still fits the
+/// 64 KiB text field a Milvus gallery stores a thumbnail in.
+pub const KEPT_FILE_BYTES: usize = 32 * 1024;
 
 /// The fewest pixels the shorter side of a decoded image must keep for `preprocess` (its
 /// resize) and for a thumbnail: what [`decode_image`] may reduce a large JPEG to.
@@ -41,10 +46,31 @@ pub fn decode_image(bytes: &[u8], max_pixels: u64, min_side: u32) -> Result<Dyna
     })
 }
 
+/// The thumbnail of the image file `file`, decoded as `img`, for result pages: the file
+/// itself when it is a PNG or a JPEG already no larger than a thumbnail, in pixels and in
+/// bytes ([`KEPT_FILE_BYTES`]): every browser shows those as they are, and encoding them
+/// again would cost time (the largest part of indexing a folder of small images, after
+/// inference) and lose quality. Any other file gives [`thumbnail_jpeg`] of `img`.
+pub fn thumbnail(file: &[u8], img: &DynamicImage) -> Result<Vec<u8>> {
+    let shown_as_is = matches!(image::guess_format(file), Ok(ImageFormat::Png | ImageFormat::Jpeg));
+    if shown_as_is && file.len() <= KEPT_FILE_BYTES && img.width().max(img.height()) <= THUMBNAIL_SIDE {
+        return Ok(file.to_vec());
+    }
+    thumbnail_jpeg(img)
+}
+
+/// The media type of a stored thumbnail: a PNG kept as it is by [`thumbnail`], or a JPEG.
+pub fn thumbnail_media_type(thumbnail: &[u8]) -> &'static str {
+    match image::guess_format(thumbnail) {
+        Ok(ImageFormat::Png) => "image/png",
+        _ => "image/jpeg",
+    }
+}
+
 /// A small JPEG of the image for result pages: at most [`THUMBNAIL_SIDE`] on its longer
 /// side, the aspect ratio kept, never enlarged. A grey image gives a grey JPEG (one
 /// channel: a third of the encoding work and a smaller file).
-pub fn thumbnail_jpeg(img: &DynamicImage) -> Result<Vec<u8>> {
+fn thumbnail_jpeg(img: &DynamicImage) -> Result<Vec<u8>> {
     use jpeg_encoder::ColorType::{Luma, Rgb};
     match img {
         DynamicImage::ImageLuma8(g) => encode_jpeg(&shrink(Cow::Borrowed(g)), Luma),
@@ -129,6 +155,42 @@ mod tests {
         let img =
             decode_image(&encode(DynamicImage::ImageLumaA8(grey_alpha), image::ImageFormat::Png), 1000, 0).unwrap();
         assert!(matches!(img, DynamicImage::ImageRgb8(_)), "{:?}", img.color());
+    }
+
+    #[test]
+    fn small_png_and_jpeg_files_are_their_own_thumbnails_others_become_jpegs() {
+        let encode = |img: DynamicImage, format| {
+            let mut out = Cursor::new(Vec::new());
+            img.write_to(&mut out, format).unwrap();
+            out.into_inner()
+        };
+        let thumb_of = |file: &[u8]| thumbnail(file, &decode_image(file, 1 << 20, 0).unwrap()).unwrap();
+        let small = DynamicImage::ImageRgb8(image::RgbImage::from_fn(THUMBNAIL_SIDE, 90, |x, y| {
+            image::Rgb([x as u8, y as u8, 7])
+        }));
+        for (format, media_type) in [(ImageFormat::Png, "image/png"), (ImageFormat::Jpeg, "image/jpeg")] {
+            let file = encode(small.clone(), format);
+            assert_eq!(thumb_of(&file), file, "{format:?} kept as it is");
+            assert_eq!(thumbnail_media_type(&thumb_of(&file)), media_type);
+        }
+        let jpeg_of = |file: &[u8], why: &str| {
+            let thumb = thumb_of(file);
+            assert_eq!(&thumb[..2], &[0xFF, 0xD8], "{why}");
+            assert_eq!(thumbnail_media_type(&thumb), "image/jpeg");
+            image::load_from_memory(&thumb).unwrap()
+        };
+        let wide = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(THUMBNAIL_SIDE + 1, 10, image::Rgb([1, 2, 3])));
+        assert_eq!(jpeg_of(&encode(wide, ImageFormat::Png), "one pixel too wide").width(), THUMBNAIL_SIDE);
+        let mut noise = 1u32;
+        let heavy = DynamicImage::ImageRgb8(image::RgbImage::from_fn(150, 150, |_, _| {
+            noise = noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            image::Rgb([(noise >> 24) as u8, (noise >> 16) as u8, (noise >> 8) as u8])
+        }));
+        let heavy = encode(heavy, ImageFormat::Png);
+        assert!(heavy.len() > KEPT_FILE_BYTES);
+        assert_eq!(jpeg_of(&heavy, "too many bytes").width(), 150, "small in pixels, so not resized");
+        jpeg_of(&encode(small.clone(), ImageFormat::Bmp), "only PNG and JPEG files are kept");
+        jpeg_of(&encode(small, ImageFormat::Gif), "only PNG and JPEG files are kept");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod batcher;
 pub mod decode;
 
 pub use batcher::Batcher;
-pub use decode::{decode_image, min_side, thumbnail_jpeg, THUMBNAIL_SIDE};
+pub use decode::{decode_image, min_side, thumbnail, thumbnail_media_type, KEPT_FILE_BYTES, THUMBNAIL_SIDE};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,7 +77,7 @@ impl Embedder {
         let small = contract::header_pixels(&bytes).is_some_and(|p| p <= INLINE_DECODE_PIXELS);
         let prepare = move || -> Result<_> {
             let img = decode_image(&bytes, max_pixels, min_side)?;
-            let thumb = if with_thumbnail { Some(thumbnail_jpeg(&img)?) } else { None };
+            let thumb = if with_thumbnail { Some(thumbnail(&bytes, &img)?) } else { None };
             Ok((preprocess.apply(&img), thumb))
         };
         let (input, thumbnail) = if small {

@@ -59,7 +59,7 @@ pub trait Gallery: Send + Sync {
     /// The stored vector of an id.
     fn vector(&self, id: &str) -> Result<Option<Vec<f32>>>;
 
-    /// The JPEG thumbnail of an id, when one was stored.
+    /// The thumbnail of an id (a JPEG, or a small PNG file kept as it was), when one was stored.
     fn thumbnail(&self, id: &str) -> Result<Option<Vec<u8>>>;
 
     /// The original file of an id, when the collection kept it.

@@ -217,14 +217,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// `GET /images/{id}/thumbnail`: a small JPEG, for result pages.
+/// `GET /images/{id}/thumbnail`: a small JPEG (or a small PNG kept as it was), for result
+/// pages.
 pub async fn thumbnail(req: HttpRequest, state: web::Data<AppState>, id: ItemId) -> Result<HttpResponse> {
     let id = id.into_inner();
     let gallery = state.collection(&req)?.gallery.clone();
     let lookup = id.clone();
     let thumb = web::block(move || gallery.thumbnail(&lookup)).await.map_err(|_| Error::Unavailable)??;
     let thumb = thumb.ok_or(Error::NotFound { id })?;
-    Ok(HttpResponse::Ok().content_type("image/jpeg").insert_header(("Cache-Control", "max-age=3600")).body(thumb))
+    let media_type = crate::embed::thumbnail_media_type(&thumb);
+    Ok(HttpResponse::Ok().content_type(media_type).insert_header(("Cache-Control", "max-age=3600")).body(thumb))
 }
 
 /// `DELETE /images/{id}`

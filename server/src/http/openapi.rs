@@ -236,8 +236,8 @@ fn base_document() -> Value {
                 "delete": { "summary": "Delete an image", "security": key, "parameters": [ id_param.clone() ],
                     "responses": { "200": { "description": "Deleted" }, "401": error_response("Missing or wrong API key"),
                                    "404": error_response("Unknown id") } } },
-            "/images/{id}/thumbnail": { "get": { "summary": "A small JPEG of the image", "parameters": [ id_param ],
-                "responses": { "200": { "description": "JPEG", "content": { "image/jpeg": {} } }, "404": error_response("Unknown id") } } },
+            "/images/{id}/thumbnail": { "get": { "summary": "A small JPEG of the image (a small PNG or JPEG file is its own thumbnail)", "parameters": [ id_param ],
+                "responses": { "200": { "description": "JPEG or PNG", "content": { "image/jpeg": {}, "image/png": {} } }, "404": error_response("Unknown id") } } },
             "/images/{id}/similar": { "post": {
                 "summary": "More like a stored image (the image itself left out); options in the query string or an optional JSON body",
                 "parameters": similar_params,

@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::embed::{decode_image, thumbnail_jpeg};
+use crate::embed::{decode_image, thumbnail};
 use crate::gallery::{merge_patch, Gallery, GalleryChange, NewImage};
 use crate::runtime::OnnxModel;
 use crate::store::{path_key, PathRecord, PathState};
@@ -578,7 +578,7 @@ fn file_failure(e: &Error) -> String {
 /// Decodes and preprocesses encoded images on `threads` threads, for `model`.
 ///
 /// # Shapes
-/// - each `Ok` holds `[3, crop, crop]` and a JPEG thumbnail
+/// - each `Ok` holds `[3, crop, crop]` and a thumbnail (see [`thumbnail`])
 pub(crate) fn prepare_all(
     model: &OnnxModel,
     images: &[&[u8]],
@@ -597,7 +597,7 @@ pub(crate) fn prepare_all(
                     part.iter()
                         .map(|bytes| {
                             let img = decode_image(bytes, max_pixels, min_side)?;
-                            Ok((preprocess.apply(&img), thumbnail_jpeg(&img)?))
+                            Ok((preprocess.apply(&img), thumbnail(bytes, &img)?))
                         })
                         .collect::<Vec<_>>()
                 });

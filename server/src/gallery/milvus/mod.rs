@@ -3,7 +3,7 @@
 //!
 //! Two Milvus collections per gallery. `<name>` holds one row per item: `id` (primary
 //! key), `vector`, `metadata` (the item's JSON, verbatim), `terms` (what filters are
-//! translated against, [`expr::terms`]), `content_hash` and `thumbnail` (base64 JPEG).
+//! translated against, [`expr::terms`]), `content_hash` and `thumbnail` (base64 JPEG or PNG).
 //! `<name>_paths` holds `server index`'s path records (Milvus wants a vector in every
 //! collection: a constant 2-d one). The collection's description records the
 //! [`IndexSpec`], so a server with another model refuses to open it.
