@@ -14,7 +14,7 @@
 # A markdown summary (medians of the repeats) is printed and kept in WORK/summary.md
 # (summary-g.md for HEAD=g).
 #
-#   bash scripts/bench_serving.sh                         # both galleries, ~25 minutes on 2 cores
+#   bash scripts/bench_serving.sh                         # both galleries, ~30 minutes on 2 cores
 #   GALLERIES=png96 REPEATS=1 DURATION=4 bash scripts/bench_serving.sh   # a quick look
 #
 # Galleries: png96 (the fonts domain's 4,795 unseen-class 128-px PNGs, a 96-px model) and
