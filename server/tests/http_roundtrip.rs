@@ -100,6 +100,7 @@ fn index_search_delete_restart_search() {
     assert_eq!(got["metadata"]["label"], "cat");
     let thumb = http.get(srv.url("/images/extra-1/thumbnail")).send().unwrap();
     assert_eq!(thumb.headers()["content-type"], "image/png", "a small PNG is its own thumbnail");
+    assert_eq!(thumb.headers()["x-content-type-options"], "nosniff");
     assert_eq!(thumb.bytes().unwrap(), png(100, 50, 50));
     assert_eq!(top_id(&search_image(&http, &srv, png(102, 30, 30), 1)), "multi-b");
 

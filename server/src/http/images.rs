@@ -225,8 +225,13 @@ pub async fn thumbnail(req: HttpRequest, state: web::Data<AppState>, id: ItemId)
     let lookup = id.clone();
     let thumb = web::block(move || gallery.thumbnail(&lookup)).await.map_err(|_| Error::Unavailable)??;
     let thumb = thumb.ok_or(Error::NotFound { id })?;
-    let media_type = crate::embed::thumbnail_media_type(&thumb);
-    Ok(HttpResponse::Ok().content_type(media_type).insert_header(("Cache-Control", "max-age=3600")).body(thumb))
+    // A kept file is the uploader's bytes: browsers are told not to read them as anything
+    // but the image type they decoded as.
+    Ok(HttpResponse::Ok()
+        .content_type(crate::embed::thumbnail_media_type(&thumb))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Cache-Control", "max-age=3600"))
+        .body(thumb))
 }
 
 /// `DELETE /images/{id}`
