@@ -91,8 +91,11 @@ fn run(input: &[u8]) -> bool {
     let Ok(img) = server::embed::decode::decode_image(bytes, MAX_PIXELS, min_side) else { return false };
     assert!(img.width() > 0 && img.height() > 0, "decoded an empty image");
     assert!(img.width() as u64 * img.height() as u64 <= MAX_PIXELS, "decoded past the pixel limit");
-    let thumb = server::embed::decode::thumbnail_jpeg(&img).expect("a decoded image makes a thumbnail");
+    let thumb = server::embed::decode::thumbnail(bytes, &img).expect("a decoded image makes a thumbnail");
     assert!(!thumb.is_empty());
+    if server::embed::decode::thumbnail_media_type(&thumb) == "image/png" {
+        assert_eq!(thumb, bytes, "a PNG thumbnail is only ever the file kept as it is");
+    }
     let pre = if caffe { Preprocess::caffe(resize, crop) } else { Preprocess::imagenet(resize, crop) };
     let x = pre.apply(&img);
     assert_eq!(x.len(), (3 * crop * crop) as usize, "preprocessing gave the wrong tensor size");
