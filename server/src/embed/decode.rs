@@ -114,11 +114,18 @@ fn encode_jpeg<P: image::Pixel<Subpixel = u8>>(
 mod tests {
     use super::*;
 
-    fn png(w: u32, h: u32) -> Vec<u8> {
-        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7])));
+    /// `img` written as a file of `format`.
+    fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        img.write_to(&mut out, format).unwrap();
         out.into_inner()
+    }
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        encode(
+            DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 7]))),
+            ImageFormat::Png,
+        )
     }
 
     #[test]
@@ -135,11 +142,6 @@ mod tests {
 
     #[test]
     fn decoding_gives_grey_or_rgb_so_a_grey_file_keeps_a_grey_thumbnail() {
-        let encode = |img: DynamicImage, format| {
-            let mut out = Cursor::new(Vec::new());
-            img.write_to(&mut out, format).unwrap();
-            out.into_inner()
-        };
         let grey = encode(
             DynamicImage::ImageLuma8(image::GrayImage::from_pixel(30, 20, image::Luma([90]))),
             image::ImageFormat::Png,
@@ -159,11 +161,6 @@ mod tests {
 
     #[test]
     fn small_png_and_jpeg_files_are_their_own_thumbnails_others_become_jpegs() {
-        let encode = |img: DynamicImage, format| {
-            let mut out = Cursor::new(Vec::new());
-            img.write_to(&mut out, format).unwrap();
-            out.into_inner()
-        };
         let thumb_of = |file: &[u8]| thumbnail(file, &decode_image(file, 1 << 20, 0).unwrap()).unwrap();
         let small = DynamicImage::ImageRgb8(image::RgbImage::from_fn(THUMBNAIL_SIDE, 90, |x, y| {
             image::Rgb([x as u8, y as u8, 7])
