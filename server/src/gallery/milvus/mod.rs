@@ -49,6 +49,8 @@ use crate::{Error, Result};
 pub const MAX_TOPK: usize = 16384;
 /// Longest VarChar Milvus stores.
 const MAX_VARCHAR: usize = 65535;
+// A file kept as its own thumbnail fits the thumbnail field once in base64.
+const _: () = assert!(crate::embed::KEPT_FILE_BYTES.div_ceil(3) * 4 <= MAX_VARCHAR);
 /// Rows per insert, upsert or `in [...]` lookup.
 const CHUNK: usize = 256;
 /// Milvus's number for the `session` consistency level.
