@@ -1,17 +1,18 @@
-//! Search-only benchmark of the server's two indexes on clustered vectors: HNSW build time,
-//! then queries per second (one thread) and recall@10 against the exact index, for several
-//! `ef_search` values and graph quantisations. No model and no HTTP: just [`HnswIndex`] and
+//! Search-only benchmark of the server's two indexes on clustered vectors (or real ones,
+//! `--vectors`): HNSW build time, then queries per second (one thread) and recall@10
+//! against the exact index, for several `ef_search` values and graph quantisations. No model and no HTTP: just [`HnswIndex`] and
 //! [`ExactIndex`]. A quantised graph ranks its candidates by full-precision vectors, which
 //! the server reads from its store and this benchmark from memory.
 //!
 //! ```text
 //! cargo run --release -p server --example index_bench -- [--n 100000] [--dim 128] [--ef 32,64,128,256] \
-//!     [--quantization f32,f16,i8]
+//!     [--quantization f32,f16,i8] [--vectors FILE]
 //! ```
 //!
 //! Prints a markdown table.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use server::index::{ExactIndex, FullVectors, HnswIndex, HnswParams, Quantization, VectorRead, VectorWrite};
 
 #[derive(Parser)]
-#[command(about = "HNSW vs exact search: build time, QPS and recall@10 on clustered vectors")]
+#[command(about = "HNSW vs exact search: build time, QPS and recall@10 on clustered or given vectors")]
 struct Args {
     /// Indexed vectors.
     #[arg(long, default_value_t = 100_000)]
@@ -68,6 +69,24 @@ struct Args {
     /// Client threads for the extra Milvus row measured under concurrency.
     #[arg(long, default_value_t = 4)]
     milvus_threads: usize,
+    /// Real vectors instead of clustered ones: raw little-endian f32 rows of `--dim`
+    /// (`scripts/embed_fashion_mnist.py` writes them); the first `--n` rows are indexed
+    /// and the last `--queries` rows are the queries.
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+}
+
+/// The first `n` rows of `path` and its last `queries` rows (see `Args::vectors`).
+fn read_vectors(path: &Path, dim: usize, n: usize, queries: usize) -> anyhow::Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("--vectors {}: {e}", path.display()))?;
+    let row = 4 * dim;
+    anyhow::ensure!(bytes.len() % row == 0, "--vectors {}: not rows of {dim} f32 (--dim)", path.display());
+    let rows = bytes.len() / row;
+    anyhow::ensure!(n + queries <= rows, "--vectors {} has {rows} rows, fewer than --n + --queries", path.display());
+    let vector = |i: usize| {
+        bytes[i * row..(i + 1) * row].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    Ok(((0..n).map(vector).collect(), (rows - queries..rows).map(vector).collect()))
 }
 
 /// `n` points around `clusters` centres: Gaussian-like spread in a `latent`-dimensional
@@ -131,8 +150,13 @@ fn main() -> anyhow::Result<()> {
         ..defaults
     };
 
-    let data = clustered(args.n, args.dim, args.latent, args.clusters, args.spread, 1);
-    let queries = clustered(args.queries, args.dim, args.latent, args.clusters, args.spread, 2);
+    let (data, queries) = match &args.vectors {
+        Some(path) => read_vectors(path, args.dim, args.n, args.queries)?,
+        None => (
+            clustered(args.n, args.dim, args.latent, args.clusters, args.spread, 1),
+            clustered(args.queries, args.dim, args.latent, args.clusters, args.spread, 2),
+        ),
+    };
     let items: Vec<(u64, Vec<f32>)> = data.into_iter().enumerate().map(|(i, v)| (i as u64, v)).collect();
 
     let started = Instant::now();
@@ -152,19 +176,17 @@ fn main() -> anyhow::Result<()> {
     let full: Arc<dyn FullVectors> = Arc::new(Full(items.iter().cloned().collect()));
 
     let (exact_qps, truth) = timed_search(&exact, &queries, args.k, None);
+    let what = match &args.vectors {
+        Some(path) => format!("the first rows of {} (the last rows as queries)", path.display()),
+        None => format!(
+            "clustered vectors ({} clusters, latent dimension {}, spread {})",
+            args.clusters, args.latent, args.spread
+        ),
+    };
     println!(
-        "{} clustered vectors of dimension {} ({} clusters, latent dimension {}, spread {}), {} distance, {} queries, k = {}; \
+        "{} of dimension {}: {what}, {} distance, {} queries, k = {}; \
          HNSW M = {}, ef_construction = {}; HNSW build and queries on one thread.",
-        args.n,
-        args.dim,
-        args.clusters,
-        args.latent,
-        args.spread,
-        args.distance,
-        args.queries,
-        args.k,
-        params.m,
-        params.ef_construction,
+        args.n, args.dim, args.distance, args.queries, args.k, params.m, params.ef_construction,
     );
     println!();
     println!("| index | ef_search | build (s) | build (vectors/s) | memory (MiB) | QPS | recall@{} |", args.k);
