@@ -76,8 +76,11 @@ struct Args {
     vectors: Option<PathBuf>,
 }
 
+/// Vectors, one a row.
+type Rows = Vec<Vec<f32>>;
+
 /// The first `n` rows of `path` and its last `queries` rows (see `Args::vectors`).
-fn read_vectors(path: &Path, dim: usize, n: usize, queries: usize) -> anyhow::Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+fn read_vectors(path: &Path, dim: usize, n: usize, queries: usize) -> anyhow::Result<(Rows, Rows)> {
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("--vectors {}: {e}", path.display()))?;
     let row = 4 * dim;
     anyhow::ensure!(bytes.len() % row == 0, "--vectors {}: not rows of {dim} f32 (--dim)", path.display());
