@@ -51,7 +51,11 @@ class Model:
 
     def preprocess(self, data):
         """Image bytes -> [3, crop, crop] float32: shorter side to `resize`, centre crop."""
-        img = Image.open(io.BytesIO(data)).convert("RGB")
+        return self.preprocess_image(Image.open(io.BytesIO(data)))
+
+    def preprocess_image(self, img):
+        """A PIL image -> [3, crop, crop] float32, as `preprocess`."""
+        img = img.convert("RGB")
         w, h = img.size
         s = self.resize
         nw, nh = (s, max(1, round(h * s / w))) if w <= h else (max(1, round(w * s / h)), s)
