@@ -1,8 +1,9 @@
 //! Search-only benchmark of the server's two indexes on clustered vectors (or real ones,
 //! `--vectors`): HNSW build time, then queries per second (one thread) and recall@10
-//! against the exact index, for several `ef_search` values and graph quantisations. No model and no HTTP: just [`HnswIndex`] and
-//! [`ExactIndex`]. A quantised graph ranks its candidates by full-precision vectors, which
-//! the server reads from its store and this benchmark from memory.
+//! against the exact index, for several `ef_search` values and graph quantisations. No
+//! model and no HTTP: just [`HnswIndex`] and [`ExactIndex`]. A quantised graph ranks its
+//! candidates by full-precision vectors, which the server reads from its store and this
+//! benchmark from memory.
 //!
 //! ```text
 //! cargo run --release -p server --example index_bench -- [--n 100000] [--dim 128] [--ef 32,64,128,256] \
