@@ -4,7 +4,7 @@
 //! run back to back on preprocessed inputs for a fixed time.
 //!
 //! ```text
-//! cargo run --release -p server --example ort_throughput -- --model model.onnx [--batch 16] [--seconds 3] [--repeats 3] [--streams]
+//! cargo run --release -p server --example ort_throughput -- --model model.onnx [--batch 16] [--min-batch 6] [--seconds 3] [--repeats 3] [--streams]
 //! ```
 //!
 //! Prints one line per repeat and a final `images_per_second=<median>` line for scripts;
@@ -38,6 +38,11 @@ struct Args {
     /// Timed repeats; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Vary the batch size: each call takes a size drawn evenly from this many ..= the
+    /// batch (what the server's batcher forms under load), so that the cost of shapes
+    /// changing from call to call shows; images/s counts the images actually run.
+    #[arg(long)]
+    min_batch: Option<usize>,
     /// Untimed batches run first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
@@ -65,6 +70,8 @@ fn main() -> anyhow::Result<()> {
     settings.model = args.model.clone();
     let batch = args.batch.unwrap_or(settings.batch.max_batch);
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    let min_batch = args.min_batch.unwrap_or(batch);
+    anyhow::ensure!((1..=batch).contains(&min_batch), "--min-batch must be 1 ..= the batch ({batch})");
     let model = serve::open_model(&settings).with_context(|| format!("opening {}", args.model.display()))?;
 
     // Preprocessed images are normalised pixels; random values of that range cost the
@@ -80,26 +87,33 @@ fn main() -> anyhow::Result<()> {
         let budget = Duration::from_secs_f64(args.seconds);
         let started = Instant::now();
         let streams = if args.streams { model.streams().max(1) } else { 1 };
-        let run = |stream: usize| -> anyhow::Result<usize> {
-            let mut batches = 0usize;
+        let input = &input;
+        let run = |stream: usize| -> anyhow::Result<(usize, usize)> {
+            let mut sizes = rand::rngs::StdRng::seed_from_u64(stream as u64);
+            let (mut batches, mut images) = (0usize, 0usize);
             while started.elapsed() < budget {
-                let vectors = if args.streams {
-                    model.embed_on(stream, input.clone(), batch)?
-                } else {
-                    model.embed(input.clone(), batch)?
-                };
-                anyhow::ensure!(vectors.len() == batch, "the model answered {} vectors for {batch}", vectors.len());
+                let n = sizes.gen_range(min_batch..=batch);
+                let one = input[..n * model.input_len()].to_vec();
+                let vectors = if args.streams { model.embed_on(stream, one, n)? } else { model.embed(one, n)? };
+                anyhow::ensure!(vectors.len() == n, "the model answered {} vectors for {n}", vectors.len());
                 batches += 1;
+                images += n;
             }
-            Ok(batches)
+            Ok((batches, images))
         };
-        let batches = std::thread::scope(|s| {
+        let (batches, images) = std::thread::scope(|s| {
             let threads: Vec<_> = (0..streams).map(|i| s.spawn(move || run(i))).collect();
-            threads.into_iter().map(|t| t.join().expect("a stream thread panicked")).sum::<anyhow::Result<usize>>()
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a stream thread panicked"))
+                .try_fold((0, 0), |(b, i), r| r.map(|(rb, ri)| (b + rb, i + ri)))
         })?;
         let seconds = started.elapsed().as_secs_f64();
-        let rate = (batches * batch) as f64 / seconds;
-        println!("repeat {repeat}: {batches} batches of {batch} in {seconds:.2} s = {rate:.1} images/s");
+        let rate = images as f64 / seconds;
+        let sizes = if min_batch == batch { batch.to_string() } else { format!("{min_batch}..={batch}") };
+        println!(
+            "repeat {repeat}: {batches} batches of {sizes} ({images} images) in {seconds:.2} s = {rate:.1} images/s"
+        );
         rates.push(rate);
     }
     let crop = model.manifest().preprocess.crop;
