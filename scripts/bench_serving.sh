@@ -75,34 +75,7 @@ gallery() { # gallery NAME: the folder of images
     *) echo "unknown gallery $1 (png96, jpg224)" >&2; exit 2 ;;
   esac
 }
-cat > "$WORK/search.lua" <<'LUA'
--- POST a rotating set of image files (paths in BENCH_QUERIES) to /search?k=10; with
--- BENCH_CLOSE=1 every request asks for its connection to be closed, so wrk opens a new
--- one per request.
-local requests = {}
-local next_request = 0
-function init(_)
-  for path in io.lines(os.getenv("BENCH_QUERIES")) do
-    local f = assert(io.open(path, "rb"))
-    local body = f:read("*a")
-    f:close()
-    local kind = path:match("%.[Jj][Pp][Ee]?[Gg]$") and "image/jpeg" or "image/png"
-    local headers = { ["Content-Type"] = kind }
-    if os.getenv("BENCH_CLOSE") == "1" then headers["Connection"] = "close" end
-    requests[#requests + 1] = wrk.format("POST", "/search?k=10", headers, body)
-  end
-end
-function request()
-  next_request = next_request % #requests + 1
-  return requests[next_request]
-end
-function done(summary, latency, _)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\n",
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-LUA
+search_lua "$WORK/search.lua"
 
 load() { # load URL CONCURRENCY CLOSE OUTFILE
   local threads=$(( $2 < 2 ? $2 : 2 ))

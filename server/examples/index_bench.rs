@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -117,11 +118,12 @@ fn clustered(n: usize, dim: usize, latent: usize, clusters: usize, spread: f32, 
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// The full-precision vectors, in memory.
-struct Full(HashMap<u64, Vec<f32>>);
+/// The full-precision vectors, in memory, and how many of them were read.
+struct Full(HashMap<u64, Vec<f32>>, AtomicUsize);
 
 impl FullVectors for Full {
     fn full_vectors(&self, keys: &[u64]) -> Vec<Option<Vec<f32>>> {
+        self.1.fetch_add(keys.len(), Ordering::Relaxed);
         keys.iter().map(|k| self.0.get(k).cloned()).collect()
     }
 }
@@ -177,7 +179,7 @@ fn main() -> anyhow::Result<()> {
             Ok(q)
         })
         .collect::<anyhow::Result<Vec<Quantization>>>()?;
-    let full: Arc<dyn FullVectors> = Arc::new(Full(items.iter().cloned().collect()));
+    let full = Arc::new(Full(items.iter().cloned().collect(), AtomicUsize::new(0)));
 
     let (exact_qps, truth) = timed_search(&exact, &queries, args.k, None);
     let what = match &args.vectors {
@@ -193,10 +195,13 @@ fn main() -> anyhow::Result<()> {
         args.n, args.dim, args.distance, args.queries, args.k, params.m, params.ef_construction,
     );
     println!();
-    println!("| index | ef_search | build (s) | build (vectors/s) | memory (MiB) | QPS | recall@{} |", args.k);
-    println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| exact | - | {exact_build:.2} | {:.0} | {:.0} | {exact_qps:.1} | 1.000 |",
+        "| index | ef_search | build (s) | build (vectors/s) | memory (MiB) | QPS | recall@{} | full-precision reads / query |",
+        args.k
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| exact | - | {exact_build:.2} | {:.0} | {:.0} | {exact_qps:.1} | 1.000 | - |",
         args.n as f64 / exact_build.max(1e-9),
         (args.n * args.dim * 4) as f64 / MIB
     );
@@ -208,10 +213,12 @@ fn main() -> anyhow::Result<()> {
         let hnsw_build = started.elapsed().as_secs_f64();
         anyhow::ensure!(hnsw.len() == args.n, "the graph holds {} of {} vectors", hnsw.len(), args.n);
         for &ef in &args.ef {
+            let before = full.1.load(Ordering::Relaxed);
             let (qps, got) = timed_search(&hnsw, &queries, args.k, Some(ef));
+            let reads = (full.1.load(Ordering::Relaxed) - before) as f64 / queries.len() as f64;
             println!(
-                "| hnsw {} | {ef} | {hnsw_build:.1} | {:.0} | {:.0} | {qps:.0} | {:.3} |",
-                quantization.name(),
+                "| hnsw {} | {ef} | {hnsw_build:.1} | {:.0} | {:.0} | {qps:.0} | {:.3} | {reads:.1} |",
+                hnsw.quantization().name(),
                 args.n as f64 / hnsw_build,
                 hnsw.memory_bytes() as f64 / MIB,
                 recall(&truth, &got, args.k)
@@ -288,7 +295,7 @@ fn milvus_rows(
         })?;
         let qps_threads = queries.len() as f64 / t.elapsed().as_secs_f64();
         println!(
-            "| milvus (insert {insert_s:.1} s) | {ef} | {build_s:.1} | {:.0} | {qps:.0} ({qps_threads:.0} on {} threads) | {:.3} |",
+            "| milvus (insert {insert_s:.1} s) | {ef} | {build_s:.1} | {:.0} | - | {qps:.0} ({qps_threads:.0} on {} threads) | {:.3} | - |",
             items.len() as f64 / build_s,
             args.milvus_threads,
             recall(truth, &got, args.k)

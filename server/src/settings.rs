@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::index::HnswParams;
+use crate::index::{HnswParams, Quantization};
 use crate::{Error, Result};
 
 /// Prefix of the environment variables that override settings.
@@ -346,7 +346,9 @@ impl Settings {
         if !(0.0..=1.0).contains(&self.hnsw.rebuild_tombstone_ratio) {
             return bad("hnsw.rebuild_tombstone_ratio must lie in 0 ..= 1");
         }
-        if self.index.backend == Backend::Milvus && self.hnsw.quantization != crate::index::Quantization::F32 {
+        if self.index.backend == Backend::Milvus
+            && !matches!(self.hnsw.quantization, Quantization::Auto | Quantization::F32)
+        {
             return bad(
                 "hnsw.quantization applies to the embedded graph; Milvus keeps its own vectors: remove it, or \
                         use backend = \"embedded\"",
@@ -505,5 +507,7 @@ mod tests {
         let milvus = env(&[("STML_SERVER_INDEX__BACKEND", "milvus"), ("STML_SERVER_HNSW__QUANTIZATION", "i8")]);
         let err = Settings::load(None, milvus).unwrap_err().to_string();
         assert!(err.contains("hnsw.quantization") && err.contains("embedded"), "{err}");
+        let milvus = Settings::load(None, env(&[("STML_SERVER_INDEX__BACKEND", "milvus")])).unwrap();
+        assert_eq!(milvus.hnsw.quantization, Quantization::Auto, "the default quantization suits Milvus too");
     }
 }
