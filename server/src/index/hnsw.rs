@@ -70,9 +70,9 @@ pub enum Quantization {
 
 impl Quantization {
     /// The width from which [`Quantization::Auto`] keeps the graph's vectors in `f16`. At
-    /// 1,024 coordinates (the default export's) an `f16` graph built 1.3x as fast as `f32`
-    /// and searched faster at the same recall; at 128 it did not pay (BENCHMARKS.md, "The
-    /// graph's vectors quantised").
+    /// 1,024 coordinates (the default export's) the server indexed and served about 1.1x
+    /// as fast with an `f16` graph as with `f32`, in half the graph's memory; at 128 there
+    /// was no clear difference (BENCHMARKS.md, "Wide vectors in `f16` by default").
     pub const WIDE: usize = 512;
 
     /// The kind a new graph of `dim`-coordinate vectors gets.
