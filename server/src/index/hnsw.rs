@@ -231,8 +231,8 @@ pub struct HnswIndex {
     keys: HashSet<u64>,
     /// Removed keys whose nodes no insert has taken over yet.
     removed: usize,
-    /// Where full-precision vectors are read: by a quantised graph to rank its candidates,
-    /// and by a rebuild (`None`: the graph's own copy).
+    /// Where a quantised graph reads full precision (`None`, or an `f32` graph: the
+    /// graph's own copy).
     full: Option<Arc<dyn FullVectors>>,
 }
 
@@ -309,15 +309,16 @@ impl HnswIndex {
         self.removed > 0 && self.removed as f64 > ratio * self.graph_len() as f64
     }
 
-    /// Ranks the candidates of a quantised graph by the vectors `full` gives (an `f32`
-    /// graph's own copy is full precision already: it keeps using that), and rebuilds
-    /// from them.
+    /// Ranks the candidates of a quantised graph by the vectors `full` gives, and rebuilds
+    /// it from them (an `f32` graph's own copy is full precision already: it keeps using
+    /// that).
     pub fn with_full_vectors(mut self, full: Arc<dyn FullVectors>) -> Self {
         self.full = Some(full);
         self
     }
 
-    /// Where candidates are ranked at full precision: `None` for an `f32` graph.
+    /// Where candidates are ranked and rebuilds read at full precision: `None` for an
+    /// `f32` graph, whose own copy is that.
     fn ranked_by(&self) -> Option<&dyn FullVectors> {
         match self.params.quantization {
             Quantization::F32 | Quantization::Auto => None,
@@ -339,7 +340,7 @@ impl HnswIndex {
 
     fn rebuilt_as(&self, params: HnswParams) -> Self {
         let keys: Vec<u64> = self.keys.iter().copied().collect();
-        let vectors = match &self.full {
+        let vectors = match self.ranked_by() {
             Some(full) => full.full_vectors(&keys),
             None => keys.iter().map(|&k| self.vector(k)).collect(),
         };
