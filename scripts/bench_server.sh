@@ -74,30 +74,9 @@ done
 
 # --- 2. serving vs raw ONNX Runtime -----------------------------------------------------
 find "$IMAGES" -name '*.png' | sort | awk 'NR <= 64' > "$WORK/queries.txt"
-cat > "$WORK/search.lua" <<'LUA'
--- POST a rotating set of PNG files (paths listed in BENCH_QUERIES) to /search?k=10.
--- Requests are built in init, once wrk has set the Host header.
-local requests = {}
-local next_request = 0
-function init(_)
-  for path in io.lines(os.getenv("BENCH_QUERIES")) do
-    local f = assert(io.open(path, "rb"))
-    local body = f:read("*a")
-    f:close()
-    requests[#requests + 1] = wrk.format("POST", "/search?k=10", { ["Content-Type"] = "image/png" }, body)
-  end
-end
-function request()
-  next_request = next_request % #requests + 1
-  return requests[next_request]
-end
-function done(summary, latency, _)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\n",
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-LUA
+# shellcheck source=scripts/bench_lib.sh
+source scripts/bench_lib.sh
+search_lua "$WORK/search.lua"
 
 RUST_LOG=info "$S" serve --model "$MODEL" --index "$INDEX" --host 127.0.0.1 --port 0 2> "$LOG/serve.log" &
 SERVER_PID=$!
