@@ -14,7 +14,7 @@ use super::{
     Query, Strategy,
 };
 use crate::filter::Filter;
-use crate::index::{ExactIndex, GraphFiles, HnswIndex, HnswParams, Neighbor, VectorRead, VectorWrite};
+use crate::index::{ExactIndex, GraphFiles, HnswIndex, HnswParams, Neighbor, Quantization, VectorRead, VectorWrite};
 use crate::rerank;
 use crate::store::{Change, GraphState, IndexSpec, NewRecord, PathRecord, PathState, Record, Store, StoredItem};
 use crate::{Error, Result};
@@ -470,9 +470,9 @@ impl Gallery for LocalGallery {
 
     fn stats(&self) -> GalleryStats {
         let live = self.live();
-        let (graph_points, tombstones, kind) = match &live.backend {
-            Backend::Exact(i) => (i.len(), 0, "exact"),
-            Backend::Hnsw(i) => (i.graph_len(), i.tombstones(), "hnsw"),
+        let (graph_points, tombstones, kind, quantization) = match &live.backend {
+            Backend::Exact(i) => (i.len(), 0, "exact", Quantization::F32),
+            Backend::Hnsw(i) => (i.graph_len(), i.tombstones(), "hnsw", i.quantization()),
         };
         GalleryStats {
             images: live.backend.read().len(),
@@ -481,6 +481,7 @@ impl Gallery for LocalGallery {
             dim: self.spec.dim,
             distance: self.spec.distance,
             index: kind,
+            quantization: quantization.name(),
         }
     }
 
@@ -580,18 +581,20 @@ mod tests {
     #[test]
     fn a_quantised_graph_answers_full_precision_distances_and_follows_the_settings() {
         let dir = tempfile::tempdir().unwrap();
-        let f32s = HnswParams::default();
-        let f16s = HnswParams { quantization: crate::index::Quantization::F16, ..f32s };
+        let f32s = HnswParams { quantization: Quantization::F32, ..HnswParams::default() };
+        let f16s = HnswParams { quantization: Quantization::F16, ..f32s };
         // 1/3 is not a half-precision number: the graph's copy of c differs from c.
         let third = 1.0f32 / 3.0;
         {
             let g = LocalGallery::open(dir.path(), spec(), &f32s, IndexKind::Hnsw).unwrap();
             g.insert(vec![img("a", [0.0, 0.0]), img("c", [third, 7.0])]).unwrap();
+            assert_eq!(g.stats().quantization, "f32");
             g.snapshot().unwrap();
         }
         // Reopened with f16: the saved f32 graph is refused and rebuilt from the store;
         // distances still come from the stored f32 vectors.
         let g = LocalGallery::open(dir.path(), spec(), &f16s, IndexKind::Hnsw).unwrap();
+        assert_eq!(g.stats().quantization, "f16", "reported in /stats");
         g.insert(vec![img("b", [third, 0.0])]).unwrap();
         let hits = g.search(&[0.0, 0.0], 3, None).unwrap();
         let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
@@ -606,7 +609,7 @@ mod tests {
         assert_eq!(g.search(&[0.0, 0.0], 1, None).unwrap()[0].distance, third, "the f16 graph reloads");
         drop(g);
         // i8 keeps directions only: refused for Euclidean vectors, with the fix.
-        let i8s = HnswParams { quantization: crate::index::Quantization::I8, ..f32s };
+        let i8s = HnswParams { quantization: Quantization::I8, ..f32s };
         let err = LocalGallery::open(dir.path(), spec(), &i8s, IndexKind::Hnsw).err().expect("i8 refused");
         assert!(matches!(&err, Error::Settings { reason, .. } if reason.contains("\"f16\"")), "{err}");
     }

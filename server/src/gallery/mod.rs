@@ -255,6 +255,8 @@ pub struct GalleryStats {
     pub dim: usize,
     pub distance: contract::Distance,
     pub index: &'static str,
+    /// The scalar type of the index's copy of the vectors (`f32`, `f16`, `i8`).
+    pub quantization: &'static str,
 }
 
 /// Refuses a vector that is not of `spec`'s dimension.

@@ -39,7 +39,7 @@ use super::{
     check_dim, merge_patch, validate_id, Found, Gallery, GalleryChange, GalleryStats, Hit, Item, Page, Query, Strategy,
 };
 use crate::filter::Filter;
-use crate::index::{distance, nearest, HnswParams, Neighbor};
+use crate::index::{distance, nearest, HnswParams, Neighbor, Quantization};
 use crate::rerank;
 use crate::settings::{MilvusConsistency, MilvusIndexKind, MilvusSettings};
 use crate::store::{IndexSpec, PathRecord, PathState, Record, StoredItem};
@@ -1051,6 +1051,7 @@ impl Gallery for MilvusGallery {
             dim: self.spec.dim,
             distance: self.spec.distance,
             index: "milvus",
+            quantization: Quantization::F32.name(),
         }
     }
 
