@@ -78,8 +78,10 @@ start_server() { # start_server NAME: a server container on the volume; waits un
 }
 
 start_server stml-test-server
-# Docker's log copier may lag the health check by a moment: look for the line a few times.
-logged() { "$DOCKER" logs "$1" 2>&1 | grep -q "$2"; }
+# Docker's log copier may lag the health check by a moment: look for the line a few times
+# (grep reads the whole log: with -q it could stop early, and under pipefail the writer's
+# SIGPIPE would fail the pipeline).
+logged() { "$DOCKER" logs "$1" 2>&1 | grep -F "$2" >/dev/null; }
 for _ in $(seq 1 20); do logged stml-test-server "listening on http://127.0.0.1:$PORT" && break; sleep 0.25; done
 logged stml-test-server "listening on http://127.0.0.1:$PORT" || fail "the server does not listen on 127.0.0.1 by default"
 [ "$(curl -sf "$URL/stats" | json 'd["index"]["images"]')" = 12 ] || fail "/stats does not count the 12 indexed images"
