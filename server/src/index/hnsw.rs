@@ -55,9 +55,11 @@ impl Default for HnswParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Quantization {
-    /// `f16` for a new graph of vectors of at least [`Quantization::WIDE`] coordinates,
-    /// `f32` for narrower ones; a saved graph of either kind is kept as it is, and a
-    /// graph holding a coordinate beyond half precision's range keeps `f32`.
+    /// `f16` for a new graph of Euclidean vectors of at least [`Quantization::WIDE`]
+    /// coordinates, `f32` for narrower or cosine ones (an `f16` graph re-reads fewer
+    /// candidates only for Euclidean distance, see [`HnswIndex::at_least`]); a saved graph
+    /// of either kind is kept as it is, and a graph holding a coordinate beyond half
+    /// precision's range keeps `f32`.
     #[default]
     Auto,
     F32,
@@ -75,10 +77,10 @@ impl Quantization {
     /// was no clear difference (BENCHMARKS.md, "Wide vectors in `f16` by default").
     pub const WIDE: usize = 512;
 
-    /// The kind a new graph of `dim`-coordinate vectors gets.
-    pub fn resolved(self, dim: usize) -> Self {
+    /// The kind a new graph of `dim`-coordinate vectors compared by `metric` gets.
+    pub fn resolved(self, dim: usize, metric: Distance) -> Self {
         match self {
-            Self::Auto if dim >= Self::WIDE => Self::F16,
+            Self::Auto if dim >= Self::WIDE && metric == Distance::Euclidean => Self::F16,
             Self::Auto => Self::F32,
             other => other,
         }
@@ -240,7 +242,7 @@ impl HnswIndex {
     /// An empty graph sized for about `capacity` vectors (an `auto` quantisation is
     /// [resolved](Quantization::resolved) here).
     pub fn new(dim: usize, metric: Distance, params: HnswParams, capacity: usize) -> Self {
-        let params = HnswParams { quantization: params.quantization.resolved(dim), ..params };
+        let params = HnswParams { quantization: params.quantization.resolved(dim, metric), ..params };
         let graph = Index::new(&Self::options(dim, metric, params)).expect("USearch accepts these options");
         let mut idx = Self {
             graph,
@@ -422,7 +424,7 @@ impl HnswIndex {
         let kind = match (params.quantization, meta.quantization) {
             (Quantization::Auto, ScalarKind::F32) => Quantization::F32,
             (Quantization::Auto, ScalarKind::F16) => Quantization::F16,
-            (q, _) => q.resolved(dim),
+            (q, _) => q.resolved(dim, metric),
         };
         let params = HnswParams { quantization: kind, ..params };
         if meta.quantization != kind.scalar() {
@@ -576,7 +578,9 @@ impl HnswIndex {
         };
         let contenders: Vec<Neighbor> =
             rest.iter().copied().filter(|n| self.at_least(n.distance, query_norm) <= kth).collect();
-        scored.extend(score(&contenders));
+        if !contenders.is_empty() {
+            scored.extend(score(&contenders));
+        }
         nearest(scored, k)
     }
 
@@ -592,16 +596,17 @@ impl HnswIndex {
     /// `U0`, room for the kernels' own `f32` arithmetic: those that subtract before
     /// squaring (USearch's x86 and Arm kernels) err by under `2^-15` of `a` on 1,024
     /// coordinates; one that expands `|q|^2 + |v|^2 - 2 q.v` (NumKong's AVX10.2 kernel)
-    /// can lose up to about `2^-8 |q|` to cancellation when `a` is small. (With `2^-9`,
-    /// 10.7 of 42 candidates were read on 1,024-d vectors; with `2^-8`, 11.5.) Any other graph gives no bound (0), nor does a distance that is not
+    /// can lose up to about `2^-8 |q|` to cancellation when `a` is small, a loss that grows
+    /// with the square root of the width, so `u` does too beyond 1,024 coordinates. (With
+    /// `2^-9`, 10.7 of 42 candidates were read on 1,024-d vectors; with `2^-8`, 11.5.) Any other graph gives no bound (0), nor does a distance that is not
     /// finite (a query beyond half precision's range): every such candidate is read.
     fn at_least(&self, approx: f32, query_norm: f32) -> f32 {
         if self.params.quantization != Quantization::F16 || self.metric != Distance::Euclidean || !approx.is_finite() {
             return 0.0;
         }
-        const U: f32 = 1.0 / 256.0;
+        let u = (self.dim as f32 / 1024.0).sqrt().max(1.0) / 256.0;
         let subnormal = 2.0 * (self.dim as f32).sqrt() * 2f32.powi(-24);
-        ((approx - 2.0 * U * query_norm - subnormal) / (1.0 + U)).max(0.0)
+        ((approx - 2.0 * u * query_norm - subnormal) / (1.0 + u)).max(0.0)
     }
 }
 
@@ -879,6 +884,7 @@ mod tests {
         let wide = Quantization::WIDE;
         assert_eq!(HnswIndex::new(wide, Distance::Euclidean, auto, 10).quantization(), Quantization::F16);
         assert_eq!(HnswIndex::new(wide - 1, Distance::Euclidean, auto, 10).quantization(), Quantization::F32);
+        assert_eq!(HnswIndex::new(wide, Distance::Cosine, auto, 10).quantization(), Quantization::F32);
         // A saved f32 graph of wide vectors (an earlier default) is loaded, not rebuilt.
         let f32s = HnswParams { quantization: Quantization::F32, ..params() };
         let mut idx = HnswIndex::new(wide, Distance::Euclidean, f32s, 10);
