@@ -598,8 +598,9 @@ impl HnswIndex {
     /// coordinates; one that expands `|q|^2 + |v|^2 - 2 q.v` (NumKong's AVX10.2 kernel)
     /// can lose up to about `2^-8 |q|` to cancellation when `a` is small, a loss that grows
     /// with the square root of the width, so `u` does too beyond 1,024 coordinates. (With
-    /// `2^-9`, 10.7 of 42 candidates were read on 1,024-d vectors; with `2^-8`, 11.5.) Any other graph gives no bound (0), nor does a distance that is not
-    /// finite (a query beyond half precision's range): every such candidate is read.
+    /// `2^-9`, 10.7 of 42 candidates were read on 1,024-d vectors; with `2^-8`, 11.5.)
+    /// Any other graph gives no bound (0), nor does a distance that is not finite (a
+    /// query beyond half precision's range): every such candidate is read.
     fn at_least(&self, approx: f32, query_norm: f32) -> f32 {
         if self.params.quantization != Quantization::F16 || self.metric != Distance::Euclidean || !approx.is_finite() {
             return 0.0;
