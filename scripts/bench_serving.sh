@@ -10,7 +10,9 @@
 # at each concurrency, with keep-alive and with a new connection per request
 # (`Connection: close`), against each server in turn, with raw ONNX Runtime's best
 # configuration measured again right before and after each load of this server (the
-# "beside" ratio). The client's CPU use is reported.
+# "beside" ratio). A last ratio divides by the best batch of the one session of all the
+# cores alone (batch 1, 8 or 32, the same repeat): the raw figure of issue 11's own table
+# ("2 threads"), which the server's streams outrun. The client's CPU use is reported.
 # A markdown summary (medians of the repeats) is printed and kept in WORK/summary.md
 # (summary-g.md for HEAD=g).
 #

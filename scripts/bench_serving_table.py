@@ -34,6 +34,13 @@ def wrk(g, server, r, c, close):
     }
 
 
+def one_session_best(g, r):
+    """Raw ONNX Runtime's best batch (1, 8 or 32) on the one session of all the cores in
+    repeat r: the "raw" of issue 11's own table (one session, 2 threads), which the
+    server's streams outrun."""
+    return max(fields(f"{LOG}/{g}-ort-{r}-b{b}")["images_per_second"] for b in (1, 8, 32))
+
+
 def beside_raw(g, r, c, close):
     """Raw ONNX Runtime's best configuration, mean of right before and right after a load."""
     return statistics.mean(fields(f"{LOG}/{g}-beside-{r}-c{c}-close{close}-{when}")["images_per_second"]
@@ -61,9 +68,10 @@ for g in GALLERIES:
           f"at saturation >= {0.85 * best:.0f} QPS (0.85 x {best:.0f}).")
     print()
     print("| c | connections | this server: QPS (p50 / p99 ms) | Python baseline: QPS (p50 / p99 ms) "
-          "| server / Python | server / raw best | server / raw beside it | errors (server, Python) "
+          "| server / Python | server / raw best | server / raw beside it | server / one session's best "
+          "| errors (server, Python) "
           "| client CPU (server, Python) |")
-    print("|---:|---|---|---|---:|---:|---:|---|---|")
+    print("|---:|---|---|---|---:|---:|---:|---:|---|---|")
     for c in CONC:
         for close in (0, 1):
             rs = [wrk(g, "rust", r, c, close) for r in range(1, REPEATS + 1)]
@@ -71,10 +79,11 @@ for g in GALLERIES:
             m = lambda xs, k: med(x[k] for x in xs)  # noqa: E731
             ratio = med(a["qps"] / max(b["qps"], 1e-9) for a, b in zip(rs, ps))
             beside = med(a["qps"] / beside_raw(g, r, c, close) for r, a in enumerate(rs, 1))
+            one_session = med(a["qps"] / one_session_best(g, r) for r, a in enumerate(rs, 1))
             print(f"| {c} | {'new per request' if close else 'keep-alive'} "
                   f"| {m(rs, 'qps'):.0f} ({m(rs, 'p50'):.1f} / {m(rs, 'p99'):.1f}) "
                   f"| {m(ps, 'qps'):.0f} ({m(ps, 'p50'):.1f} / {m(ps, 'p99'):.1f}) "
-                  f"| {ratio:.2f} | {m(rs, 'qps') / best:.2f} | {beside:.2f} "
+                  f"| {ratio:.2f} | {m(rs, 'qps') / best:.2f} | {beside:.2f} | {one_session:.2f} "
                   f"| {int(sum(x['errors'] for x in rs))}, {int(sum(x['errors'] for x in ps))} "
                   f"| {100 * m(rs, 'cpu'):.0f} %, {100 * m(ps, 'cpu'):.0f} % |")
     idx = fields(f"{LOG}/{g}-index-rate").get("images_per_second", float("nan"))
