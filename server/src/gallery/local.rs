@@ -271,6 +271,17 @@ impl LocalGallery {
         self.live_mut().backend = Backend::Hnsw(fresh);
         Ok(())
     }
+
+    /// Swaps in an `f32` copy of an `f16` graph that `items` would turn to `f32` (see
+    /// [`HnswIndex::turns_f32`]), built, like [`Self::rebuild_locked`]'s, while searches go
+    /// on against the old graph; the caller holds the writer lock.
+    fn turn_f32_if_needed(&self, items: &[(u64, Vec<f32>)]) {
+        let fresh = match &self.live().backend {
+            Backend::Hnsw(g) if g.turns_f32(items) => g.rebuilt_f32(),
+            _ => return,
+        };
+        self.live_mut().backend = Backend::Hnsw(fresh);
+    }
 }
 
 impl Gallery for LocalGallery {
@@ -332,6 +343,9 @@ impl Gallery for LocalGallery {
             set_metadata: change.set_metadata,
         };
         let applied = self.store.apply(&change)?;
+        let items: Vec<(u64, Vec<f32>)> =
+            applied.inserted.iter().zip(&change.insert).map(|((s, _), r)| (*s, r.vector.clone())).collect();
+        self.turn_f32_if_needed(&items);
         let mut live = self.live_mut();
         let removed: Vec<u64> = applied
             .deleted
@@ -343,8 +357,6 @@ impl Gallery for LocalGallery {
         for old in &removed {
             live.forget(*old);
         }
-        let items: Vec<(u64, Vec<f32>)> =
-            applied.inserted.iter().zip(&change.insert).map(|((s, _), r)| (*s, r.vector.clone())).collect();
         live.backend.write().insert(&items);
         for ((slot, _), r) in applied.inserted.iter().zip(&change.insert) {
             live.slots.insert(r.record.id.clone(), *slot);
@@ -607,6 +619,16 @@ mod tests {
         drop(g);
         let g = LocalGallery::open(dir.path(), spec(), &f16s, IndexKind::Hnsw).unwrap();
         assert_eq!(g.search(&[0.0, 0.0], 1, None).unwrap()[0].distance, third, "the f16 graph reloads");
+        // A coordinate beyond half precision's range turns the graph to f32 (built beside
+        // the old one, then swapped in), and it reloads as f32 with f16 still asked.
+        g.insert(vec![img("far", [1e6, 0.0])]).unwrap();
+        assert_eq!(g.stats().quantization, "f32");
+        assert_eq!(g.search(&[1e6, 1.0], 1, None).unwrap()[0].id, "far");
+        g.snapshot().unwrap();
+        drop(g);
+        let g = LocalGallery::open(dir.path(), spec(), &f16s, IndexKind::Hnsw).unwrap();
+        assert_eq!(g.stats().quantization, "f32", "reloads as f32");
+        assert_eq!(g.search(&[1e6, 1.0], 1, None).unwrap()[0].distance, 1.0);
         drop(g);
         // i8 keeps directions only: refused for Euclidean vectors, with the fix.
         let i8s = HnswParams { quantization: Quantization::I8, ..f32s };

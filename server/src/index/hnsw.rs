@@ -63,7 +63,8 @@ pub enum Quantization {
     #[default]
     Auto,
     F32,
-    /// IEEE half precision: any range, about three significant digits.
+    /// IEEE half precision: about three significant digits, up to ±65,504. A graph that
+    /// gets a coordinate beyond that turns to `f32`, and is kept so when loaded again.
     F16,
     /// USearch scales each vector to unit length before rounding to 8 bits: only its
     /// direction is kept, so this suits cosine distance only.
@@ -340,7 +341,26 @@ impl HnswIndex {
         self.rebuilt_as(self.params)
     }
 
+    /// Whether inserting `items` turns this `f16` graph to `f32`: one of them has a
+    /// coordinate beyond half precision's range. A caller that must not block searches
+    /// for a rebuild swaps in [`HnswIndex::rebuilt_f32`] first.
+    pub fn turns_f32(&self, items: &[(u64, Vec<f32>)]) -> bool {
+        self.params.quantization == Quantization::F16
+            && items.iter().any(|(_, v)| v.len() == self.dim && v.iter().any(|x| x.abs() > F16_MAX))
+    }
+
+    /// [`HnswIndex::rebuilt`] keeping the vectors in `f32`.
+    pub fn rebuilt_f32(&self) -> Self {
+        self.rebuilt_as(HnswParams { quantization: Quantization::F32, ..self.params })
+    }
+
     fn rebuilt_as(&self, params: HnswParams) -> Self {
+        if params.quantization == Quantization::F32 && self.params.quantization == Quantization::F16 {
+            tracing::warn!(
+                "a vector has a coordinate beyond half precision's range (±65,504): the HNSW graph keeps its \
+                 vectors in f32 from now on (set [hnsw] quantization = \"f32\" to start that way)"
+            );
+        }
         let keys: Vec<u64> = self.keys.iter().copied().collect();
         let vectors = match self.ranked_by() {
             Some(full) => full.full_vectors(&keys),
@@ -420,20 +440,27 @@ impl HnswIndex {
                 files.file, meta.dimensions
             ));
         }
-        // `auto` keeps a saved graph of either kind it may choose.
-        let kind = match (params.quantization, meta.quantization) {
-            (Quantization::Auto, ScalarKind::F32) => Quantization::F32,
+        // `auto` keeps a saved graph of either kind it may choose; `f16` keeps an `f32`
+        // one only if it holds a coordinate beyond half precision's range (checked once
+        // loaded), which is what an `f16` graph turns into on inserting one: rebuilding it
+        // at every start would only turn it back.
+        let asked = params.quantization;
+        let kind = match (asked, meta.quantization) {
+            (Quantization::Auto | Quantization::F16, ScalarKind::F32) => Quantization::F32,
             (Quantization::Auto, ScalarKind::F16) => Quantization::F16,
             (q, _) => q.resolved(dim, metric),
         };
-        let params = HnswParams { quantization: kind, ..params };
-        if meta.quantization != kind.scalar() {
-            return Err(format!(
+        let refused = |kind: Quantization| {
+            format!(
                 "graph file {} stores {:?} vectors, the settings ask for {}",
                 files.file,
                 meta.quantization,
                 kind.name()
-            ));
+            )
+        };
+        let params = HnswParams { quantization: kind, ..params };
+        if meta.quantization != kind.scalar() {
+            return Err(refused(kind));
         }
         let mut idx = Self::new(dim, metric, params, 0);
         idx.removed = usize::try_from(meta.count_deleted).unwrap_or(0);
@@ -463,7 +490,15 @@ impl HnswIndex {
                 idx.graph.size().abs_diff(idx.keys.len())
             ));
         }
+        if asked == Quantization::F16 && kind == Quantization::F32 && !idx.beyond_f16() {
+            return Err(refused(asked));
+        }
         Ok(idx)
+    }
+
+    /// Whether a live vector of the graph has a coordinate beyond half precision's range.
+    fn beyond_f16(&self) -> bool {
+        self.keys.iter().any(|&k| self.vector(k).is_some_and(|v| v.iter().any(|x| x.abs() > F16_MAX)))
     }
 }
 
@@ -629,15 +664,8 @@ impl VectorWrite for HnswIndex {
         if fresh.is_empty() {
             return;
         }
-        if self.params.quantization == Quantization::F16 {
-            if let Some((key, _)) = fresh.iter().find(|(_, v)| v.iter().any(|x| x.abs() > F16_MAX)) {
-                tracing::warn!(
-                    key,
-                    "a vector has a coordinate beyond half precision's range (±65,504): the HNSW graph keeps \
-                     its vectors in f32 from now on (set [hnsw] quantization = \"f32\" to start that way)"
-                );
-                *self = self.rebuilt_as(HnswParams { quantization: Quantization::F32, ..self.params });
-            }
+        if self.turns_f32(items) {
+            *self = self.rebuilt_f32();
         }
         self.reserve(self.graph.size() + fresh.len());
         // One after the other: USearch's concurrent inserts can leave a node linked in
@@ -915,6 +943,21 @@ mod tests {
         assert_eq!((idx.quantization(), idx.len()), (Quantization::F32, 40));
         let far = pts[30].1.clone();
         assert_eq!(idx.search(&far, 1, None), vec![Neighbor { key: pts[30].0, distance: 0.0 }]);
+
+        // Saved and loaded with `f16` still asked: kept in `f32`, not rebuilt at every
+        // start; an `f32` graph within range is still refused (then rebuilt in `f16`).
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<u64> = pts.iter().map(|(k, _)| *k).collect();
+        let bound = keys.iter().max().unwrap() + 1;
+        let files = idx.dump(dir.path(), "graph-1").unwrap();
+        let back = HnswIndex::load(dir.path(), &files, dim, Distance::Euclidean, f16, &keys, bound).unwrap();
+        assert_eq!((back.quantization(), back.len()), (Quantization::F32, 40));
+        let f32 = HnswParams { quantization: Quantization::F32, ..params() };
+        let mut within = HnswIndex::new(dim, Distance::Euclidean, f32, 10);
+        within.insert(&pts[..20]);
+        let files = within.dump(dir.path(), "graph-2").unwrap();
+        let err = HnswIndex::load(dir.path(), &files, dim, Distance::Euclidean, f16, &keys[..20], bound).err().unwrap();
+        assert!(err.contains("the settings ask for f16"), "{err}");
     }
 
     #[test]
