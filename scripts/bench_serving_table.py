@@ -59,7 +59,8 @@ for g in GALLERIES:
     best = max(med(v) for v in [*raw.values(), *streams.values()])
     one = 1e3 / med(raw[1])
     print()
-    print(f"### {NAMES.get(g, g)}")
+    head = os.environ.get("HEAD", "f")
+    print(f"### {NAMES.get(g, g)}" + ("" if head == "f" else f", the model's `{head}` (`HEAD={head}`)"))
     print()
     print(f"Raw ONNX Runtime (the server's library and settings): batch 1 {med(raw[1]):.0f} img/s "
           f"({one:.2f} ms), batch 8 {med(raw[8]):.0f}, batch 32 {med(raw[32]):.0f} img/s; on all its streams "
