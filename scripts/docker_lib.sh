@@ -95,9 +95,10 @@ stage() {
   objcopy --strip-debug "$3" "$2/$(basename "$3")"
 }
 
-# stage_server DIR: the CPU server image's context; the release binary must be built.
+# stage_server DIR [BINARY]: the CPU server image's context, with BINARY (default: the
+# release build, which must be built).
 stage_server() {
-  stage server.Dockerfile "$1" "$ROOT/target/release/server"
+  stage server.Dockerfile "$1" "${2:-$ROOT/target/release/server}"
   cp "$ROOT/deps/onnxruntime/libonnxruntime.so" "$1/lib/"
   chmod -R a+rX "$1"
 }

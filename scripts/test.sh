@@ -15,5 +15,5 @@ command -v openssl >/dev/null || { echo "installing openssl (apt-get)..." >&2; a
 # deps/milvus) runs too.
 cargo test --features server/milvus "$@"
 # The server's container image, built from a local Debian base and tested over 127.0.0.1
-# with its own dockerd (no bridge network); the release build it needs is its own.
-bash scripts/test_docker.sh
+# with its own dockerd (no bridge network), made of the build `cargo test` just made.
+STML_IMAGE_BUILD=debug bash scripts/test_docker.sh

@@ -6,6 +6,11 @@
 # bridge network) and stops it by pid; everything but the cached base tarball
 # (deps/docker/) is removed at the end.
 #   bash scripts/test_docker.sh            # needs root for apt and dockerd
+#   STML_IMAGE_BUILD=debug bash scripts/test_docker.sh
+# The image is made of the release build (what scripts/build_images.sh ships) unless
+# STML_IMAGE_BUILD=debug: scripts/test.sh asks for that right after `cargo test` has built
+# the same code in target/debug, which spares a fresh clone a second, optimised build of
+# every dependency. The Dockerfile, the image and the checks are the same either way.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -37,16 +42,22 @@ trap cleanup EXIT
 
 docker_install
 bash scripts/setup.sh >/dev/null
-docker_say "building the release server and the test fixture"
-cargo build --release -q -p server --bin server --example fixture
+case "${STML_IMAGE_BUILD:-release}" in
+  release) BUILD=target/release; build_args=(--release) ;;
+  # The features `cargo test` builds the workspace with: nothing is built again.
+  debug) BUILD=target/debug; build_args=(--features server/milvus) ;;
+  *) fail "STML_IMAGE_BUILD is '$STML_IMAGE_BUILD'; use release or debug" ;;
+esac
+docker_say "building the server and the test fixture ($BUILD)"
+cargo build "${build_args[@]}" -q -p server --bin server --example fixture
 rm -rf "$WORK" && mkdir -p "$WORK"
 docker_start "$WORK/daemon"
 base_image
-stage_server "$WORK/context"
+stage_server "$WORK/context" "$ROOT/$BUILD/server"
 build_image "$IMAGE" "$WORK/context"
 
 # The tests' tiny model and 12 synthetic PNGs, readable by the image's unprivileged user.
-target/release/examples/fixture "$WORK/fixture" 12 >/dev/null
+"$BUILD/examples/fixture" "$WORK/fixture" 12 >/dev/null
 chmod -R a+rX "$WORK/fixture"
 MODELS="$WORK/fixture"
 GALLERY="$WORK/fixture/gallery"
@@ -87,11 +98,11 @@ logged stml-test-server "listening on http://127.0.0.1:$PORT" || fail "the serve
 [ "$(curl -sf "$URL/stats" | json 'd["index"]["images"]')" = 12 ] || fail "/stats does not count the 12 indexed images"
 
 docker_say "search through the container"
-hit="$(target/release/server search --url "$URL" --json -k 3 "$GALLERY/005.png" | json 'd["hits"][0]["metadata"]["source"]["path"]')"
+hit="$("$BUILD/server" search --url "$URL" --json -k 3 "$GALLERY/005.png" | json 'd["hits"][0]["metadata"]["source"]["path"]')"
 [ "$hit" = /images/005.png ] || fail "searching with 005.png found $hit first"
 
 # A mutation needs the key from the environment; with it, an upload is stored.
-target/release/examples/fixture "$WORK/extra" 13 >/dev/null
+"$BUILD/examples/fixture" "$WORK/extra" 13 >/dev/null
 code="$(curl -s -o /dev/null -w '%{http_code}' -F id=extra -F "image=@$WORK/extra/gallery/012.png" "$URL/images")"
 [ "$code" = 401 ] || fail "an upload without the API key answered $code, not 401"
 curl -sf -H "Authorization: Bearer $API_KEY" -F id=extra -F "image=@$WORK/extra/gallery/012.png" "$URL/images" >/dev/null \
@@ -101,7 +112,7 @@ docker_say "docker rm -f, then a new container on the same volume"
 "$DOCKER" rm -f stml-test-server >/dev/null
 start_server stml-test-server2
 [ "$(curl -sf "$URL/stats" | json 'd["index"]["images"]')" = 13 ] || fail "the new container does not see the 13 items"
-hit="$(target/release/server search --url "$URL" --json -k 1 "$WORK/extra/gallery/012.png" | json 'd["hits"][0]["id"]')"
+hit="$("$BUILD/server" search --url "$URL" --json -k 1 "$WORK/extra/gallery/012.png" | json 'd["hits"][0]["id"]')"
 [ "$hit" = extra ] || fail "the upload acknowledged before docker rm -f is gone (found $hit)"
 "$DOCKER" rm -f stml-test-server2 >/dev/null
 
