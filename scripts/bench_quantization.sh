@@ -7,6 +7,8 @@
 #
 #   SKIP_SETUP=1 bash scripts/bench_quantization.sh          # ~6 minutes on 2 cores
 #   ROUNDS=5 HEAD=f bash scripts/bench_quantization.sh       # the 128-d model (auto = f32)
+#   NORMALIZE=1 bash scripts/bench_quantization.sh           # the same 1024-d `g`, exported
+#                                                            # with --normalize (cosine)
 #
 # Gallery: the fonts domain's unseen-class 128-px PNGs with a 96-px MobileNetV2 (as
 # scripts/bench_serving.sh's png96). Needs wrk (apt-get install wrk).
@@ -33,6 +35,15 @@ mkdir -p "$LOG"
 # shellcheck source=scripts/bench_lib.sh
 source scripts/bench_lib.sh
 MODEL="$(model 96 "$HEAD")"
+if [ -n "${NORMALIZE:-}" ]; then
+  # The same weights with the embedding scaled to unit length: served by cosine distance.
+  COSINE="${MODEL%.onnx}-cos.onnx"
+  fit="$WORK/fit-96"
+  [ "$HEAD" = f ] || fit="$fit-$HEAD"
+  [ -f "$COSINE" ] || { target/release/trainer export --run "$fit" --normalize --out "$COSINE.tmp" >&2 \
+    && mv "$COSINE.tmp" "$COSINE"; }
+  MODEL="$COSINE"
+fi
 IMAGES=deps/fonts-dataset/test
 QUERIES="$WORK/queries-png96.txt"
 find "$IMAGES" -type f | sort | awk 'NR % 37 == 1 && n++ < 64' > "$QUERIES"

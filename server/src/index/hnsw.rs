@@ -55,16 +55,16 @@ impl Default for HnswParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Quantization {
-    /// `f16` for a new graph of Euclidean vectors of at least [`Quantization::WIDE`]
-    /// coordinates, `f32` for narrower or cosine ones (an `f16` graph re-reads fewer
-    /// candidates only for Euclidean distance, see [`HnswIndex::at_least`]); a saved graph
-    /// of either kind is kept as it is, and a graph holding a coordinate beyond half
-    /// precision's range keeps `f32`.
+    /// `f16` for a new graph of vectors of at least [`Quantization::WIDE`] coordinates,
+    /// `f32` for narrower ones; a saved graph of either kind is kept as it is, and a graph
+    /// holding a coordinate beyond half precision's range keeps `f32`.
     #[default]
     Auto,
     F32,
-    /// IEEE half precision: about three significant digits, up to ±65,504. A graph that
-    /// gets a coordinate beyond that turns to `f32`, and is kept so when loaded again.
+    /// IEEE half precision: about three significant digits, up to ±65,504. A Euclidean
+    /// graph that gets a coordinate beyond that turns to `f32`, and is kept so when loaded
+    /// again; a cosine graph holds each vector scaled to unit length, which never leaves
+    /// the range (cosine distance does not change with the scale).
     F16,
     /// USearch scales each vector to unit length before rounding to 8 bits: only its
     /// direction is kept, so this suits cosine distance only.
@@ -78,10 +78,10 @@ impl Quantization {
     /// was no clear difference (BENCHMARKS.md, "Wide vectors in `f16` by default").
     pub const WIDE: usize = 512;
 
-    /// The kind a new graph of `dim`-coordinate vectors compared by `metric` gets.
-    pub fn resolved(self, dim: usize, metric: Distance) -> Self {
+    /// The kind a new graph of `dim`-coordinate vectors gets.
+    pub fn resolved(self, dim: usize) -> Self {
         match self {
-            Self::Auto if dim >= Self::WIDE && metric == Distance::Euclidean => Self::F16,
+            Self::Auto if dim >= Self::WIDE => Self::F16,
             Self::Auto => Self::F32,
             other => other,
         }
@@ -243,7 +243,7 @@ impl HnswIndex {
     /// An empty graph sized for about `capacity` vectors (an `auto` quantisation is
     /// [resolved](Quantization::resolved) here).
     pub fn new(dim: usize, metric: Distance, params: HnswParams, capacity: usize) -> Self {
-        let params = HnswParams { quantization: params.quantization.resolved(dim, metric), ..params };
+        let params = HnswParams { quantization: params.quantization.resolved(dim), ..params };
         let graph = Index::new(&Self::options(dim, metric, params)).expect("USearch accepts these options");
         let mut idx = Self {
             graph,
@@ -346,6 +346,7 @@ impl HnswIndex {
     /// for a rebuild swaps in [`HnswIndex::rebuilt_f32`] first.
     pub fn turns_f32(&self, items: &[(u64, Vec<f32>)]) -> bool {
         self.params.quantization == Quantization::F16
+            && self.metric == Distance::Euclidean
             && items.iter().any(|(_, v)| v.len() == self.dim && v.iter().any(|x| x.abs() > F16_MAX))
     }
 
@@ -441,14 +442,14 @@ impl HnswIndex {
             ));
         }
         // `auto` keeps a saved graph of either kind it may choose; `f16` keeps an `f32`
-        // one only if it holds a coordinate beyond half precision's range (checked once
-        // loaded), which is what an `f16` graph turns into on inserting one: rebuilding it
-        // at every start would only turn it back.
+        // one of Euclidean vectors only if it holds a coordinate beyond half precision's
+        // range (checked once loaded), which is what an `f16` graph turns into on
+        // inserting one: rebuilding it at every start would only turn it back.
         let asked = params.quantization;
         let kind = match (asked, meta.quantization) {
             (Quantization::Auto | Quantization::F16, ScalarKind::F32) => Quantization::F32,
             (Quantization::Auto, ScalarKind::F16) => Quantization::F16,
-            (q, _) => q.resolved(dim, metric),
+            (q, _) => q.resolved(dim),
         };
         let refused = |kind: Quantization| {
             format!(
@@ -490,7 +491,8 @@ impl HnswIndex {
                 idx.graph.size().abs_diff(idx.keys.len())
             ));
         }
-        if asked == Quantization::F16 && kind == Quantization::F32 && !idx.beyond_f16() {
+        if asked == Quantization::F16 && kind == Quantization::F32 && (metric == Distance::Cosine || !idx.beyond_f16())
+        {
             return Err(refused(asked));
         }
         Ok(idx)
@@ -546,9 +548,10 @@ impl HnswIndex {
         }
         let depth = if self.ranked_by().is_some() { rescored_candidates(k) } else { k };
         let breadth = ef.unwrap_or(self.params.ef_search).max(depth);
+        let query_in_graph = self.in_graph(query);
         let found = self.contexts.with(|| match accept {
-            None => self.graph.search(query, breadth),
-            Some(accept) => self.graph.filtered_search(query, breadth, accept),
+            None => self.graph.search(&query_in_graph, breadth),
+            Some(accept) => self.graph.filtered_search(&query_in_graph, breadth, accept),
         });
         let found = match found {
             Ok(found) => found,
@@ -619,6 +622,21 @@ impl HnswIndex {
         nearest(scored, k)
     }
 
+    /// `v` as the graph takes it: scaled to unit length in a half-precision cosine graph
+    /// (the distance is the same, every coordinate is within `f16`'s range, none is lost
+    /// to underflow, and [`Self::at_least`] can bound the rounding), else as it is. A zero
+    /// vector stays zero.
+    fn in_graph<'a>(&self, v: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        if self.params.quantization != Quantization::F16 || self.metric != Distance::Cosine {
+            return std::borrow::Cow::Borrowed(v);
+        }
+        let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return std::borrow::Cow::Borrowed(v);
+        }
+        std::borrow::Cow::Owned(v.iter().map(|x| (f64::from(*x) / norm) as f32).collect())
+    }
+
     /// A lower bound on the full-precision [`distance`] of a vector whose distance by the
     /// graph's copy is `approx`, from a query of norm `query_norm`.
     ///
@@ -634,15 +652,36 @@ impl HnswIndex {
     /// can lose up to about `2^-8 |q|` to cancellation when `a` is small, a loss that grows
     /// with the square root of the width, so `u` does too beyond 1,024 coordinates. (With
     /// `2^-9`, 10.7 of 42 candidates were read on 1,024-d vectors; with `2^-8`, 11.5.)
+    ///
+    /// For a half-precision graph and cosine distance, both vectors are unit length in the
+    /// graph ([`Self::in_graph`]), and rounding moves each by at most `e = U0 + 2^-25
+    /// sqrt(dim)` (as above, with the subnormal part), so it turns each by an angle of at
+    /// most `asin(e)`. The angle between the two rounded vectors is then within `2
+    /// asin(e)` of the true one, and as `cos` changes by no more than its argument, so is
+    /// the distance `1 - cos`: about `2^-10` on 1,024 coordinates. The kernels accumulate
+    /// in `f32` and take `1 / sqrt` to at least `2^-21` (an estimate refined by Newton
+    /// steps): on unit vectors under `3 dim 2^-24`, `2^-12` at 1,024 coordinates. The
+    /// bound subtracts `2^-8`, over three times the two together, growing with the width
+    /// beyond 8,192 coordinates.
+    ///
     /// Any other graph gives no bound (0), nor does a distance that is not finite (a
-    /// query beyond half precision's range): every such candidate is read.
+    /// query beyond half precision's range) or a zero query: every such candidate is read.
     fn at_least(&self, approx: f32, query_norm: f32) -> f32 {
-        if self.params.quantization != Quantization::F16 || self.metric != Distance::Euclidean || !approx.is_finite() {
+        if self.params.quantization != Quantization::F16 || !approx.is_finite() {
             return 0.0;
         }
-        let u = (self.dim as f32 / 1024.0).sqrt().max(1.0) / 256.0;
-        let subnormal = 2.0 * (self.dim as f32).sqrt() * 2f32.powi(-24);
-        ((approx - 2.0 * u * query_norm - subnormal) / (1.0 + u)).max(0.0)
+        match self.metric {
+            Distance::Euclidean => {
+                let u = (self.dim as f32 / 1024.0).sqrt().max(1.0) / 256.0;
+                let subnormal = 2.0 * (self.dim as f32).sqrt() * 2f32.powi(-24);
+                ((approx - 2.0 * u * query_norm - subnormal) / (1.0 + u)).max(0.0)
+            }
+            Distance::Cosine if query_norm > 0.0 => {
+                let margin = (self.dim as f32 / 8192.0).max(1.0) / 256.0;
+                (approx - margin).max(0.0)
+            }
+            Distance::Cosine => 0.0,
+        }
     }
 }
 
@@ -695,7 +734,8 @@ impl VectorWrite for HnswIndex {
 impl HnswIndex {
     /// Adds one vector; false (with a warning) when USearch refuses it.
     fn add(&self, key: u64, v: &[f32]) -> bool {
-        match self.contexts.with(|| self.graph.add(key, v)) {
+        let v = self.in_graph(v);
+        match self.contexts.with(|| self.graph.add(key, &v)) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(key, "the HNSW graph refused a vector: {e}");
@@ -907,13 +947,53 @@ mod tests {
         assert!(reordered * 2 > searches, "only {reordered} of {searches} queries were reordered by rounding");
     }
 
+    /// Cosine: within a group the directions differ by far less than half precision's
+    /// rounding, and the vectors' lengths span thirteen orders of magnitude, so that as
+    /// they are their coordinates would underflow or overflow `f16`. Only the unit-length
+    /// copies and the bound keep the answers exact.
+    #[test]
+    fn a_half_precision_cosine_graph_reads_fewer_candidates_and_answers_exactly() {
+        use rand::{Rng, SeedableRng};
+        let dim = 64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let pts: Vec<(u64, Vec<f32>)> = near_duplicates(20, 30, dim)
+            .into_iter()
+            .map(|(key, v)| {
+                let scale = 10f32.powi(rng.gen_range(-8..=5));
+                (key, v.iter().map(|x| x * scale).collect())
+            })
+            .collect();
+        let full = Arc::new(Counted(pts.iter().cloned().collect(), Default::default()));
+        let f16 = HnswParams { quantization: Quantization::F16, ..params() };
+        let mut idx = HnswIndex::new(dim, Distance::Cosine, f16, 10).with_full_vectors(full.clone());
+        idx.insert(&pts);
+        assert_eq!(idx.quantization(), Quantization::F16, "coordinates beyond f16's range leave a cosine graph f16");
+        let mut exact = ExactIndex::new(dim, Distance::Cosine);
+        exact.insert(&pts);
+        let (mut searches, mut reordered) = (0, 0);
+        for (_, q) in pts.iter().step_by(7) {
+            let want = exact.search(q, 10, None);
+            let before = full.1.load(std::sync::atomic::Ordering::Relaxed);
+            let got = idx.search(q, 10, Some(600));
+            let read = full.1.load(std::sync::atomic::Ordering::Relaxed) - before;
+            assert_eq!(got, want, "the exact index's keys and distances");
+            assert!(read < rescored_candidates(10), "{read} of {} candidates read", rescored_candidates(10));
+            assert_eq!(idx.scan(q, 10, &|_| true), want, "scan");
+            let mut v = vec![0f32; dim];
+            let copy = nearest(idx.keys.iter().filter_map(|&key| idx.scored(q, key, &mut v)).collect(), 10);
+            reordered += usize::from(copy.iter().map(|n| n.key).ne(want.iter().map(|n| n.key)));
+            searches += 1;
+        }
+        assert!(reordered * 2 > searches, "only {reordered} of {searches} queries were reordered by rounding");
+    }
+
     #[test]
     fn auto_keeps_wide_vectors_in_half_precision_and_a_saved_graph_as_it_is() {
         let auto = HnswParams { quantization: Quantization::Auto, ..params() };
         let wide = Quantization::WIDE;
         assert_eq!(HnswIndex::new(wide, Distance::Euclidean, auto, 10).quantization(), Quantization::F16);
         assert_eq!(HnswIndex::new(wide - 1, Distance::Euclidean, auto, 10).quantization(), Quantization::F32);
-        assert_eq!(HnswIndex::new(wide, Distance::Cosine, auto, 10).quantization(), Quantization::F32);
+        assert_eq!(HnswIndex::new(wide, Distance::Cosine, auto, 10).quantization(), Quantization::F16);
         // A saved f32 graph of wide vectors (an earlier default) is loaded, not rebuilt.
         let f32s = HnswParams { quantization: Quantization::F32, ..params() };
         let mut idx = HnswIndex::new(wide, Distance::Euclidean, f32s, 10);
