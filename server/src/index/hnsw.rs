@@ -919,72 +919,59 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_half_precision_graph_reads_fewer_candidates_and_answers_exactly() {
-        let dim = 64;
-        let pts = near_duplicates(20, 30, dim);
+    /// Checks a half-precision graph of `pts` compared by `metric` against the exact index:
+    /// the same answers, fewer than all candidates read back, and the graph's own order
+    /// wrong for most queries (so the bound, not luck, made the answers exact).
+    fn check_half_precision_graph(metric: Distance, pts: &[(u64, Vec<f32>)]) {
+        let dim = pts[0].1.len();
         let full = Arc::new(Counted(pts.iter().cloned().collect(), Default::default()));
         let f16 = HnswParams { quantization: Quantization::F16, ..params() };
-        let mut idx = HnswIndex::new(dim, Distance::Euclidean, f16, 10).with_full_vectors(full.clone());
-        idx.insert(&pts);
-        let mut exact = ExactIndex::new(dim, Distance::Euclidean);
-        exact.insert(&pts);
+        let mut idx = HnswIndex::new(dim, metric, f16, 10).with_full_vectors(full.clone());
+        idx.insert(pts);
+        assert_eq!(idx.quantization(), Quantization::F16, "{metric:?}: the graph stays f16");
+        let mut exact = ExactIndex::new(dim, metric);
+        exact.insert(pts);
         let (mut searches, mut reordered) = (0, 0);
         for (_, q) in pts.iter().step_by(7) {
             let want = exact.search(q, 10, None);
             let before = full.1.load(std::sync::atomic::Ordering::Relaxed);
             let got = idx.search(q, 10, Some(600));
             let read = full.1.load(std::sync::atomic::Ordering::Relaxed) - before;
-            assert_eq!(got, want, "the exact index's keys and distances");
+            assert_eq!(got, want, "{metric:?}: the exact index's keys and distances");
             assert!(read < rescored_candidates(10), "{read} of {} candidates read", rescored_candidates(10));
-            assert_eq!(idx.scan(q, 10, &|_| true), want, "scan");
-            // The graph's own ten nearest are not the true ten: the bound made the difference.
+            assert_eq!(idx.scan(q, 10, &|_| true), want, "{metric:?}: scan");
             let mut v = vec![0f32; dim];
             let copy = nearest(idx.keys.iter().filter_map(|&key| idx.scored(q, key, &mut v)).collect(), 10);
             reordered += usize::from(copy.iter().map(|n| n.key).ne(want.iter().map(|n| n.key)));
             searches += 1;
         }
-        assert!(reordered * 2 > searches, "only {reordered} of {searches} queries were reordered by rounding");
+        assert!(
+            reordered * 2 > searches,
+            "{metric:?}: only {reordered} of {searches} queries were reordered by rounding"
+        );
+    }
+
+    #[test]
+    fn a_half_precision_graph_reads_fewer_candidates_and_answers_exactly() {
+        check_half_precision_graph(Distance::Euclidean, &near_duplicates(20, 30, 64));
     }
 
     /// Cosine: within a group the directions differ by far less than half precision's
     /// rounding, and the vectors' lengths span thirteen orders of magnitude, so that as
     /// they are their coordinates would underflow or overflow `f16`. Only the unit-length
-    /// copies and the bound keep the answers exact.
+    /// copies and the bound keep the answers exact, and the graph stays `f16`.
     #[test]
     fn a_half_precision_cosine_graph_reads_fewer_candidates_and_answers_exactly() {
         use rand::{Rng, SeedableRng};
-        let dim = 64;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let pts: Vec<(u64, Vec<f32>)> = near_duplicates(20, 30, dim)
+        let pts: Vec<(u64, Vec<f32>)> = near_duplicates(20, 30, 64)
             .into_iter()
             .map(|(key, v)| {
                 let scale = 10f32.powi(rng.gen_range(-8..=5));
                 (key, v.iter().map(|x| x * scale).collect())
             })
             .collect();
-        let full = Arc::new(Counted(pts.iter().cloned().collect(), Default::default()));
-        let f16 = HnswParams { quantization: Quantization::F16, ..params() };
-        let mut idx = HnswIndex::new(dim, Distance::Cosine, f16, 10).with_full_vectors(full.clone());
-        idx.insert(&pts);
-        assert_eq!(idx.quantization(), Quantization::F16, "coordinates beyond f16's range leave a cosine graph f16");
-        let mut exact = ExactIndex::new(dim, Distance::Cosine);
-        exact.insert(&pts);
-        let (mut searches, mut reordered) = (0, 0);
-        for (_, q) in pts.iter().step_by(7) {
-            let want = exact.search(q, 10, None);
-            let before = full.1.load(std::sync::atomic::Ordering::Relaxed);
-            let got = idx.search(q, 10, Some(600));
-            let read = full.1.load(std::sync::atomic::Ordering::Relaxed) - before;
-            assert_eq!(got, want, "the exact index's keys and distances");
-            assert!(read < rescored_candidates(10), "{read} of {} candidates read", rescored_candidates(10));
-            assert_eq!(idx.scan(q, 10, &|_| true), want, "scan");
-            let mut v = vec![0f32; dim];
-            let copy = nearest(idx.keys.iter().filter_map(|&key| idx.scored(q, key, &mut v)).collect(), 10);
-            reordered += usize::from(copy.iter().map(|n| n.key).ne(want.iter().map(|n| n.key)));
-            searches += 1;
-        }
-        assert!(reordered * 2 > searches, "only {reordered} of {searches} queries were reordered by rounding");
+        check_half_precision_graph(Distance::Cosine, &pts);
     }
 
     #[test]
