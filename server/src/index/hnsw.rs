@@ -56,8 +56,8 @@ impl Default for HnswParams {
 #[serde(rename_all = "lowercase")]
 pub enum Quantization {
     /// `f16` for a new graph of vectors of at least [`Quantization::WIDE`] coordinates,
-    /// `f32` for narrower ones; a saved graph of either kind is kept as it is, and a graph
-    /// holding a coordinate beyond half precision's range keeps `f32`.
+    /// `f32` for narrower ones; a saved graph of either kind is kept as it is, and a
+    /// Euclidean graph holding a coordinate beyond half precision's range keeps `f32`.
     #[default]
     Auto,
     F32,
@@ -341,8 +341,8 @@ impl HnswIndex {
         self.rebuilt_as(self.params)
     }
 
-    /// Whether inserting `items` turns this `f16` graph to `f32`: one of them has a
-    /// coordinate beyond half precision's range. A caller that must not block searches
+    /// Whether inserting `items` turns this `f16` graph to `f32`: the distance is
+    /// Euclidean and one of them has a coordinate beyond half precision's range. A caller that must not block searches
     /// for a rebuild swaps in [`HnswIndex::rebuilt_f32`] first.
     pub fn turns_f32(&self, items: &[(u64, Vec<f32>)]) -> bool {
         self.params.quantization == Quantization::F16
@@ -495,7 +495,28 @@ impl HnswIndex {
         {
             return Err(refused(asked));
         }
+        if !idx.holds_unit_copies() {
+            return Err(format!(
+                "graph file {} holds cosine vectors in f16 as they were given, not scaled to unit length as \
+                 this version keeps them",
+                files.file
+            ));
+        }
         Ok(idx)
+    }
+
+    /// Whether the graph's copies are as [`Self::in_graph`] makes them: in a cosine `f16`
+    /// graph, of unit length (or zero), which [`Self::at_least`] relies on. A graph saved
+    /// by an earlier version may hold them as they were given; up to 64 of its vectors are
+    /// looked at.
+    fn holds_unit_copies(&self) -> bool {
+        if self.params.quantization != Quantization::F16 || self.metric != Distance::Cosine {
+            return true;
+        }
+        self.keys.iter().take(64).filter_map(|&k| self.vector(k)).all(|v| {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            norm == 0.0 || (norm - 1.0).abs() < 0.01
+        })
     }
 
     /// Whether a live vector of the graph has a coordinate beyond half precision's range.
@@ -658,14 +679,17 @@ impl HnswIndex {
     /// sqrt(dim)` (as above, with the subnormal part), so it turns each by an angle of at
     /// most `asin(e)`. The angle between the two rounded vectors is then within `2
     /// asin(e)` of the true one, and as `cos` changes by no more than its argument, so is
-    /// the distance `1 - cos`: about `2^-10` on 1,024 coordinates. The kernels accumulate
-    /// in `f32` and take `1 / sqrt` to at least `2^-21` (an estimate refined by Newton
-    /// steps): on unit vectors under `3 dim 2^-24`, `2^-12` at 1,024 coordinates. The
-    /// bound subtracts `2^-8`, over three times the two together, growing with the width
-    /// beyond 8,192 coordinates.
+    /// the distance `1 - cos`: about `2^-10` (the subnormal part is negligible at any
+    /// width). The kernels accumulate in `f32` and take `1 / sqrt` to at least `2^-21` (an
+    /// estimate refined by Newton steps): on unit vectors under `3 dim 2^-24 + 2^-20`,
+    /// `2^-12` at 1,024 coordinates. The bound subtracts `2^-8`: three times the two
+    /// together at 1,024 coordinates, 1.6 times at 8,192, beyond which it grows with the
+    /// width as the kernels' part does. A graph saved before its copies were scaled is
+    /// not loaded (see [`Self::holds_unit_copies`]).
     ///
     /// Any other graph gives no bound (0), nor does a distance that is not finite (a
-    /// query beyond half precision's range) or a zero query: every such candidate is read.
+    /// Euclidean query beyond half precision's range) or a zero query: every such
+    /// candidate is read.
     fn at_least(&self, approx: f32, query_norm: f32) -> f32 {
         if self.params.quantization != Quantization::F16 || !approx.is_finite() {
             return 0.0;
@@ -956,10 +980,10 @@ mod tests {
         check_half_precision_graph(Distance::Euclidean, &near_duplicates(20, 30, 64));
     }
 
-    /// Cosine: within a group the directions differ by far less than half precision's
-    /// rounding, and the vectors' lengths span thirteen orders of magnitude, so that as
-    /// they are their coordinates would underflow or overflow `f16`. Only the unit-length
-    /// copies and the bound keep the answers exact, and the graph stays `f16`.
+    /// Cosine: within a group the directions differ by about as much as half precision's
+    /// rounding turns them, and the vectors' lengths span thirteen orders of magnitude, so
+    /// that as they are their coordinates would underflow or overflow `f16`. Only the
+    /// unit-length copies and the bound keep the answers exact, and the graph stays `f16`.
     #[test]
     fn a_half_precision_cosine_graph_reads_fewer_candidates_and_answers_exactly() {
         use rand::{Rng, SeedableRng};
@@ -972,6 +996,34 @@ mod tests {
             })
             .collect();
         check_half_precision_graph(Distance::Cosine, &pts);
+    }
+
+    /// A cosine `f16` graph saved with its vectors as they were given (as an earlier
+    /// version did) would break the bound: it is refused, so the gallery rebuilds it.
+    #[test]
+    fn a_cosine_half_precision_graph_of_unscaled_vectors_is_not_loaded() {
+        let dim = 8;
+        let pts = random_points(40, dim);
+        let keys: Vec<u64> = pts.iter().map(|(k, _)| *k).collect();
+        let f16 = HnswParams { quantization: Quantization::F16, ..params() };
+        let dir = tempfile::tempdir().unwrap();
+        let old = Index::new(&HnswIndex::options(dim, Distance::Cosine, f16)).unwrap();
+        old.reserve(64).unwrap();
+        for (key, v) in &pts {
+            old.add(*key, v).unwrap();
+        }
+        let path = dir.path().join(GraphFiles::file_name("graph-1"));
+        old.save(path.to_str().unwrap()).unwrap();
+        let (bytes, sha256) = HnswIndex::measure(&path).unwrap();
+        let files = GraphFiles { file: GraphFiles::file_name("graph-1"), bytes, sha256 };
+        let err = HnswIndex::load(dir.path(), &files, dim, Distance::Cosine, f16, &keys, 1000).err().unwrap();
+        assert!(err.contains("unit length"), "{err}");
+
+        let mut idx = HnswIndex::new(dim, Distance::Cosine, f16, 10);
+        idx.insert(&pts);
+        let files = idx.dump(dir.path(), "graph-2").unwrap();
+        let back = HnswIndex::load(dir.path(), &files, dim, Distance::Cosine, f16, &keys, 1000).unwrap();
+        assert_eq!(back.search(&pts[3].1, 1, None)[0].key, pts[3].0);
     }
 
     #[test]
