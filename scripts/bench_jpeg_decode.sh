@@ -7,7 +7,7 @@
 # the three alternated round by round. Prints the median milliseconds per file of each,
 # for decoding alone and with the preprocessing.
 #
-#   SKIP_SETUP=1 bash scripts/bench_jpeg_decode.sh        # after bench_serving.sh has run
+#   bash scripts/bench_jpeg_decode.sh        # after scripts/bench_serving.sh has run
 #
 # Needs target/bench_serving/ (the JPEG gallery, the 224-px model, the query list) and
 # deps/baseline-venv, both made by scripts/bench_serving.sh.

@@ -9,8 +9,9 @@
 //!
 //! Prints one line per repeat and a final `images_per_second=<median>` line for scripts;
 //! with `--decode LIST`, also `decode_ms=<median>`: the server's decoding and preprocessing
-//! of the image files listed in LIST, per image (and `decode_only_ms`, the decoding alone). `STML_SERVER_INTRA_SPINNING=off` (or any
-//! other setting) measures the model as a server with that setting would run it.
+//! of the image files listed in LIST, per image (and `decode_only_ms`, the decoding alone).
+//! `STML_SERVER_INTRA_SPINNING=off` (or any other setting) measures the model as a server
+//! with that setting would run it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

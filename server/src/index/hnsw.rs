@@ -342,8 +342,8 @@ impl HnswIndex {
     }
 
     /// Whether inserting `items` turns this `f16` graph to `f32`: the distance is
-    /// Euclidean and one of them has a coordinate beyond half precision's range. A caller that must not block searches
-    /// for a rebuild swaps in [`HnswIndex::rebuilt_f32`] first.
+    /// Euclidean and one of them has a coordinate beyond half precision's range. A caller
+    /// that must not block searches for a rebuild swaps in [`HnswIndex::rebuilt_f32`] first.
     pub fn turns_f32(&self, items: &[(u64, Vec<f32>)]) -> bool {
         self.params.quantization == Quantization::F16
             && self.metric == Distance::Euclidean
